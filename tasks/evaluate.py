@@ -1,0 +1,91 @@
+"""Step 6, evaluate: score the saved model on the held-out test split and write metrics and predictions.
+
+The test sentences went through the same frozen bottom the saved model contains, so only the saved model's
+trainable part (its top blocks and head) is applied to their stored features (a test proves this equals
+running the whole saved model on token ids). Metrics come from scikit-learn; the majority-class baseline
+stands beside them.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from tasks.caching import step_task
+from tasks.finetune import SplitFeatures, load_classifier, predict_features
+from tasks.io import ArtifactRef, artifact_dir, staging, store_dir, write_json_atomic
+
+log = logging.getLogger(__name__)
+METRICS_FILE = "metrics.json"
+PREDICTIONS_FILE = "predictions.parquet"
+
+
+def classification_metrics(y_true: np.ndarray, proba: np.ndarray, labels: list[str]) -> dict:
+    """Accuracy, macro-F1, per-class precision/recall/F1, confusion matrix, log loss, majority baseline."""
+    from sklearn.metrics import (accuracy_score, confusion_matrix, f1_score, log_loss,
+                                 precision_recall_fscore_support)
+
+    ids = list(range(len(labels)))
+    y_pred = proba.argmax(axis=1)
+    precision, recall, f1, support = precision_recall_fscore_support(y_true, y_pred, labels=ids, zero_division=0)
+    majority = int(np.bincount(y_true, minlength=len(labels)).argmax()) if len(y_true) else 0
+    baseline = np.full_like(y_true, majority)
+    return {
+        "n": int(len(y_true)),
+        "accuracy": float(accuracy_score(y_true, y_pred)),
+        "macro_f1": float(f1_score(y_true, y_pred, labels=ids, average="macro", zero_division=0)),
+        "log_loss": float(log_loss(y_true, np.clip(proba, 1e-7, 1), labels=ids)),
+        "per_class": {
+            label: {"precision": float(precision[i]), "recall": float(recall[i]), "f1": float(f1[i]),
+                    "support": int(support[i])}
+            for i, label in enumerate(labels)
+        },
+        "confusion_matrix": {"labels": labels, "rows_true_cols_predicted":
+                             confusion_matrix(y_true, y_pred, labels=ids).tolist()},
+        "majority_baseline": {
+            "label": labels[majority],
+            "accuracy": float(accuracy_score(y_true, baseline)),
+            "macro_f1": float(f1_score(y_true, baseline, labels=ids, average="macro", zero_division=0)),
+        },
+    }
+
+
+def evaluate(model: ArtifactRef, features: ArtifactRef, workdir: Path) -> ArtifactRef:
+    """Score `model` on the test rows of `features`; write `metrics.json` and `predictions.parquet`.
+
+    Returns the reference of the evaluation folder; `meta` holds the test metrics.
+    """
+    labels = list(features.meta["labels"])
+    test = SplitFeatures(features, workdir, "test")
+    proba = predict_features(load_classifier(model, workdir), test, int(features.meta["cut"]))
+    proba /= proba.sum(axis=1, keepdims=True)  # float32 softmax sums drift by ~1e-7
+    y_test = test.labels
+    metrics = classification_metrics(y_test, proba, labels)
+    predictions = pd.DataFrame({"row_id": test.row_ids})
+    predictions["label"] = [labels[i] for i in y_test]
+    predictions["predicted_label"] = [labels[i] for i in proba.argmax(axis=1)]
+    for i, label in enumerate(labels):
+        predictions[f"prob_{label}"] = proba[:, i]
+    with staging(artifact_dir(workdir, "evaluate"), is_dir=True) as folder:
+        write_json_atomic(folder / METRICS_FILE, {"test": metrics})
+        pq.write_table(pa.Table.from_pandas(predictions, preserve_index=False), folder / PREDICTIONS_FILE,
+                       compression="zstd")
+        ref = store_dir(workdir, "evaluate", folder, rows=len(y_test),
+                        meta={"test": metrics, "model_sha256": model.sha256, "rows_in": int(len(y_test))})
+    log.info("evaluate: test accuracy %.4f, macro-F1 %.4f on %d sentences (majority baseline %.4f)",
+             metrics["accuracy"], metrics["macro_f1"], metrics["n"], metrics["majority_baseline"]["accuracy"])
+    return ref
+
+
+def read_metrics(evaluation: ArtifactRef, workdir: Path) -> dict:
+    """The metrics an evaluation wrote."""
+    return json.loads((evaluation.resolve(workdir) / METRICS_FILE).read_text())
+
+
+evaluate_task = step_task(evaluate)

@@ -1,0 +1,183 @@
+"""Artifacts on disk: atomic writes, content hashes, and the small references steps pass to each other.
+
+Every file is written under a temporary name in its destination folder, flushed, fsynced and renamed, so a
+reader sees either the old file or the whole new one. Artifacts are content-addressed: a step's output is
+stored as `<workdir>/artifacts/<step>/<sha256[:16]><suffix>`, so equal content is stored once and a
+reference can always be checked against the bytes it points to.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+from pydantic import BaseModel, ConfigDict, Field
+
+CHUNK = 1 << 20
+
+
+def sha256_file(path: Path) -> str:
+    """Hex sha256 of a file's bytes."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(CHUNK):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def sha256_tree(folder: Path) -> str:
+    """Hex sha256 of a folder: the sorted relative paths and the sha256 of each file."""
+    digest = hashlib.sha256()
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        digest.update(f"{path.relative_to(folder).as_posix()}\0{sha256_file(path)}\n".encode())
+    return digest.hexdigest()
+
+
+@contextlib.contextmanager
+def atomic_path(dest: Path, suffix: str = "") -> Iterator[Path]:
+    """Yield a temporary path beside `dest`; on success rename it over `dest`, on failure remove it."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=suffix + ".tmp", dir=dest.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        yield tmp
+        _fsync(tmp)
+        os.replace(tmp, dest)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_bytes_atomic(dest: Path, data: bytes) -> Path:
+    """Write `data` to `dest` atomically and return `dest`."""
+    with atomic_path(dest) as tmp:
+        tmp.write_bytes(data)
+    return dest
+
+
+def write_json_atomic(dest: Path, payload: Any) -> Path:
+    """Write `payload` as indented, key-sorted JSON to `dest` atomically."""
+    return write_bytes_atomic(dest, (json.dumps(payload, indent=2, sort_keys=True, default=str) + "\n").encode())
+
+
+def _fsync(path: Path) -> None:
+    with open(path, "rb") as handle:
+        os.fsync(handle.fileno())
+
+
+class ArtifactRef(BaseModel):
+    """A small, hashable pointer to what a step wrote: where (relative to the workdir), its hash, its rows.
+
+    `meta` carries the step's figures (counts, chosen lengths) for the run summary. Cache keys use
+    `sha256`, never `path`, so a moved workdir or a re-written path cannot fool them.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    path: str
+    sha256: str
+    rows: int = 0
+    meta: dict[str, Any] = Field(default_factory=dict)
+
+    def resolve(self, workdir: Path) -> Path:
+        """Absolute location of the artifact under `workdir`."""
+        return Path(workdir) / self.path
+
+    def is_intact(self, workdir: Path) -> bool:
+        """True if the artifact exists and its bytes still hash to `sha256`."""
+        location = self.resolve(workdir)
+        try:
+            actual = sha256_tree(location) if location.is_dir() else sha256_file(location)
+        except OSError:
+            return False
+        return actual == self.sha256
+
+    def cache_fingerprint(self) -> str:
+        """What a cache key sees of this artifact: its content, not its place."""
+        return self.sha256
+
+
+class CorruptArtifact(RuntimeError):
+    """An artifact's bytes no longer match its recorded hash (deleted, truncated or altered).
+
+    Not an OSError on purpose: retrying the reader cannot help, the producing step must run again.
+    """
+
+
+def artifact_dir(workdir: Path, step: str) -> Path:
+    """The folder holding a step's content-addressed outputs."""
+    return Path(workdir) / "artifacts" / step
+
+
+@contextlib.contextmanager
+def staging(folder: Path, suffix: str = "", is_dir: bool = False) -> Iterator[Path]:
+    """Yield a fresh temporary file (or folder) inside `folder`; whatever is left of it is removed on exit."""
+    folder.mkdir(parents=True, exist_ok=True)
+    if is_dir:
+        tmp = Path(tempfile.mkdtemp(prefix=".staging.", suffix=suffix, dir=folder))
+    else:
+        fd, name = tempfile.mkstemp(prefix=".staging.", suffix=suffix, dir=folder)
+        os.close(fd)
+        tmp = Path(name)
+    try:
+        yield tmp
+    finally:
+        if tmp.is_dir():
+            shutil.rmtree(tmp, ignore_errors=True)
+        else:
+            tmp.unlink(missing_ok=True)
+
+
+def store_file(workdir: Path, step: str, tmp: Path, suffix: str, rows: int, meta: dict[str, Any]) -> ArtifactRef:
+    """Move a finished staging file into the step's content-addressed store and return its reference."""
+    digest = sha256_file(tmp)
+    dest = artifact_dir(workdir, step) / f"{digest[:16]}{suffix}"
+    _fsync(tmp)
+    os.replace(tmp, dest)
+    return ArtifactRef(path=dest.relative_to(workdir).as_posix(), sha256=digest, rows=rows, meta=meta)
+
+
+def store_dir(workdir: Path, step: str, tmp: Path, rows: int, meta: dict[str, Any]) -> ArtifactRef:
+    """Move a finished staging folder into the step's content-addressed store and return its reference.
+
+    An intact folder with the same content is kept as it is; a damaged one is moved aside and replaced.
+    """
+    digest = sha256_tree(tmp)
+    dest = artifact_dir(workdir, step) / digest[:16]
+    ref = ArtifactRef(path=dest.relative_to(workdir).as_posix(), sha256=digest, rows=rows, meta=meta)
+    if dest.exists():
+        if ref.is_intact(workdir):
+            return ref
+        trash = Path(tempfile.mkdtemp(prefix=".damaged.", dir=dest.parent))
+        os.replace(dest, trash / dest.name)
+        shutil.rmtree(trash, ignore_errors=True)
+    for path in tmp.rglob("*"):
+        if path.is_file():
+            _fsync(path)
+    os.replace(tmp, dest)
+    return ref
+
+
+def write_parquet(
+    workdir: Path, step: str, table: pa.Table, meta: dict[str, Any] | None = None, rows: int | None = None
+) -> ArtifactRef:
+    """Write `table` as zstd Parquet into the step's store, atomically; returns its reference."""
+    with staging(artifact_dir(workdir, step), ".parquet") as tmp:
+        pq.write_table(table, tmp, compression="zstd")
+        return store_file(workdir, step, tmp, ".parquet", table.num_rows if rows is None else rows, meta or {})
+
+
+def read_parquet(ref: ArtifactRef, workdir: Path, columns: list[str] | None = None) -> pa.Table:
+    """Read an artifact's Parquet after checking its hash; raises `CorruptArtifact` if it changed."""
+    if not ref.is_intact(workdir):
+        raise CorruptArtifact(f"{ref.resolve(workdir)} is missing or does not match its recorded sha256")
+    return pq.read_table(ref.resolve(workdir), columns=columns)

@@ -1,0 +1,117 @@
+"""The record of one retrain run: each stage's Prefect state, time and row counts, then summary.json.
+
+`RunRecord.step` is how the flow calls a step: it binds the step's result storage to the workdir, runs it,
+keeps its state name ("Completed", "Cached", ...) and seconds, and turns a failure into the typed error the
+command line maps to an exit code (bad input stays `InvalidData`; anything else names the stage).
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+from prefect import Task
+
+from tasks.caching import records_dir
+from tasks.config import RetrainConfig
+from tasks.errors import InvalidData, PipelineError, StageFailed
+from tasks.io import ArtifactRef, atomic_path, sha256_file, write_json_atomic
+
+log = logging.getLogger(__name__)
+
+
+def run_dir(workdir: Path, run_id: str) -> Path:
+    """The folder of one run's records (summary.json, failure tables)."""
+    return Path(workdir) / "runs" / run_id
+
+
+class RunRecord:
+    """Collects what each stage did and writes the run's summary.json."""
+
+    def __init__(self, cfg: RetrainConfig, run_id: str, runner: str = "threads"):
+        self.cfg = cfg
+        self.run_id = run_id
+        self.runner = runner
+        self.workdir = Path(cfg.workdir)
+        self.stages: dict[str, dict[str, Any]] = {}
+        self.refs: dict[str, Any] = {}
+        self.started = time.perf_counter()
+
+    def step(self, name: str, task: Task, *args: Any, **kwargs: Any) -> Any:
+        """Run one step as a Prefect task and record it; returns the step's result."""
+        started = time.perf_counter()
+        bound = task.with_options(result_storage=records_dir(self.workdir).resolve())
+        state = bound(*args, workdir=self.workdir, return_state=True, **kwargs)
+        seconds = round(time.perf_counter() - started, 3)
+        if not state.is_completed():
+            self.stages[name] = {"state": state.name, "seconds": seconds}
+            error = state.result(raise_on_failure=False)
+            if isinstance(error, InvalidData):
+                self._save_failures(error)
+            if isinstance(error, PipelineError):
+                raise error
+            raise StageFailed(name, error) from error
+        result = state.result()
+        entry: dict[str, Any] = {"state": state.name, "seconds": seconds}
+        if isinstance(result, ArtifactRef):
+            entry["rows_in"] = result.meta.get("rows_in", result.rows)
+            entry["rows_out"] = result.meta.get("rows_out", result.rows)
+        self.stages[name] = entry
+        self.refs[name] = result
+        return result
+
+    def _save_failures(self, error: InvalidData) -> None:
+        path = run_dir(self.workdir, self.run_id) / "validation_failures.csv"
+        with atomic_path(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as handle:
+            writer = csv.DictWriter(handle, fieldnames=["file", "location", "column", "rule", "value"])
+            writer.writeheader()
+            writer.writerows(f.as_row() for f in error.failures)
+        error.table_path = str(path.resolve())
+
+    def summary(self) -> dict[str, Any]:
+        """The run's summary (CONTRACT.md): dataset, stages, test metrics, model, promotion, runner."""
+        validated = self.refs.get("validate")
+        evaluation = self.refs.get("evaluate")
+        release = self.refs.get("promote")
+        data_path = Path(self.cfg.data.path)
+        out: dict[str, Any] = {
+            "run_id": self.run_id,
+            "dataset": {
+                "path": str(data_path.resolve()),
+                "sha256": sha256_file(data_path),
+                "rows": validated.meta["rows_read"],
+                "rows_used": validated.meta["rows_used"],
+                "duplicates_dropped": validated.meta["duplicates_dropped"],
+                "conflicts_dropped": validated.meta["conflicts_dropped"],
+                "labels": validated.meta["labels"],
+            },
+            "stages": self.stages,
+            "seconds": round(time.perf_counter() - self.started, 3),
+            "runner": self.runner,
+            "config": self.cfg.model_dump(mode="json", by_alias=True),
+        }
+        if split := self.refs.get("split"):
+            out["split"] = split.meta
+        if augmented := self.refs.get("augment"):
+            out["augment"] = {k: augmented.meta[k] for k in ("rows_in", "rows_out", "augmented_rows", "n_aug", "strengths")}
+        if tokenized := self.refs.get("tokenize"):
+            out["tokenize"] = {k: tokenized.meta[k] for k in ("sequence_length", "truncated_rows", "truncated_share")}
+        if model := self.refs.get("finetune"):
+            out["training"] = {k: model.meta[k] for k in ("best_epoch", "epochs_run", "best_val_loss", "phases")}
+        if evaluation:
+            out["metrics"] = {"test": evaluation.meta["test"]}
+        if release:
+            out["model"] = {"name": release.name, "version": release.version, "path": release.path}
+            out["promoted"] = release.promoted
+            out["promotion_reason"] = release.reason
+        return out
+
+    def write_summary(self) -> Path:
+        """Write `<workdir>/runs/<run_id>/summary.json` atomically and return its absolute path."""
+        path = (run_dir(self.workdir, self.run_id) / "summary.json").resolve()
+        write_json_atomic(path, self.summary())
+        log.info("summary written to %s", path)
+        return path

@@ -1,0 +1,86 @@
+"""Step 4, tokenize: WordPiece ids of every row, written as Parquet with the figures that describe them.
+
+The sequence length is read from the data (a percentile of the token counts, rounded up to a multiple of 8)
+unless `tokenize.max_length` is set, so short-sentence datasets never pay for 512-token padding. Ids are
+stored unpadded, `[CLS] ... [SEP]`, already truncated: what the backbone sees, and nothing more.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+
+from schemas.tables import TOKENIZED_SCHEMA
+from tasks.caching import step_task
+from tasks.backbone import MAX_POSITIONS, Backbone, encode_texts, special_ids, vocab_hash
+from tasks.config import TokenizeConfig
+from tasks.io import ArtifactRef, read_parquet, write_parquet
+
+log = logging.getLogger(__name__)
+BATCH = 4096
+
+
+def choose_length(counts: np.ndarray, cfg: TokenizeConfig) -> int:
+    """The sequence length: `cfg.max_length` if set, else the chosen percentile of `counts` rounded up to 8."""
+    if cfg.max_length:
+        return cfg.max_length
+    if len(counts) == 0:
+        return 8
+    length = int(math.ceil(np.percentile(counts, cfg.length_percentile) / 8) * 8)
+    return int(min(max(length, 8), MAX_POSITIONS))
+
+
+def tokenize(augmented: ArtifactRef, cfg: TokenizeConfig, backbone: Backbone, workdir: Path) -> ArtifactRef:
+    """Tokenize every row of the augmented table and write the tokenized Parquet.
+
+    `meta` (and the file's Parquet metadata) record the vocabulary hash, the sequence length, the label
+    order, and how many sentences were truncated.
+    """
+    preset = backbone.path
+    table = read_parquet(augmented, workdir)
+    texts = table.column("text").to_pylist()
+    ids = []
+    for start in range(0, len(texts), BATCH):
+        ids.extend(encode_texts(preset, texts[start:start + BATCH]))
+        log.info("tokenize: %d/%d sentences", min(start + BATCH, len(texts)), len(texts))
+    cls_id, sep_id, _ = special_ids(preset)
+    full = np.array([len(x) + 2 for x in ids], dtype=np.int64)
+    length = choose_length(full, cfg)
+    token_ids = [[cls_id, *x[: length - 2], sep_id] for x in ids]
+    truncated = full > length
+
+    labels = list(augmented.meta["labels"])
+    label_index = {label: i for i, label in enumerate(labels)}
+    label_ids = [label_index[label] for label in table.column("label").to_pylist()]
+    meta = {
+        "labels": labels,
+        "sequence_length": length,
+        "vocab_sha256": vocab_hash(preset),
+        "truncated_rows": int(truncated.sum()),
+        "truncated_share": float(truncated.mean()) if len(truncated) else 0.0,
+        "token_count_p50": float(np.percentile(full, 50)) if len(full) else 0.0,
+        "token_count_max": int(full.max()) if len(full) else 0,
+        "rows_in": table.num_rows,
+        "rows_out": table.num_rows,
+    }
+    out = pa.Table.from_pydict({
+        "row_id": table.column("row_id"),
+        "split": table.column("split"),
+        "label": table.column("label"),
+        "label_id": pa.array(label_ids, pa.int32()),
+        "token_ids": pa.array(token_ids, pa.list_(pa.int32())),
+        "n_tokens": pa.array([len(x) for x in token_ids], pa.int32()),
+        "truncated": pa.array(truncated.tolist(), pa.bool_()),
+        "is_augmented": table.column("is_augmented"),
+        "source_id": table.column("source_id"),
+    }, schema=TOKENIZED_SCHEMA.with_metadata({f"retrain.{k}": str(v) for k, v in meta.items()}))
+    log.info("tokenize: sequence length %d, %d of %d sentences truncated (%.2f%%)", length,
+             meta["truncated_rows"], table.num_rows, 100 * meta["truncated_share"])
+    return write_parquet(workdir, "tokenize", out, meta)
+
+
+tokenize_task = step_task(tokenize)

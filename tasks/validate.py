@@ -1,0 +1,161 @@
+"""Step 1, validate: read the raw labelled file, check every row, resolve duplicates, write validated Parquet.
+
+Every broken rule of every row is collected before anything fails (pandera's lazy validation), so a person
+fixes the file once, not once per error. Duplicates (equal after normalisation) with the same label are
+kept once; with different labels they follow `data.conflicts`.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections import Counter
+from pathlib import Path
+
+import pandas as pd
+import pandera.pandas as pa
+
+from schemas.raw import RULE_WORDING, raw_schema
+from schemas.tables import VALIDATED_SCHEMA, ValidatedTable, to_arrow
+from tasks.caching import step_task
+from tasks.config import DataConfig
+from tasks.errors import Failure, InvalidData
+from tasks.identity import normalize_text, row_id
+from tasks.io import ArtifactRef, write_parquet
+from tasks.readers import read_raw
+
+log = logging.getLogger(__name__)
+
+
+def validate(data: DataConfig, workdir: Path) -> ArtifactRef:
+    """Validate `data.path` and write one row per distinct sentence (`row_id, text, label, location`).
+
+    Returns the reference of the validated Parquet, whose `meta` counts rows read, duplicates and
+    conflicts dropped, and lists the label set. Raises `InvalidData` listing every failure found.
+    """
+    name = str(data.path)
+    raw = read_raw(data.path, data.encoding, data.max_file_mb)
+    frame = _select_columns(raw.frame, data, name)
+    frame["label"] = frame["label"].map(_label_as_text)
+    failures = list(raw.failures) + _schema_failures(frame, raw.locations, data, name)
+    if failures:
+        raise InvalidData(_in_file_order(failures))
+
+    frame["text"] = frame["text"].str.strip()
+    frame["label"] = frame["label"].str.strip()
+    frame["location"] = raw.locations
+    frame["norm"] = frame["text"].map(normalize_text)
+    frame, counts = _resolve_duplicates(frame, data, name)
+
+    labels = list(data.labels) if data.labels else sorted(frame["label"].unique())
+    if len(set(frame["label"])) < 2:
+        raise InvalidData([Failure(name, "file", data.label_col, f"needs at least 2 classes, found "
+                                   f"{sorted(set(frame['label']))}")])
+    frame["row_id"] = frame["norm"].map(row_id)
+    frame = ValidatedTable.validate(frame[VALIDATED_SCHEMA.names])
+    meta = {
+        "source": name,
+        "label_col": data.label_col,
+        "rows_read": raw.rows_read,
+        "rows_used": len(frame),
+        "labels": labels,
+        "class_counts": dict(Counter(frame["label"])),
+        **counts,
+    }
+    log.info("validated %s: %d rows read, %d used (%d duplicates, %d conflicting rows dropped)",
+             name, raw.rows_read, len(frame), counts["duplicates_dropped"], counts["conflicts_dropped"])
+    return write_parquet(workdir, "validate", to_arrow(frame, VALIDATED_SCHEMA), meta)
+
+
+def _select_columns(frame: pd.DataFrame, data: DataConfig, name: str) -> pd.DataFrame:
+    found = [str(c) for c in frame.columns]
+    missing = [(flag, col) for flag, col in (("--text-col", data.text_col), ("--label-col", data.label_col))
+               if col not in found]
+    if missing:
+        raise InvalidData([
+            Failure(name, "file", col, f"missing column {col!r} (columns found: {', '.join(found) or 'none'}); "
+                                       f"name the right one with {flag}")
+            for flag, col in missing
+        ])
+    return pd.DataFrame({"text": frame[data.text_col].to_numpy(), "label": frame[data.label_col].to_numpy()},
+                        dtype=object)
+
+
+def _label_as_text(value: object) -> object:
+    """Integer labels (0, 1, 2.0) become their text; everything else is left for the schema to judge."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float) and math.isfinite(value) and value.is_integer():
+        return str(int(value))
+    return value
+
+
+def _schema_failures(frame: pd.DataFrame, locations: list[str], data: DataConfig, name: str) -> list[Failure]:
+    try:
+        raw_schema(data.labels, data.max_chars).validate(frame, lazy=True)
+    except pa.errors.SchemaErrors as exc:
+        cases = exc.failure_cases
+    else:
+        return []
+    failures = []
+    for case in cases.itertuples(index=False):
+        if case.index is None or (isinstance(case.index, float) and math.isnan(case.index)):
+            continue  # a rule about the whole frame; the column checks above cover those
+        column = data.text_col if case.column == "text" else data.label_col
+        failures.append(Failure(name, locations[int(case.index)], column,
+                                RULE_WORDING.get(case.check, case.check), _shorten(case.failure_case)))
+    return failures
+
+
+def _resolve_duplicates(frame: pd.DataFrame, data: DataConfig, name: str) -> tuple[pd.DataFrame, dict[str, int]]:
+    """Keep one row per normalised text; settle texts seen with several labels by `data.conflicts`."""
+    policy = data.conflicts
+    labels_per_text = frame.groupby("norm", sort=False)["label"].agg(lambda s: Counter(s))
+    conflicting = labels_per_text[labels_per_text.map(len) > 1]
+    if len(conflicting) and policy == "error":
+        raise InvalidData(_conflict_failures(frame, conflicting.index, name, data.label_col))
+    keep_label: dict[str, str | None] = {}
+    for norm, counts in conflicting.items():
+        (top, top_n), *rest = counts.most_common()
+        keep_label[norm] = top if policy == "majority" and top_n > rest[0][1] else None
+    resolved = frame["norm"].map(lambda n: keep_label.get(n, ""))
+    is_conflict = frame["norm"].isin(conflicting.index)
+    keep = ~is_conflict | (frame["label"] == resolved)
+    conflicts_dropped = int((~keep).sum())
+    kept = frame[keep]
+    deduped = kept.drop_duplicates("norm", keep="first")
+    counts = {
+        "duplicates_dropped": len(kept) - len(deduped),
+        "conflicts_dropped": conflicts_dropped,
+        "conflicting_texts": len(conflicting),
+    }
+    return deduped.reset_index(drop=True), counts
+
+
+def _conflict_failures(frame: pd.DataFrame, conflicting: pd.Index, name: str, column: str) -> list[Failure]:
+    failures = []
+    for norm in conflicting:
+        rows = frame[frame["norm"] == norm]
+        where = ", ".join(f"{loc} ({lab})" for loc, lab in zip(rows["location"], rows["label"]))
+        for location, label in zip(rows["location"], rows["label"]):
+            failures.append(Failure(name, location, column, f"the same text has different labels: {where}; fix "
+                                    "the labels, or set data.conflicts=drop or data.conflicts=majority", label))
+    return failures
+
+
+def _in_file_order(failures: list[Failure]) -> list[Failure]:
+    def key(failure: Failure) -> tuple[int, str]:
+        number = failure.location.rpartition(" ")[2]
+        return (int(number) if number.isdigit() else 0, failure.column)
+    return sorted(failures, key=key)
+
+
+def _shorten(value: object, limit: int = 80) -> str:
+    text = "" if value is None else str(value)
+    text = text.replace("\n", "\\n")
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
+
+
+validate_task = step_task(validate)
