@@ -15,6 +15,7 @@ from pathlib import Path
 from benchmarks.results import table, write_section
 
 ROOT = Path(__file__).resolve().parents[1]
+ORDER = ("validate", "split", "augment", "tokenize", "embed", "finetune", "evaluate", "promote")
 
 
 def timed_run(workdir: Path) -> tuple[float, dict]:
@@ -37,7 +38,8 @@ def main() -> None:
             ["warm (same workdir)", f"{warm_s:.0f}", f"{warm['metrics']['test']['accuracy']:.3f}",
              f"{warm['metrics']['test']['macro_f1']:.3f}", warm["metrics"]["test"]["n"]]]
     stages = [[name, cold["stages"][name]["state"], f"{cold['stages'][name]['seconds']:.1f}",
-               warm["stages"][name]["state"], f"{warm['stages'][name]['seconds']:.1f}"] for name in cold["stages"]]
+               warm["stages"][name]["state"], f"{warm['stages'][name]['seconds']:.1f}"]
+              for name in sorted(cold["stages"], key=lambda n: ORDER.index(n) if n in ORDER else len(ORDER))]
     body = (
         "`python -m flows.retrain --set data.conflicts=drop` on the bundled Financial PhraseBank "
         f"(train.unfreeze_top={cold['config']['train']['unfreeze_top']}, augment.n_aug="

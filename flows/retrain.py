@@ -19,6 +19,7 @@ from flows import cli
 from tasks.augment import augment_task
 from tasks.backbone import Backbone
 from tasks.config import ConfigError, RetrainConfig
+from tasks.readers import require_file
 from tasks.embed import embed_task
 from tasks.evaluate import evaluate_task
 from tasks.finetune import finetune_task
@@ -86,6 +87,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(str(exc))
     cli.quiet_expected_errors()
     try:
+        if args.data:
+            require_file(Path(args.data))  # fail fast, before any Prefect or TensorFlow start-up
         if args.validate_only:
             from flows.validate_only import validate_only
 

@@ -40,13 +40,18 @@ class RawTable:
         return len(self.locations) + len(self.failures)
 
 
+def require_file(path: Path) -> None:
+    """Raise `InputNotFound` unless `path` is an existing file."""
+    if not Path(path).is_file():
+        reason = "is a folder, not a file" if Path(path).is_dir() else "does not exist"
+        raise InputNotFound(f"{path} {reason}")
+
+
 def read_raw(path: Path, encoding: str = "utf-8", max_file_mb: int = 512) -> RawTable:
     """Read a labelled file by its extension; raises `InputNotFound` or `InvalidData` for file-level faults."""
     path = Path(path)
     name = str(path)
-    if not path.is_file():
-        reason = "is a folder, not a file" if path.is_dir() else "does not exist"
-        raise InputNotFound(f"{name} {reason}")
+    require_file(path)
     fmt = FORMATS.get(path.suffix.lower())
     if fmt is None:
         raise InvalidData([Failure(name, "file", "", f"unknown file type {path.suffix!r}: use one of "

@@ -18,7 +18,7 @@ from prefect import Task
 from tasks.caching import records_dir
 from tasks.config import RetrainConfig
 from tasks.errors import InvalidData, PipelineError, StageFailed
-from tasks.io import ArtifactRef, atomic_path, sha256_file, write_json_atomic
+from tasks.io import ArtifactRef, atomic_path, write_json_atomic
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +81,7 @@ class RunRecord:
             "run_id": self.run_id,
             "dataset": {
                 "path": str(data_path.resolve()),
-                "sha256": sha256_file(data_path),
+                "sha256": validated.meta["source_sha256"],
                 "rows": validated.meta["rows_read"],
                 "rows_used": validated.meta["rows_used"],
                 "duplicates_dropped": validated.meta["duplicates_dropped"],

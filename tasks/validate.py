@@ -21,7 +21,7 @@ from tasks.caching import step_task
 from tasks.config import DataConfig
 from tasks.errors import Failure, InvalidData
 from tasks.identity import normalize_text, row_id
-from tasks.io import ArtifactRef, write_parquet
+from tasks.io import ArtifactRef, sha256_file, write_parquet
 from tasks.readers import read_raw
 
 log = logging.getLogger(__name__)
@@ -55,6 +55,7 @@ def validate(data: DataConfig, workdir: Path) -> ArtifactRef:
     frame = ValidatedTable.validate(frame[VALIDATED_SCHEMA.names])
     meta = {
         "source": name,
+        "source_sha256": sha256_file(data.path),
         "label_col": data.label_col,
         "rows_read": raw.rows_read,
         "rows_used": len(frame),
