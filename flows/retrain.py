@@ -1,4 +1,4 @@
-"""The retrain flow: validate -> split -> augment -> tokenize -> embed -> finetune -> evaluate -> promote.
+"""The retrain flow: validate (+ drift) -> split -> augment -> tokenize -> embed -> finetune -> evaluate -> promote.
 
 Run it: `.venv/bin/python -m flows.retrain [--data PATH] [--set KEY=VALUE ...]` (see --help), or as the
 Prefect deployments in prefect.yaml. The flow's parameters are those of CONTRACT.md; they build the one
@@ -18,6 +18,7 @@ from prefect.runtime import flow_run
 from flows import cli
 from tasks.augment import augment_task
 from tasks.backbone import Backbone
+from tasks.drift import drift_task
 from tasks.config import ConfigError, RetrainConfig
 from tasks.readers import require_file
 from tasks.embed import embed_task
@@ -44,6 +45,7 @@ def retrain(
     backbone = Backbone.resolve(cfg.model.backbone)
 
     validated = run.step("validate", validate_task, cfg.data)
+    run.step("drift", drift_task, validated, run.reference(), cfg.validate_)
     splits = run.step("split", split_task, validated, cfg.split, cfg.data.max_train_rows, cfg.data.min_per_class)
     augmented = run.step("augment", augment_task, splits, cfg.augment, cfg.seed)
     tokenized = run.step("tokenize", tokenize_task, augmented, cfg.tokenize, backbone)

@@ -11,7 +11,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from tasks.config import RetrainConfig
+from tasks.drift import drift
 from tasks.io import write_json_atomic
+from tasks.report import drift_markdown
+from tasks.run_record import latest_success
 from tasks.split import split
 from tasks.validate import validate
 
@@ -19,11 +22,15 @@ from tasks.validate import validate
 def validate_only(cfg: RetrainConfig) -> Path:
     """Validate and split `cfg.data`; print the report on stderr and return the path of its JSON copy."""
     validated = validate(cfg.data, cfg.workdir)
+    reference_run, reference = latest_success(cfg.workdir)
+    drifted = drift(validated, reference, cfg.validate_, cfg.workdir).meta["report"]
     splits = split(validated, cfg.split, cfg.data.max_train_rows, cfg.data.min_per_class, cfg.workdir)
-    report = {"dataset": str(Path(cfg.data.path).resolve()), "validated": validated.meta, "split": splits.meta}
+    report = {"dataset": str(Path(cfg.data.path).resolve()), "validated": validated.meta, "split": splits.meta,
+              "drift": {**drifted, "reference_run_id": reference_run}}
     meta = validated.meta
     print(f"{meta['source']}: valid. {meta['rows_read']} rows read, {meta['rows_used']} used "
           f"({meta['duplicates_dropped']} duplicates and {meta['conflicts_dropped']} conflicting rows dropped); "
           f"labels {', '.join(meta['labels'])}; split {splits.meta['split_rows']}", file=sys.stderr)
+    print(drift_markdown(drifted), file=sys.stderr)
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
     return write_json_atomic(Path(cfg.workdir) / "validation" / f"{stamp}.json", report)

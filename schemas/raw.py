@@ -7,6 +7,7 @@ text" and nothing else.
 
 from __future__ import annotations
 
+import unicodedata
 from collections.abc import Sequence
 
 import pandera.pandas as pa
@@ -18,6 +19,11 @@ def _is_str(value: object) -> bool:
 
 def _not_blank(value: object) -> bool:
     return not isinstance(value, str) or bool(value.strip())
+
+
+def _no_control_chars(value: object) -> bool:
+    return not isinstance(value, str) or not any(
+        unicodedata.category(ch) == "Cc" and ch not in "\t\n\r" for ch in value)
 
 
 def _has_letter(value: object) -> bool:
@@ -33,6 +39,8 @@ def raw_schema(labels: Sequence[str] | None, max_chars: int) -> pa.DataFrameSche
                  error="text has no letters (a number or symbols only: are the columns swapped?)"),
         pa.Check(lambda v: not isinstance(v, str) or len(v) <= max_chars, element_wise=True,
                  error=f"text is longer than data.max_chars={max_chars} characters"),
+        pa.Check(_no_control_chars, element_wise=True,
+                 error="text contains control characters (NUL or similar: a binary or corrupted file?)"),
     ]
     label_checks = [
         pa.Check(_is_str, element_wise=True, error="label must be a string or an integer"),

@@ -6,6 +6,7 @@ documentation of every intermediate artifact.
 
 from __future__ import annotations
 
+import numpy as np
 import pandera.pandas as pa
 import pyarrow
 from pandera.typing import Series
@@ -54,6 +55,41 @@ class AugmentedTable(pa.DataFrameModel):
     @pa.dataframe_check(error="an original row is its own source; an augmented row is not")
     def _source_consistent(cls, df):  # noqa: N805
         return (df["source_id"] == df["row_id"]) != df["is_augmented"]
+
+
+class TokenizedTable(pa.DataFrameModel):
+    """tokenize's output: WordPiece ids of every row, `[CLS] ... [SEP]`, truncated to the sequence length."""
+
+    row_id: Series[str] = pa.Field(unique=True, str_matches=ROW_ID)
+    split: Series[str] = pa.Field(isin=SPLITS)
+    label: Series[str]
+    label_id: Series[np.int32] = pa.Field(ge=0)
+    token_ids: Series[object] = pa.Field(description="list of int32 token ids")
+    n_tokens: Series[np.int32] = pa.Field(ge=2)
+    truncated: Series[bool]
+    is_augmented: Series[bool]
+    source_id: Series[str] = pa.Field(str_matches=ROW_ID)
+
+    class Config:
+        strict = True
+
+    @pa.dataframe_check(error="n_tokens must equal the number of token ids")
+    def _counts_match(cls, df):  # noqa: N805
+        return df["n_tokens"] == df["token_ids"].map(len)
+
+
+def predictions_schema(labels: list[str], strict: bool = False) -> pa.DataFrameSchema:
+    """Predictions (evaluation's and flows.predict's): a known predicted label and one probability per label."""
+    prob_columns = {f"prob_{label}": pa.Column(float, pa.Check.in_range(0.0, 1.0)) for label in labels}
+
+    def sums_to_one(df):
+        return (df[list(prob_columns)].sum(axis=1) - 1.0).abs() < 1e-4
+
+    return pa.DataFrameSchema(
+        {"predicted_label": pa.Column(str, pa.Check.isin(labels)), **prob_columns},
+        checks=[pa.Check(sums_to_one, error="probabilities of a row must sum to 1")],
+        strict=strict, name="predictions",
+    )
 
 
 VALIDATED_SCHEMA = pyarrow.schema([

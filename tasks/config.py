@@ -55,6 +55,9 @@ class DataConfig(Section):
 class ValidateConfig(Section):
     max_reported: int = Field(50, ge=1)
     drift: Literal["warn", "fail"] = "warn"
+    drift_alpha: float = Field(0.01, gt=0, lt=1)
+    drift_min_effect: float = Field(0.1, ge=0, le=1)
+    drift_min_unseen_increase: float = Field(0.05, ge=0, le=1)
 
 
 class SplitConfig(Section):

@@ -17,6 +17,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from schemas.tables import predictions_schema
 from tasks.caching import step_task
 from tasks.finetune import SplitFeatures, load_classifier, predict_features
 from tasks.io import ArtifactRef, artifact_dir, staging, store_dir, write_json_atomic
@@ -72,6 +73,7 @@ def evaluate(model: ArtifactRef, features: ArtifactRef, workdir: Path) -> Artifa
     predictions["predicted_label"] = [labels[i] for i in proba.argmax(axis=1)]
     for i, label in enumerate(labels):
         predictions[f"prob_{label}"] = proba[:, i]
+    predictions_schema(labels).validate(predictions)
     with staging(artifact_dir(workdir, "evaluate"), is_dir=True) as folder:
         write_json_atomic(folder / METRICS_FILE, {"test": metrics})
         pq.write_table(pa.Table.from_pandas(predictions, preserve_index=False), folder / PREDICTIONS_FILE,

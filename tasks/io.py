@@ -176,6 +176,13 @@ def write_parquet(
         return store_file(workdir, step, tmp, ".parquet", table.num_rows if rows is None else rows, meta or {})
 
 
+def store_json(workdir: Path, step: str, payload: Any, rows: int = 0, meta: dict[str, Any] | None = None) -> ArtifactRef:
+    """Write `payload` as JSON into the step's content-addressed store; returns its reference."""
+    with staging(artifact_dir(workdir, step), ".json") as tmp:
+        tmp.write_text(json.dumps(payload, indent=2, sort_keys=True, default=str) + "\n")
+        return store_file(workdir, step, tmp, ".json", rows, meta or {})
+
+
 def read_parquet(ref: ArtifactRef, workdir: Path, columns: list[str] | None = None) -> pa.Table:
     """Read an artifact's Parquet after checking its hash; raises `CorruptArtifact` if it changed."""
     if not ref.is_intact(workdir):

@@ -78,19 +78,46 @@ def read_raw(path: Path, encoding: str = "utf-8", max_file_mb: int = 512) -> Raw
 
 
 def _decode(data: bytes, encoding: str, name: str) -> str:
-    codec = "utf-8-sig" if encoding.lower().replace("_", "-") in ("utf-8", "utf8") else encoding
+    is_utf8 = encoding.lower().replace("_", "-") in ("utf-8", "utf8", "utf-8-sig")
+    codec = "utf-8-sig" if is_utf8 else encoding
+    if not is_utf8 and not data.isascii() and _is_utf8(data):
+        raise InvalidData([Failure(name, "file", "", f"the file is valid UTF-8 with non-ASCII characters, but "
+                                   f"data.encoding={encoding} was given: reading it that way would garble them "
+                                   "(mojibake); drop the data.encoding setting")])
     try:
         return data.decode(codec)
     except LookupError:
         raise InvalidData([Failure(name, "file", "", f"unknown encoding {encoding!r} in data.encoding")]) from None
-    except UnicodeDecodeError as exc:
-        line = data.count(b"\n", 0, exc.start) + 1
-        column = exc.start - (data.rfind(b"\n", 0, exc.start) + 1) + 1
-        bad = data[exc.start:exc.end].hex(" ")
+    except UnicodeDecodeError:
+        raise InvalidData(_undecodable_lines(data, codec, encoding, name)) from None
+
+
+def _undecodable_lines(data: bytes, codec: str, encoding: str, name: str) -> list[Failure]:
+    """One failure per line that does not decode, with the byte where it breaks and a hint for the fix."""
+    failures, offset, clean_non_ascii = [], 0, 0
+    for number, line in enumerate(data.split(b"\n"), start=1):
+        try:
+            line.decode(codec)
+            clean_non_ascii += not line.isascii()
+        except UnicodeDecodeError as exc:
+            bad = line[exc.start:exc.end].hex(" ")
+            failures.append(Failure(name, f"line {number}", "", f"not valid {encoding}: byte {offset + exc.start} "
+                                    f"of the file (byte {exc.start + 1} of the line, 0x{bad}) cannot be decoded"))
+        offset += len(line) + 1
+    if clean_non_ascii:
+        hint = (f"the file mixes encodings ({clean_non_ascii} other lines are valid non-ASCII {encoding}): "
+                f"re-save the lines above as {encoding}")
+    else:
         hint = _encoding_hint(data, encoding)
-        rule = (f"not valid {encoding}: byte {exc.start} (line {line}, byte {column} of the line, "
-                f"bytes {bad}) cannot be decoded; {hint}")
-        raise InvalidData([Failure(name, f"line {line}", "", rule)]) from None
+    return [Failure(f.file, f.location, f.column, f"{f.rule}; {hint}") for f in failures]
+
+
+def _is_utf8(data: bytes) -> bool:
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 def _encoding_hint(data: bytes, encoding: str) -> str:

@@ -8,6 +8,7 @@ command line maps to an exit code (bad input stays `InvalidData`; anything else 
 from __future__ import annotations
 
 import csv
+import json
 import logging
 import time
 from pathlib import Path
@@ -15,6 +16,7 @@ from typing import Any
 
 from prefect import Task
 
+from tasks import report
 from tasks.caching import records_dir
 from tasks.config import RetrainConfig
 from tasks.errors import InvalidData, PipelineError, StageFailed
@@ -23,9 +25,21 @@ from tasks.io import ArtifactRef, atomic_path, write_json_atomic
 log = logging.getLogger(__name__)
 
 
+LATEST_SUCCESS = "latest-success.json"
+
+
 def run_dir(workdir: Path, run_id: str) -> Path:
     """The folder of one run's records (summary.json, failure tables)."""
     return Path(workdir) / "runs" / run_id
+
+
+def latest_success(workdir: Path) -> tuple[str | None, ArtifactRef | None]:
+    """The run id and validated data of the last successful run in `workdir` (None, None if there is none)."""
+    try:
+        pointer = json.loads((Path(workdir) / "runs" / LATEST_SUCCESS).read_text())
+        return pointer["run_id"], ArtifactRef.model_validate(pointer["validated"])
+    except (OSError, ValueError, KeyError):
+        return None, None
 
 
 class RunRecord:
@@ -39,6 +53,7 @@ class RunRecord:
         self.stages: dict[str, dict[str, Any]] = {}
         self.refs: dict[str, Any] = {}
         self.started = time.perf_counter()
+        self.reference_run_id: str | None = None
 
     def step(self, name: str, task: Task, *args: Any, **kwargs: Any) -> Any:
         """Run one step as a Prefect task and record it; returns the step's result."""
@@ -51,13 +66,14 @@ class RunRecord:
             error = state.result(raise_on_failure=False)
             if isinstance(error, InvalidData):
                 self._save_failures(error)
+                report.publish_failures(error.failures)
             if isinstance(error, PipelineError):
                 raise error
             raise StageFailed(name, error) from error
         result = state.result()
         entry: dict[str, Any] = {"state": state.name, "seconds": seconds}
-        if isinstance(result, ArtifactRef):
-            entry["rows_in"] = result.meta.get("rows_in", result.rows)
+        if isinstance(result, ArtifactRef) and "rows_in" in result.meta:
+            entry["rows_in"] = result.meta["rows_in"]
             entry["rows_out"] = result.meta.get("rows_out", result.rows)
         self.stages[name] = entry
         self.refs[name] = result
@@ -93,6 +109,8 @@ class RunRecord:
             "runner": self.runner,
             "config": self.cfg.model_dump(mode="json", by_alias=True),
         }
+        if drift := self.refs.get("drift"):
+            out["drift"] = {**drift.meta["report"], "reference_run_id": self.reference_run_id}
         if split := self.refs.get("split"):
             out["split"] = split.meta
         if augmented := self.refs.get("augment"):
@@ -109,9 +127,19 @@ class RunRecord:
             out["promotion_reason"] = release.reason
         return out
 
+    def reference(self) -> ArtifactRef | None:
+        """The validated data of the last successful run, which drift compares against."""
+        self.reference_run_id, ref = latest_success(self.workdir)
+        return ref
+
     def write_summary(self) -> Path:
-        """Write `<workdir>/runs/<run_id>/summary.json` atomically and return its absolute path."""
+        """Write `<workdir>/runs/<run_id>/summary.json` and mark this run as the latest success; returns the path."""
         path = (run_dir(self.workdir, self.run_id) / "summary.json").resolve()
-        write_json_atomic(path, self.summary())
+        summary = self.summary()
+        write_json_atomic(path, summary)
+        if "drift" in summary:
+            report.publish_drift(summary["drift"])
+        write_json_atomic(self.workdir / "runs" / LATEST_SUCCESS,
+                          {"run_id": self.run_id, "validated": self.refs["validate"].model_dump(mode="json")})
         log.info("summary written to %s", path)
         return path

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from schemas.tables import TOKENIZED_SCHEMA
+from schemas.tables import TOKENIZED_SCHEMA, TokenizedTable
 from tasks.caching import step_task
 from tasks.backbone import MAX_POSITIONS, Backbone, encode_texts, special_ids, vocab_hash
 from tasks.config import TokenizeConfig
@@ -78,6 +78,7 @@ def tokenize(augmented: ArtifactRef, cfg: TokenizeConfig, backbone: Backbone, wo
         "is_augmented": table.column("is_augmented"),
         "source_id": table.column("source_id"),
     }, schema=TOKENIZED_SCHEMA.with_metadata({f"retrain.{k}": str(v) for k, v in meta.items()}))
+    TokenizedTable.validate(out.to_pandas())
     log.info("tokenize: sequence length %d, %d of %d sentences truncated (%.2f%%)", length,
              meta["truncated_rows"], table.num_rows, 100 * meta["truncated_share"])
     return write_parquet(workdir, "tokenize", out, meta)

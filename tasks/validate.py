@@ -44,6 +44,8 @@ def validate(data: DataConfig, workdir: Path) -> ArtifactRef:
     frame["text"] = frame["text"].str.strip()
     frame["label"] = frame["label"].str.strip()
     frame["location"] = raw.locations
+    if failures := _label_spelling_failures(frame, data.label_col, name):
+        raise InvalidData(failures)
     frame["norm"] = frame["text"].map(normalize_text)
     frame, counts = _resolve_duplicates(frame, data, name)
 
@@ -65,6 +67,9 @@ def validate(data: DataConfig, workdir: Path) -> ArtifactRef:
     }
     log.info("validated %s: %d rows read, %d used (%d duplicates, %d conflicting rows dropped)",
              name, raw.rows_read, len(frame), counts["duplicates_dropped"], counts["conflicts_dropped"])
+    for conflict in counts["conflicts"]:
+        log.warning("conflicting labels at %s (%s): %s", ", ".join(conflict["locations"]),
+                    ", ".join(conflict["labels"]), conflict["resolution"])
     return write_parquet(workdir, "validate", to_arrow(frame, VALIDATED_SCHEMA), meta)
 
 
@@ -110,6 +115,26 @@ def _schema_failures(frame: pd.DataFrame, locations: list[str], data: DataConfig
     return failures
 
 
+def _label_spelling_failures(frame: pd.DataFrame, column: str, name: str) -> list[Failure]:
+    """Labels that differ only in case or spacing ('Positive' vs 'positive') are one label misspelt."""
+    counts = Counter(frame["label"])
+    failures = []
+    by_key: dict[str, list[str]] = {}
+    for label in counts:
+        by_key.setdefault(" ".join(label.casefold().split()), []).append(label)
+    for variants in by_key.values():
+        if len(variants) < 2:
+            continue
+        main = max(variants, key=lambda v: (counts[v], v))
+        for variant in variants:
+            if variant == main:
+                continue
+            for location in frame.loc[frame["label"] == variant, "location"]:
+                failures.append(Failure(name, location, column, f"label {variant!r} differs from {main!r} "
+                                        f"({counts[main]} rows) only in case or spacing; use one spelling", variant))
+    return failures
+
+
 def _resolve_duplicates(frame: pd.DataFrame, data: DataConfig, name: str) -> tuple[pd.DataFrame, dict[str, int]]:
     """Keep one row per normalised text; settle texts seen with several labels by `data.conflicts`."""
     policy = data.conflicts
@@ -118,19 +143,27 @@ def _resolve_duplicates(frame: pd.DataFrame, data: DataConfig, name: str) -> tup
     if len(conflicting) and policy == "error":
         raise InvalidData(_conflict_failures(frame, conflicting.index, name, data.label_col))
     keep_label: dict[str, str | None] = {}
+    details = []
     for norm, counts in conflicting.items():
         (top, top_n), *rest = counts.most_common()
         keep_label[norm] = top if policy == "majority" and top_n > rest[0][1] else None
+        rows = frame[frame["norm"] == norm]
+        details.append({"text": _shorten(rows["text"].iloc[0]), "locations": rows["location"].tolist(),
+                        "labels": rows["label"].tolist(),
+                        "resolution": f"kept {keep_label[norm]!r}" if keep_label[norm] else "dropped"})
     resolved = frame["norm"].map(lambda n: keep_label.get(n, ""))
     is_conflict = frame["norm"].isin(conflicting.index)
     keep = ~is_conflict | (frame["label"] == resolved)
     conflicts_dropped = int((~keep).sum())
     kept = frame[keep]
     deduped = kept.drop_duplicates("norm", keep="first")
+    dropped = kept[kept.duplicated("norm", keep="first")]
     counts = {
         "duplicates_dropped": len(kept) - len(deduped),
+        "duplicate_locations": dropped["location"].tolist()[:100],
         "conflicts_dropped": conflicts_dropped,
         "conflicting_texts": len(conflicting),
+        "conflicts": details[:100],
     }
     return deduped.reset_index(drop=True), counts
 

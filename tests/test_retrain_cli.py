@@ -64,6 +64,8 @@ def test_unchanged_rerun_is_served_from_cache(trained):
     for stage in STAGES[:-1]:
         assert two["stages"][stage]["state"] == "Cached", stage
     assert two["metrics"]["test"] == one["metrics"]["test"]
+    assert one["drift"]["status"] == "no reference"
+    assert two["drift"]["status"] == "ok" and two["drift"]["reference_run_id"] == one["run_id"]
 
 
 def test_registered_model_is_self_contained(trained):
