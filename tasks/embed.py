@@ -1,10 +1,12 @@
-"""Step 5a, embed: run the frozen part of the backbone once per sentence and store what it produces.
+"""Step 5a, embed: run the frozen part of the backbone once per sentence, ever, and store what it produces.
 
 Whatever is frozen gives the same output for a sentence in every epoch, so it is computed here, once:
 - always, the pooled sentence embedding of the whole frozen backbone (the head trains on it first);
 - with `train.unfreeze_top = n > 0`, also the token-level output of the frozen bottom blocks (float16),
   from which the top n blocks train.
-Batches group sentences of similar length, so the backbone never pays for padding it does not need (at 32
+Before computing, each distinct sentence is looked up in the workdir's feature cache (`tasks.feature_cache`),
+shared by all runs and datasets: a re-train on 10 % more rows runs the backbone on those rows only. What is
+computed runs in length-grouped batches, so the backbone never pays for padding it does not need (at 32
 tokens it is about 3x faster than at 64).
 """
 
@@ -20,6 +22,7 @@ import pyarrow as pa
 from schemas.tables import FEATURES_SCHEMA
 from tasks.backbone import Backbone, load_backbone
 from tasks.caching import step_task
+from tasks.feature_cache import FeatureCache, sentence_key
 from tasks.io import ArtifactRef, read_parquet, write_parquet
 
 log = logging.getLogger(__name__)
@@ -52,12 +55,43 @@ def run_bottom(preset: Path, sequences: list[list[int]], cut: int,
     return embeddings, hidden
 
 
+def cached_features(backbone: Backbone, sequences: list[list[int]], cut: int,
+                    workdir: Path) -> tuple[np.ndarray, list[np.ndarray] | None, dict[str, int]]:
+    """Embeddings (and block-`cut` inputs) of `sequences`: from the feature cache, computing only what is missing.
+
+    Returns the arrays in the order of `sequences` and the counts: sentences, distinct, computed, reused.
+    """
+    keys = [sentence_key(s) for s in sequences]
+    distinct = dict(zip(keys, sequences))
+    embedding_cache = FeatureCache(workdir, backbone.sha256, "embedding")
+    hidden_cache = FeatureCache(workdir, backbone.sha256, f"hidden-cut{cut}") if cut < N_BLOCKS else None
+    have_embedding = embedding_cache.get(set(distinct))
+    have_hidden = hidden_cache.get(set(distinct)) if hidden_cache else {}
+    missing = [k for k in distinct if k not in have_embedding or (hidden_cache and k not in have_hidden)]
+    log.info("embed: %d sentences, %d distinct, %d in the feature cache, %d to compute", len(keys), len(distinct),
+             len(distinct) - len(missing), len(missing))
+    new_embeddings, new_hidden = run_bottom(backbone.path, [distinct[k] for k in missing], cut)
+    embedding_cache.put({k: new_embeddings[i][None, :] for i, k in enumerate(missing) if k not in have_embedding})
+    have_embedding.update({k: new_embeddings[i][None, :] for i, k in enumerate(missing)})
+    if hidden_cache is not None:
+        hidden_cache.put({k: new_hidden[i] for i, k in enumerate(missing) if k not in have_hidden})
+        have_hidden.update({k: new_hidden[i] for i, k in enumerate(missing)})
+    embeddings = np.stack([have_embedding[k][0] for k in keys]) if keys else np.zeros((0, 384), np.float32)
+    hidden = [have_hidden[k] for k in keys] if hidden_cache is not None else None
+    counts = {"sentences": len(keys), "distinct": len(distinct), "computed": len(missing),
+              "reused": len(distinct) - len(missing)}
+    return embeddings.astype(np.float32), hidden, counts
+
+
 def embed(tokenized: ArtifactRef, backbone: Backbone, unfreeze_top: int, workdir: Path) -> ArtifactRef:
-    """Write the frozen features of every tokenized row (see `schemas.tables.FEATURES_SCHEMA`)."""
+    """Write the frozen features of every tokenized row (see `schemas.tables.FEATURES_SCHEMA`).
+
+    `meta["backbone_runs"]` counts the sentences the backbone computed and those the feature cache supplied.
+    """
     table = read_parquet(tokenized, workdir)
     sequences = table.column("token_ids").to_pylist()
     cut = N_BLOCKS - unfreeze_top
-    embeddings, hidden = run_bottom(backbone.path, sequences, cut)
+    embeddings, hidden, counts = cached_features(backbone, sequences, cut, workdir)
     out = pa.Table.from_pydict({
         "row_id": table.column("row_id"),
         "split": table.column("split"),
@@ -68,7 +102,8 @@ def embed(tokenized: ArtifactRef, backbone: Backbone, unfreeze_top: int, workdir
         "hidden": pa.array([h.tobytes() for h in hidden] if hidden else [None] * table.num_rows, pa.binary()),
     }, schema=FEATURES_SCHEMA)
     meta = {"labels": tokenized.meta["labels"], "sequence_length": tokenized.meta["sequence_length"],
-            "backbone_sha256": backbone.sha256, "cut": cut, "rows_in": table.num_rows, "rows_out": table.num_rows}
+            "backbone_sha256": backbone.sha256, "cut": cut, "rows_in": table.num_rows, "rows_out": table.num_rows,
+            "backbone_runs": counts}
     return write_parquet(workdir, "embed", out, meta)
 
 

@@ -117,6 +117,8 @@ class RunRecord:
             out["augment"] = {k: augmented.meta[k] for k in ("rows_in", "rows_out", "augmented_rows", "n_aug", "strengths")}
         if tokenized := self.refs.get("tokenize"):
             out["tokenize"] = {k: tokenized.meta[k] for k in ("sequence_length", "truncated_rows", "truncated_share")}
+        if features := self.refs.get("embed"):
+            out["embed"] = {**features.meta["backbone_runs"], "unfreeze_top": 6 - features.meta["cut"]}
         if model := self.refs.get("finetune"):
             out["training"] = {k: model.meta[k] for k in ("best_epoch", "epochs_run", "best_val_loss", "phases")}
         if evaluation:

@@ -110,3 +110,25 @@ def test_same_input_gives_byte_identical_output(tmp_path: Path):
 def test_auto_follows_the_paper_by_training_size(n_train, copies, alpha):
     chosen = plan(AugmentConfig(n_aug="auto"), n_train)
     assert chosen.n_aug == copies and chosen.strengths["sr"] == alpha
+
+
+def test_output_is_identical_in_another_process(tmp_path: Path):
+    """Same input, parameters and seed in a fresh interpreter (another hash seed) give the same bytes."""
+    import subprocess
+    import sys
+
+    path = write_csv(tmp_path / "d.csv", first_per_label(20))
+    splits = split(validate(DataConfig(path=path), tmp_path), SplitConfig(), 0, 5, tmp_path)
+    here = augment(splits, AugmentConfig(n_aug=3), 5, tmp_path)
+    code = ("import sys; from pathlib import Path; from tasks.augment import augment; from tasks.config import "
+            "AugmentConfig; from tasks.io import ArtifactRef; "
+            f"ref = ArtifactRef.model_validate_json({splits.model_dump_json()!r}); "
+            f"print(augment(ref, AugmentConfig(n_aug=3), 5, Path({str(tmp_path / 'other')!r})).sha256)")
+    (tmp_path / "other" / "artifacts").mkdir(parents=True)
+    import shutil
+
+    shutil.copytree(tmp_path / "artifacts" / "split", tmp_path / "other" / "artifacts" / "split")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=Path(__file__).parents[1],
+                            env={**__import__("os").environ, "PYTHONHASHSEED": "12345"})
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip().splitlines()[-1] == here.sha256
