@@ -10,6 +10,8 @@ imported (each can still be overridden from the environment):
 import os
 
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+# The temporary local API can take a while to start on a busy 2-core machine.
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")
 os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "tasks")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # Plain step functions also log outside a flow run (--validate-only, tests): nothing to send to the API then.

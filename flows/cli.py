@@ -7,8 +7,11 @@ unreadable (EX_NOINPUT), 1 anything else, with the failing stage named.
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
+import os
 import sys
+from pathlib import Path
 from typing import Any
 
 from tasks.config import ConfigError, known_keys, parse_assignment
@@ -87,9 +90,37 @@ def report(exc: BaseException, max_listed: int = 50) -> int:
     if isinstance(exc, ConfigError):
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    if isinstance(exc, PipelineError):
+        stage = f" (stage {exc.stage!r})" if getattr(exc, "stage", None) else ""
+        print(f"error{stage}: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
     if isinstance(exc, StageFailed):
-        print(f"error: the run failed in stage {exc.stage!r}: {type(exc.cause).__name__}: {exc.cause}",
-              file=sys.stderr)
+        cause = exc.cause
+        if isinstance(cause, OSError) and cause.errno == errno.ENOSPC:
+            print(f"error: the disk is full: writing {cause.filename or 'a file'} failed in stage {exc.stage!r}; "
+                  "free some space (`python -m flows.registry prune`) or point --workdir elsewhere, then run again",
+                  file=sys.stderr)
+        elif isinstance(cause, OSError) and cause.filename:
+            print(f"error: the run failed in stage {exc.stage!r}: cannot write or read {cause.filename}: "
+                  f"{cause.strerror}", file=sys.stderr)
+        else:
+            print(f"error: the run failed in stage {exc.stage!r}: {type(cause).__name__}: {cause}", file=sys.stderr)
         return EXIT_FAILURE
     print(f"error: the run failed: {type(exc).__name__}: {exc}", file=sys.stderr)
     return EXIT_FAILURE
+
+
+def ensure_writable(workdir: Path) -> None:
+    """Create `workdir` if needed and prove it can be written; raises `WorkdirNotWritable` naming the path."""
+    try:
+        workdir.mkdir(parents=True, exist_ok=True)
+        probe = workdir / f".write-probe-{os.getpid()}"
+        probe.write_bytes(b"ok")
+        probe.unlink()
+    except OSError as exc:
+        raise WorkdirNotWritable(f"the workdir {workdir.resolve()} cannot be written ({exc.strerror or exc}); "
+                                 "choose another with --workdir") from None
+
+
+class WorkdirNotWritable(PipelineError):
+    """The workdir cannot be created or written."""

@@ -1,4 +1,4 @@
-"""The retrain flow: validate (+ drift) -> split -> augment -> tokenize -> embed -> finetune -> evaluate -> promote.
+"""The retrain flow: validate, drift, split, augment, tokenize, embed, finetune, evaluate, gate, promote.
 
 Run it: `.venv/bin/python -m flows.retrain [--data PATH] [--set KEY=VALUE ...]` (see --help), or as the
 Prefect deployments in prefect.yaml. The flow's parameters are those of CONTRACT.md; they build the one
@@ -8,6 +8,7 @@ typed `RetrainConfig`, and each step receives only its own section of it.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ from prefect import flow
 from prefect.runtime import flow_run
 
 from flows import cli
+from tasks import faults
 from tasks.augment import augment_task
 from tasks.backbone import Backbone
 from tasks.drift import drift_task
@@ -24,6 +26,7 @@ from tasks.readers import require_file
 from tasks.embed import embed_task
 from tasks.evaluate import evaluate_task
 from tasks.finetune import finetune_task
+from tasks.gate import gate_task
 from tasks.promote import promote_task
 from tasks.run_record import RunRecord
 from tasks.split import split_task
@@ -52,8 +55,8 @@ def retrain(
     features = run.step("embed", embed_task, tokenized, backbone, cfg.train.unfreeze_top)
     model = run.step("finetune", finetune_task, features, cfg.train, cfg.seed, backbone)
     evaluation = run.step("evaluate", evaluate_task, model, features)
-    run.step("promote", promote_task, model, evaluation, cfg.model.name,
-             {"run_id": run.run_id, "dataset_sha256": validated.sha256, "config": cfg.model_dump(mode="json")})
+    decision = run.step("gate", gate_task, evaluation, augmented, cfg.gate, cfg.model.name, backbone)
+    run.step("promote", promote_task, model, evaluation, decision, cfg.model.name, run.lineage(validated))
     return str(run.write_summary())
 
 
@@ -88,9 +91,11 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         parser.error(str(exc))
     cli.quiet_expected_errors()
+    faults.arm(os.environ.get(faults.ENV))  # test-only failpoints; inert unless the variable is set
     try:
         if args.data:
             require_file(Path(args.data))  # fail fast, before any Prefect or TensorFlow start-up
+        cli.ensure_writable(Path(args.workdir))
         if args.validate_only:
             from flows.validate_only import validate_only
 

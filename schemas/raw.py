@@ -30,9 +30,9 @@ def _has_letter(value: object) -> bool:
     return not isinstance(value, str) or not value.strip() or any(ch.isalpha() for ch in value)
 
 
-def raw_schema(labels: Sequence[str] | None, max_chars: int) -> pa.DataFrameSchema:
-    """Schema of the raw input: a non-empty text of at most `max_chars` characters and a known label."""
-    text_checks = [
+def text_checks(max_chars: int) -> list[pa.Check]:
+    """The rules every input text obeys, for training and for prediction alike."""
+    return [
         pa.Check(_is_str, element_wise=True, error="text must be a string"),
         pa.Check(_not_blank, element_wise=True, error="text is empty after stripping whitespace"),
         pa.Check(_has_letter, element_wise=True,
@@ -42,6 +42,16 @@ def raw_schema(labels: Sequence[str] | None, max_chars: int) -> pa.DataFrameSche
         pa.Check(_no_control_chars, element_wise=True,
                  error="text contains control characters (NUL or similar: a binary or corrupted file?)"),
     ]
+
+
+def text_schema(max_chars: int) -> pa.DataFrameSchema:
+    """Schema of a file to predict on: the text column alone."""
+    return pa.DataFrameSchema({"text": pa.Column(None, nullable=False, checks=text_checks(max_chars))},
+                              strict=False, name="text to classify")
+
+
+def raw_schema(labels: Sequence[str] | None, max_chars: int) -> pa.DataFrameSchema:
+    """Schema of the raw input: a non-empty text of at most `max_chars` characters and a known label."""
     label_checks = [
         pa.Check(_is_str, element_wise=True, error="label must be a string or an integer"),
         pa.Check(_not_blank, element_wise=True, error="label is empty"),
@@ -52,7 +62,7 @@ def raw_schema(labels: Sequence[str] | None, max_chars: int) -> pa.DataFrameSche
                                      element_wise=True, error=f"label is not one of data.labels ({allowed})"))
     return pa.DataFrameSchema(
         {
-            "text": pa.Column(None, nullable=False, checks=text_checks),
+            "text": pa.Column(None, nullable=False, checks=text_checks(max_chars)),
             "label": pa.Column(None, nullable=False, checks=label_checks),
         },
         strict=False,

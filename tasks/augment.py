@@ -17,7 +17,7 @@ from pathlib import Path
 import pandas as pd
 
 from schemas.tables import AUGMENTED_SCHEMA, AugmentedTable, to_arrow
-from tasks import eda
+from tasks import eda, faults
 from tasks.caching import step_task
 from tasks.config import AugmentConfig
 from tasks.identity import normalize_text, sha256_hex
@@ -77,6 +77,8 @@ def augment(splits: ArtifactRef, cfg: AugmentConfig, seed: int, workdir: Path) -
                 rows.append({"row_id": sha256_hex(f"aug|{row.row_id}|{copy}")[:16], "text": text,
                              "label": row.label, "split": "train", "source_id": row.row_id,
                              "is_augmented": True, "ops": op, "copy": copy})
+        if done == len(frame) // 2:
+            faults.point("augment:mid")
         if done % 2000 == 0:
             log.info("augment: %d/%d sentences, %.0f sentences/s", done, len(frame),
                      done / (time.perf_counter() - started))

@@ -16,6 +16,8 @@ runs again instead of returning a path to a deleted or altered file.
 from __future__ import annotations
 
 import ast
+import errno
+import functools
 import json
 import logging
 from dataclasses import dataclass
@@ -28,6 +30,7 @@ from prefect.serializers import Serializer
 from prefect.tasks import exponential_backoff
 from pydantic import BaseModel
 
+from tasks import faults
 from tasks.errors import PipelineError
 from tasks.identity import sha256_hex
 from tasks.io import ArtifactRef
@@ -182,12 +185,17 @@ def _record_problem(content: Any, workdir: Path) -> str | None:
 # ----------------------------------------------------------------------------------------------- retries
 
 TRANSIENT = (OSError, MemoryError, TimeoutError, ConnectionError)
+# I/O errors that the same attempt would meet again: a missing or read-only place, a full disk.
+PERMANENT_ERRNO = {errno.ENOTDIR, errno.EISDIR, errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT,
+                   errno.ENAMETOOLONG}
 
 
 def is_transient(task: Task, task_run: Any, state: Any) -> bool:
-    """Retry I/O and resource errors; never bad input or a bug (they would fail again the same way)."""
+    """Retry I/O and resource errors; never bad input, a bug, or an I/O error that cannot go away by itself."""
     exc = state.result(raise_on_failure=False)
     if isinstance(exc, PipelineError):
+        return False
+    if isinstance(exc, OSError) and exc.errno in PERMANENT_ERRNO:
         return False
     if isinstance(exc, TRANSIENT):
         return True
@@ -195,9 +203,19 @@ def is_transient(task: Task, task_run: Any, state: Any) -> bool:
 
 
 def step_task(fn: Callable, *, name: str | None = None, retries: int = 2, cached: bool = True) -> Task:
-    """The thin Prefect wrapper of a step: content-keyed cache, JSON results, retries with backoff + jitter."""
+    """The thin Prefect wrapper of a step: content-keyed cache, JSON results, retries with backoff + jitter.
+
+    Each attempt passes the test-only failpoint `<name>:start` (`tasks.faults`), inert unless armed.
+    """
+    name = name or fn.__name__
+
+    @functools.wraps(fn)
+    def attempt(*args: Any, **kwargs: Any) -> Any:
+        faults.point(f"{name}:start")
+        return fn(*args, **kwargs)
+
     options: dict[str, Any] = dict(
-        name=name or fn.__name__,
+        name=name,
         retries=retries,
         retry_delay_seconds=exponential_backoff(backoff_factor=1),
         retry_jitter_factor=0.5,
@@ -208,5 +226,5 @@ def step_task(fn: Callable, *, name: str | None = None, retries: int = 2, cached
                        cache_result_in_memory=False)
     else:
         options.update(cache_policy=NO_CACHE, persist_result=False)
-    return task(**options)(fn)
+    return task(**options)(attempt)
 

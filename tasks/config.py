@@ -117,6 +117,14 @@ class TrainConfig(Section):
     class_weights: bool = True
 
 
+class GateConfig(Section):
+    """Champion/challenger: promote only a challenger better with confidence on the same test rows."""
+
+    confidence: float = Field(0.95, ge=0.5, lt=1)
+    bootstrap_samples: int = Field(2000, ge=100)
+    on_label_change: Literal["promote", "keep"] = "promote"
+
+
 class ModelConfig(Section):
     name: str = Field("default", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
     backbone: Path | None = None
@@ -138,6 +146,7 @@ class RetrainConfig(Section):
     augment: AugmentConfig = AugmentConfig()
     tokenize: TokenizeConfig = TokenizeConfig()
     train: TrainConfig = TrainConfig()
+    gate: GateConfig = GateConfig()
     model: ModelConfig = ModelConfig()
     dask: DaskConfig = DaskConfig()
 

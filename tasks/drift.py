@@ -132,4 +132,5 @@ def _describe(check: dict[str, Any]) -> str:
     return ", ".join(f"{k}={check[k]}" for k in keys if k in check and check[k] not in ([], None))
 
 
-drift_task = step_task(drift)
+# Never cached: like the gate, it depends on the workdir's state (its last successful run), not on inputs alone.
+drift_task = step_task(drift, cached=False)

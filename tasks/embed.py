@@ -21,6 +21,7 @@ import pyarrow as pa
 
 from schemas.tables import FEATURES_SCHEMA
 from tasks.backbone import Backbone, load_backbone
+from tasks import faults
 from tasks.caching import step_task
 from tasks.feature_cache import FeatureCache, sentence_key
 from tasks.io import ArtifactRef, read_parquet, write_parquet
@@ -49,6 +50,7 @@ def run_bottom(preset: Path, sequences: list[list[int]], cut: int,
             for j, i in enumerate(rows):
                 hidden[i] = np.asarray(out["hidden"][j, : len(sequences[i])], dtype=np.float16)
         done += len(rows)
+        faults.point("embed:batch")
         if number % 20 == 0 or number == len(batches):
             log.info("embed: batch %d/%d, %d/%d sentences, %.0f sentences/s", number, len(batches), done,
                      len(sequences), done / (time.perf_counter() - started))

@@ -27,8 +27,43 @@ METRICS_FILE = "metrics.json"
 PREDICTIONS_FILE = "predictions.parquet"
 
 
+BOOTSTRAP_SAMPLES = 1000
+ECE_BINS = 15
+
+
+def expected_calibration_error(y_true: np.ndarray, proba: np.ndarray, bins: int = ECE_BINS) -> float:
+    """ECE: the support-weighted gap between confidence and accuracy over equal-width confidence bins."""
+    confidence = proba.max(axis=1)
+    correct = proba.argmax(axis=1) == y_true
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    which = np.clip(np.digitize(confidence, edges[1:-1], right=True), 0, bins - 1)
+    gap = 0.0
+    for b in range(bins):
+        members = which == b
+        if members.any():
+            gap += members.mean() * abs(correct[members].mean() - confidence[members].mean())
+    return float(gap)
+
+
+def bootstrap_intervals(y_true: np.ndarray, y_pred: np.ndarray, n_labels: int, samples: int = BOOTSTRAP_SAMPLES,
+                        seed: int = 0) -> dict[str, list[float]]:
+    """95 % percentile-bootstrap intervals of accuracy and macro-F1 over resampled test rows (fixed seed)."""
+    from sklearn.metrics import f1_score
+
+    rng = np.random.default_rng(seed)
+    ids = list(range(n_labels))
+    accuracy, macro_f1 = [], []
+    for _ in range(samples):
+        rows = rng.integers(0, len(y_true), len(y_true))
+        accuracy.append(float((y_true[rows] == y_pred[rows]).mean()))
+        macro_f1.append(float(f1_score(y_true[rows], y_pred[rows], labels=ids, average="macro", zero_division=0)))
+    return {"accuracy": [float(np.percentile(accuracy, 2.5)), float(np.percentile(accuracy, 97.5))],
+            "macro_f1": [float(np.percentile(macro_f1, 2.5)), float(np.percentile(macro_f1, 97.5))]}
+
+
 def classification_metrics(y_true: np.ndarray, proba: np.ndarray, labels: list[str]) -> dict:
-    """Accuracy, macro-F1, per-class precision/recall/F1, confusion matrix, log loss, majority baseline."""
+    """Accuracy, macro-F1 (each with a bootstrap 95 % interval), per-class precision/recall/F1, confusion
+    matrix, log loss, expected calibration error, and the majority-class baseline."""
     from sklearn.metrics import (accuracy_score, confusion_matrix, f1_score, log_loss,
                                  precision_recall_fscore_support)
 
@@ -42,6 +77,8 @@ def classification_metrics(y_true: np.ndarray, proba: np.ndarray, labels: list[s
         "accuracy": float(accuracy_score(y_true, y_pred)),
         "macro_f1": float(f1_score(y_true, y_pred, labels=ids, average="macro", zero_division=0)),
         "log_loss": float(log_loss(y_true, np.clip(proba, 1e-7, 1), labels=ids)),
+        "ece": expected_calibration_error(y_true, proba),
+        "ci95": bootstrap_intervals(y_true, y_pred, len(labels)) if len(y_true) else {},
         "per_class": {
             label: {"precision": float(precision[i]), "recall": float(recall[i]), "f1": float(f1[i]),
                     "support": int(support[i])}
@@ -79,7 +116,8 @@ def evaluate(model: ArtifactRef, features: ArtifactRef, workdir: Path) -> Artifa
         pq.write_table(pa.Table.from_pandas(predictions, preserve_index=False), folder / PREDICTIONS_FILE,
                        compression="zstd")
         ref = store_dir(workdir, "evaluate", folder, rows=len(y_test),
-                        meta={"test": metrics, "model_sha256": model.sha256, "rows_in": int(len(y_test))})
+                        meta={"test": metrics, "labels": labels, "model_sha256": model.sha256,
+                              "rows_in": int(len(y_test))})
     log.info("evaluate: test accuracy %.4f, macro-F1 %.4f on %d sentences (majority baseline %.4f)",
              metrics["accuracy"], metrics["macro_f1"], metrics["n"], metrics["majority_baseline"]["accuracy"])
     return ref

@@ -55,11 +55,12 @@ class FeatureCache:
             return []
         return sorted(self.folder.glob("*.parquet"), key=lambda p: (p.stat().st_mtime, p.name))
 
-    def get(self, keys: set[str]) -> dict[str, np.ndarray]:
-        """The cached arrays of those `keys` that are present (2-D: tokens x 384, or 1 x 384 for embeddings)."""
+    def get(self, keys: set[str], segments: list[Path] | None = None) -> dict[str, np.ndarray]:
+        """The cached arrays of those `keys` that are present (2-D: tokens x 384, or 1 x 384 for embeddings),
+        looked up in `segments` (default: all of them)."""
         found: dict[str, np.ndarray] = {}
         wanted = pa.array(sorted(keys), pa.string())
-        for segment in self.segments():
+        for segment in self.segments() if segments is None else segments:
             if len(found) == len(keys):
                 break
             try:

@@ -63,7 +63,7 @@ def finetune(features: ArtifactRef, cfg: TrainConfig, seed: int, backbone: Backb
     """
     import keras
 
-    from tasks.model import EpochLog, HiddenStateBatches, build_classifier, build_head, build_top
+    from tasks.model import EpochLog, HiddenStateBatches, build_classifier, build_head, build_top, save_reproducibly
 
     labels = list(features.meta["labels"])
     cut = int(features.meta["cut"])
@@ -118,7 +118,7 @@ def finetune(features: ArtifactRef, cfg: TrainConfig, seed: int, backbone: Backb
     }
     classifier = build_classifier(trained_backbone, head)
     with staging(artifact_dir(workdir, "finetune"), is_dir=True) as folder:
-        classifier.save(folder / MODEL_FILE)
+        save_reproducibly(classifier, folder / MODEL_FILE)
         write_json_atomic(folder / CARD_FILE, card)
         ref = store_dir(workdir, "finetune", folder, rows=len(train.labels),
                         meta={"labels": labels, "cut": cut, "history": history, **summary,
@@ -134,14 +134,19 @@ def _early_stopping(patience: int):
 
 
 def load_classifier(model: ArtifactRef, workdir: Path):
-    """The saved classifier, loaded with Keras safe mode on (no arbitrary code from the file)."""
+    """The saved classifier of a finetune artifact, after checking its hash."""
+    if not model.is_intact(workdir):
+        raise CorruptArtifact(f"model {model.resolve(workdir)} is missing or altered")
+    return load_classifier_file(model.resolve(workdir) / MODEL_FILE)
+
+
+def load_classifier_file(path: Path):
+    """A saved classifier, loaded with Keras safe mode on (no arbitrary code from the file)."""
     import keras
 
     import tasks.layers  # noqa: F401  (registers the custom layers before loading)
 
-    if not model.is_intact(workdir):
-        raise CorruptArtifact(f"model {model.resolve(workdir)} is missing or altered")
-    return keras.saving.load_model(model.resolve(workdir) / MODEL_FILE, safe_mode=True)
+    return keras.saving.load_model(path, safe_mode=True)
 
 
 def predict_features(classifier, features: SplitFeatures, cut: int) -> np.ndarray:

@@ -22,6 +22,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from pydantic import BaseModel, ConfigDict, Field
 
+from tasks import faults
+
 CHUNK = 1 << 20
 
 
@@ -142,6 +144,7 @@ def store_file(workdir: Path, step: str, tmp: Path, suffix: str, rows: int, meta
     digest = sha256_file(tmp)
     dest = artifact_dir(workdir, step) / f"{digest[:16]}{suffix}"
     _fsync(tmp)
+    faults.point(f"{step}:before-rename", dest)
     os.replace(tmp, dest)
     return ArtifactRef(path=dest.relative_to(workdir).as_posix(), sha256=digest, rows=rows, meta=meta)
 
@@ -163,6 +166,7 @@ def store_dir(workdir: Path, step: str, tmp: Path, rows: int, meta: dict[str, An
     for path in tmp.rglob("*"):
         if path.is_file():
             _fsync(path)
+    faults.point(f"{step}:before-rename", dest)
     os.replace(tmp, dest)
     return ref
 
@@ -172,6 +176,7 @@ def write_parquet(
 ) -> ArtifactRef:
     """Write `table` as zstd Parquet into the step's store, atomically; returns its reference."""
     with staging(artifact_dir(workdir, step), ".parquet") as tmp:
+        faults.point("io:write", tmp)
         pq.write_table(table, tmp, compression="zstd")
         return store_file(workdir, step, tmp, ".parquet", table.num_rows if rows is None else rows, meta or {})
 

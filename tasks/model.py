@@ -12,12 +12,16 @@ The piecewise graph calls the backbone's own layers in the backbone's order, so 
 
 from __future__ import annotations
 
+import json
 import logging
 import time
+import zipfile
+from pathlib import Path
 
 import keras
 import numpy as np
 
+from tasks import faults
 from tasks.config import TrainConfig
 from tasks.layers import L2Normalize, MaskedMeanPooling, ZerosLike
 
@@ -106,6 +110,40 @@ def build_classifier(backbone, head: keras.Model) -> keras.Model:
     return keras.Model(inputs, head(pooled(backbone, inputs)), name="classifier")
 
 
+def _renumber_shared_objects(config: object, ids: dict[int, int]) -> object:
+    """Replace Keras's `shared_object_id`s (Python object ids, different in every process) by 1, 2, 3...
+    in order of first appearance: the sharing is kept, the process-specific numbers are not."""
+    if isinstance(config, dict):
+        return {key: (ids.setdefault(value, len(ids) + 1) if key == "shared_object_id" else
+                      _renumber_shared_objects(value, ids)) for key, value in config.items()}
+    if isinstance(config, list):
+        return [_renumber_shared_objects(value, ids) for value in config]
+    return config
+
+
+def save_reproducibly(model: keras.Model, path: Path) -> None:
+    """Save `model` as a `.keras` file whose bytes depend only on the model. Keras stamps the save time into
+    metadata.json and the zip entries, and Python object ids into config.json, which would give identical
+    weights a new content hash on every save (and a new registry version for the same model)."""
+    path = Path(path)
+    raw = path.with_name(f".{path.name}.raw.keras")
+    model.save(raw)
+    try:
+        with zipfile.ZipFile(raw) as source, zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as target:
+            for item in sorted(source.infolist(), key=lambda i: i.filename):
+                data = source.read(item.filename)
+                if item.filename == "metadata.json":
+                    metadata = json.loads(data)
+                    metadata.pop("date_saved", None)
+                    data = json.dumps(metadata, sort_keys=True).encode()
+                elif item.filename == "config.json":
+                    data = json.dumps(_renumber_shared_objects(json.loads(data), {})).encode()
+                target.writestr(zipfile.ZipInfo(item.filename, date_time=(1980, 1, 1, 0, 0, 0)), data,
+                                compress_type=zipfile.ZIP_DEFLATED)
+    finally:
+        raw.unlink(missing_ok=True)
+
+
 def pad_batch(sequences: list[list[int]], multiple: int = 8, pad_id: int = 0) -> dict[str, np.ndarray]:
     """Right-pad id lists to the longest one (rounded up to `multiple`), with the matching padding mask."""
     length = max(len(s) for s in sequences)
@@ -134,6 +172,7 @@ class EpochLog(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         logs = logs or {}
+        faults.point("finetune:epoch")
         log.info("%s: epoch %d/%d loss %.4f val_loss %.4f val_accuracy %.3f (%.1fs)", self.prefix, epoch + 1,
                  self.max_epochs, logs.get("loss", float("nan")), logs.get("val_loss", float("nan")),
                  logs.get("val_accuracy", float("nan")), time.perf_counter() - self.started)

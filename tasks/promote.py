@@ -1,6 +1,7 @@
-"""Step 7, promote: register the evaluated model as a new version and make it the champion.
+"""Step 8, promote: register the evaluated model (once per trained model) and, if the gate said so, make it
+the champion with an atomic pointer swap. Running it again never registers or promotes twice.
 
-Never cached: whether to promote depends on the registry as it is now, not on the inputs alone.
+Never cached: what it does depends on the registry as it is now, not on the inputs alone.
 """
 
 from __future__ import annotations
@@ -11,8 +12,9 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from tasks import registry
+from tasks import faults, registry
 from tasks.caching import step_task
+from tasks.gate import GateDecision
 from tasks.io import ArtifactRef
 
 log = logging.getLogger(__name__)
@@ -28,15 +30,27 @@ class Release(BaseModel):
     reason: str
 
 
-def promote(model: ArtifactRef, evaluation: ArtifactRef, name: str, lineage: dict[str, Any],
-            workdir: Path) -> Release:
-    """Register `model` with its evaluation under `name` and promote it; returns the `Release`."""
-    version = registry.register(model, evaluation, name, lineage, workdir)
-    reason = "every successful run is promoted (no champion/challenger gate configured)"
-    registry.promote(workdir, name, version, reason)
-    path = registry.version_dir(workdir, name, version)
-    log.info("promote: %s version %s is the champion", name, version)
-    return Release(name=name, version=version, path=str(path.resolve()), promoted=True, reason=reason)
+def promote(model: ArtifactRef, evaluation: ArtifactRef, decision: GateDecision, name: str,
+            lineage: dict[str, Any], workdir: Path) -> Release:
+    """Register `model` with its evaluation under `name`; promote it if `decision` says so and the champion
+    is still the one the gate compared against (another run may have promoted in between)."""
+    with registry.locked(workdir, name):
+        version = registry.register(model, evaluation, name, {**lineage, "gate": decision.model_dump()}, workdir)
+        path = registry.version_dir(workdir, name, version)
+        promoted, reason = decision.promote, decision.reason
+        if promoted:
+            current = (registry.champion(workdir, name) or {}).get("version")
+            if current != decision.champion_version and current != version:
+                promoted = False
+                reason = (f"the champion changed to {current} while this run was being gated against "
+                          f"{decision.champion_version}; not promoted: run again to challenge the new champion")
+        if promoted:
+            faults.point("promote:before-pointer")
+            registry.promote(workdir, name, version, reason)
+            log.info("promote: %s version %s is the champion", name, version)
+        else:
+            log.info("promote: %s version %s registered; the champion stays (%s)", name, version, reason)
+    return Release(name=name, version=version, path=str(path.resolve()), promoted=promoted, reason=reason)
 
 
 promote_task = step_task(promote, cached=False)

@@ -140,8 +140,8 @@ def _read_delimited(text: str, name: str, fmt: str) -> RawTable:
     try:
         for fields in reader:
             start, last_line = last_line + 1, reader.line_num
-            if not fields or (len(fields) == 1 and not fields[0].strip() and header is not None):
-                continue  # blank line
+            if not fields or (len(fields) == 1 and not fields[0].strip() and header is not None and len(header) > 1):
+                continue  # a blank line (in a one-column file, a blank line is a row with a blank text)
             if header is None:
                 header = [h.strip() for h in fields]
                 _check_header(header, name)

@@ -1,24 +1,80 @@
-"""The model registry under the workdir: immutable versions and an atomically replaced champion pointer.
+"""The model registry under the workdir: immutable versions, an atomically replaced champion pointer, a log.
 
 Layout, per model name (several classifiers can share a workdir):
-    <workdir>/models/<name>/versions/<version>/   model.keras, model.json, metrics.json, lineage.json
-    <workdir>/models/<name>/champion.json         {"version": ..., "previous": ..., "promoted_at": ...}
-A version folder is written under a temporary name and renamed into place, then never changed; the champion
-pointer is one small JSON file replaced with an atomic rename, so a reader always sees a whole pointer.
+    <workdir>/models/<name>/versions/<version>/   model.keras, model.json, metrics.json, predictions.parquet,
+                                                  lineage.json, saved_model/ (TensorFlow SavedModel for serving)
+    <workdir>/models/<name>/champion.json         {"version", "previous", "promoted_at", "reason"}
+    <workdir>/models/<name>/promotions.jsonl      every change of champion, oldest first (for rollback)
+A version folder is assembled under a temporary name and renamed into place, then never changed. A model
+is registered once: registering the same trained model again (same content hash) returns its version. The
+champion pointer is one small JSON file replaced by an atomic rename, so a reader always sees a whole one;
+promoting the current champion again changes nothing.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
+import logging
 import os
 import shutil
+import threading
+import time
+from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from tasks.io import ArtifactRef, staging, write_json_atomic
+from tasks import faults
+from tasks.errors import PipelineError
+from tasks.io import ArtifactRef, atomic_path, sha256_file, staging, write_json_atomic
+
+log = logging.getLogger(__name__)
 
 CHAMPION = "champion.json"
+LOG = "promotions.jsonl"
+SAVED_MODEL = "saved_model"
+
+
+class RegistryError(PipelineError):
+    """A registry request that cannot be carried out (unknown version, damaged pointer, nothing to roll back to)."""
+
+
+_held = threading.local()
+
+
+@contextlib.contextmanager
+def locked(workdir: Path, name: str, timeout: float = 600) -> Iterator[None]:
+    """Hold the registry lock of `name` (an flock on models/<name>/.lock): one registration or promotion at a
+    time, across processes. Re-entrant within a thread. Waits, saying so, while another run holds it."""
+    model_root(workdir, name).mkdir(parents=True, exist_ok=True)
+    path = (model_root(workdir, name) / ".lock").resolve()
+    held = getattr(_held, "paths", None) or set()
+    _held.paths = held
+    if path in held:
+        yield
+        return
+    with open(path, "a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            log.warning("waiting for the registry lock of %r (%s), held by another run", name, path)
+            deadline = time.monotonic() + timeout
+            while True:
+                try:
+                    fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() > deadline:
+                        raise RegistryError(f"the registry lock {path} was held for over {timeout:.0f} s") from None
+                    time.sleep(0.2)
+        held.add(path)
+        try:
+            yield
+        finally:
+            held.discard(path)
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def model_root(workdir: Path, name: str) -> Path:
@@ -36,42 +92,208 @@ def new_version(model: ArtifactRef) -> str:
     return f"{datetime.now(timezone.utc):%Y%m%dT%H%M%S%fZ}-{model.sha256[:8]}"
 
 
+def versions(workdir: Path, name: str) -> list[dict[str, Any]]:
+    """Every registered version of `name`, oldest first, with its lineage and test metrics."""
+    folder = model_root(workdir, name) / "versions"
+    out = []
+    for path in sorted(folder.iterdir()) if folder.is_dir() else []:
+        if path.name.startswith(".") or not (path / "lineage.json").is_file():
+            continue  # a half-assembled folder from an interrupted registration
+        lineage = json.loads((path / "lineage.json").read_text())
+        metrics = json.loads((path / "metrics.json").read_text()).get("test", {})
+        out.append({"version": path.name, "lineage": lineage, "test": metrics, "path": str(path)})
+    return out
+
+
+def find_registered(workdir: Path, name: str, model_sha256: str) -> str | None:
+    """The version that holds exactly this trained model, if it was registered before."""
+    for entry in versions(workdir, name):
+        if entry["lineage"].get("model_sha256") == model_sha256:
+            return entry["version"]
+    return None
+
+
 def register(model: ArtifactRef, evaluation: ArtifactRef, name: str, lineage: dict[str, Any],
              workdir: Path) -> str:
-    """Copy a trained model and its evaluation into a new immutable version folder; returns the version."""
-    version = new_version(model)
-    dest = version_dir(workdir, name, version)
-    with staging(dest.parent, is_dir=True) as folder:
-        for source in (model.resolve(workdir), evaluation.resolve(workdir)):
-            for path in source.iterdir():
-                shutil.copy2(path, folder / path.name)
-        write_json_atomic(folder / "lineage.json", {**lineage, "version": version, "model_sha256": model.sha256})
-        os.replace(folder, dest)
-    return version
+    """Register a trained model with its evaluation as an immutable version (once per model); returns it."""
+    with locked(workdir, name):
+        if existing := find_registered(workdir, name, model.sha256):
+            return existing
+        version = new_version(model)
+        dest = version_dir(workdir, name, version)
+        with staging(dest.parent, is_dir=True) as folder:
+            for source in (model.resolve(workdir), evaluation.resolve(workdir)):
+                for path in source.iterdir():
+                    shutil.copy2(path, folder / path.name)
+            files = {path.name: sha256_file(path) for path in sorted(folder.iterdir())}
+            write_json_atomic(folder / "lineage.json", {**lineage, "version": version, "model_sha256": model.sha256,
+                                                        "files_sha256": files, "registered_at": _now()})
+            export_saved_model(folder / "model.keras", folder / SAVED_MODEL)
+            faults.point("register:before-rename", dest)
+            os.replace(folder, dest)
+        return version
+
+
+def verify(workdir: Path, name: str, version: str) -> None:
+    """Raise `RegistryError` unless every file recorded at registration still has its recorded hash."""
+    folder = version_dir(workdir, name, version)
+    try:
+        recorded = json.loads((folder / "lineage.json").read_text())["files_sha256"]
+    except (OSError, ValueError, KeyError) as exc:
+        raise RegistryError(f"version {version!r} of {name!r} has no readable lineage ({exc})") from None
+    for file, digest in recorded.items():
+        try:
+            intact = sha256_file(folder / file) == digest
+        except OSError:
+            intact = False
+        if not intact:
+            raise RegistryError(f"version {version!r} of {name!r} is damaged: {folder / file} does not match the "
+                                "hash recorded when it was registered; roll back "
+                                f"(`python -m flows.registry rollback --name {name}`) or promote another version")
+
+
+def export_saved_model(keras_file: Path, dest: Path) -> None:
+    """Export the classifier as a TensorFlow SavedModel whose `serve` takes token_ids and padding_mask."""
+    import keras
+
+    import tasks.layers  # noqa: F401  (registers the custom layers)
+
+    keras.saving.load_model(keras_file, safe_mode=True).export(str(dest), format="tf_saved_model", verbose=False)
 
 
 def champion(workdir: Path, name: str) -> dict[str, Any] | None:
-    """The champion pointer of `name`, or None if no version was promoted yet."""
+    """The champion pointer of `name`, or None if no version was promoted yet.
+
+    Raises `RegistryError` if the pointer is unreadable or names a version that is not there.
+    """
     pointer = model_root(workdir, name) / CHAMPION
     try:
-        return json.loads(pointer.read_text())
+        current = json.loads(pointer.read_text())
+        version = current["version"]
     except FileNotFoundError:
         return None
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise RegistryError(f"the champion pointer {pointer} is damaged ({exc}); repair it with "
+                            f"`python -m flows.registry promote VERSION --name {name}`") from None
+    if not (version_dir(workdir, name, version) / "model.keras").is_file():
+        raise RegistryError(f"the champion pointer {pointer} names version {version!r}, which is missing; "
+                            f"repair it with `python -m flows.registry promote VERSION --name {name}`")
+    return current
 
 
-def promote(workdir: Path, name: str, version: str, reason: str) -> dict[str, Any]:
-    """Make `version` the champion (atomic pointer swap); promoting the champion again changes nothing."""
-    if not version_dir(workdir, name, version).is_dir():
-        raise FileNotFoundError(f"model {name!r} has no version {version!r}")
+def promote(workdir: Path, name: str, version: str, reason: str, action: str = "promote") -> dict[str, Any]:
+    """Make `version` the champion (atomic pointer swap, logged); promoting the champion again changes nothing."""
+    if not (version_dir(workdir, name, version) / "model.keras").is_file():
+        raise RegistryError(f"model {name!r} has no version {version!r}; see `python -m flows.registry list`")
+    with locked(workdir, name):
+        try:
+            current = champion(workdir, name)
+        except RegistryError:
+            current = None  # a damaged pointer is replaced, not trusted
+        if current and current["version"] == version:
+            return current
+        pointer = {"version": version, "previous": current["version"] if current else None,
+                   "promoted_at": _now(), "reason": reason, "action": action}
+        # The pointer is the truth and is written first; the log is history, repaired from the pointer if a
+        # crash comes between the two (see champion_stack).
+        write_json_atomic(model_root(workdir, name) / CHAMPION, pointer)
+        faults.point("promote:before-log")
+        _append_log(workdir, name, pointer)
+        return pointer
+
+
+def rollback(workdir: Path, name: str) -> dict[str, Any]:
+    """Make the champion before the current one champion again; returns the new pointer."""
     current = champion(workdir, name)
-    if current and current["version"] == version:
-        return current
-    pointer = {
-        "version": version,
-        "previous": current["version"] if current else None,
-        "promoted_at": datetime.now(timezone.utc).isoformat(),
-        "reason": reason,
-    }
-    write_json_atomic(model_root(workdir, name) / CHAMPION, pointer)
-    return pointer
+    if current is None:
+        raise RegistryError(f"model {name!r} has no champion to roll back from")
+    stack = champion_stack(workdir, name)
+    if len(stack) < 2:
+        raise RegistryError(f"model {name!r} has had only one champion ({current['version']}); nothing to roll back to")
+    return promote(workdir, name, stack[-2], f"rollback from {current['version']}", action="rollback")
 
+
+def champion_stack(workdir: Path, name: str) -> list[str]:
+    """Champions in the order they took over, with rolled-back ones removed: the last is the current one."""
+    stack: list[str] = []
+    for entry in promotion_log(workdir, name):
+        if entry.get("action") == "rollback" and stack:
+            stack.pop()
+        elif entry.get("action") != "rollback":
+            stack.append(entry["version"])
+    try:
+        current = champion(workdir, name)
+    except RegistryError:
+        current = None
+    if current and (not stack or stack[-1] != current["version"]):
+        # The last change reached the pointer but not the log (a crash between the two): the pointer wins.
+        if current.get("action") == "rollback" and len(stack) > 1 and stack[-2] == current["version"]:
+            stack.pop()
+        else:
+            stack.append(current["version"])
+    return stack
+
+
+def promotion_log(workdir: Path, name: str) -> list[dict[str, Any]]:
+    """Every change of champion, oldest first."""
+    path = model_root(workdir, name) / LOG
+    if not path.is_file():
+        return []
+    entries = []
+    for line in path.read_text().splitlines():
+        try:
+            entries.append(json.loads(line))
+        except ValueError:
+            continue  # a torn last line from a killed writer: the pointer, not the log, is the truth
+    return entries
+
+
+def protected_versions(workdir: Path, name: str) -> set[str]:
+    """Versions pruning must keep: the champion and the one before it."""
+    try:
+        current = champion(workdir, name)
+    except RegistryError:
+        current = None
+    keep = set(champion_stack(workdir, name)[-2:])
+    if current:
+        keep |= {current["version"], *([current["previous"]] if current.get("previous") else [])}
+    return keep
+
+
+def prune_versions(workdir: Path, name: str, keep_latest: int) -> list[str]:
+    """Delete versions other than the champion, its predecessor and the `keep_latest` newest; returns them."""
+    with locked(workdir, name):
+        all_versions = [entry["version"] for entry in versions(workdir, name)]
+        keep = protected_versions(workdir, name) | set(all_versions[-keep_latest:] if keep_latest else [])
+        removed = []
+        for version in all_versions:
+            if version not in keep:
+                _remove_tree(version_dir(workdir, name, version))
+                removed.append(version)
+        return removed
+
+
+def model_names(workdir: Path) -> list[str]:
+    """The model names registered in a workdir."""
+    folder = Path(workdir) / "models"
+    return sorted(p.name for p in folder.iterdir() if p.is_dir()) if folder.is_dir() else []
+
+
+def _remove_tree(path: Path) -> None:
+    """Rename first, then delete: an interrupted prune leaves a hidden folder, never a half-deleted version."""
+    trash = path.with_name(f".deleting-{path.name}")
+    os.replace(path, trash)
+    shutil.rmtree(trash, ignore_errors=True)
+
+
+def _append_log(workdir: Path, name: str, entry: dict[str, Any]) -> None:
+    path = model_root(workdir, name) / LOG
+    lines = path.read_text() if path.is_file() else ""
+    if lines and not lines.endswith("\n"):
+        lines = lines.rsplit("\n", 1)[0] + "\n" if "\n" in lines else ""
+    with atomic_path(path) as tmp:
+        tmp.write_text(lines + json.dumps(entry, sort_keys=True) + "\n")
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")

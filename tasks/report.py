@@ -58,3 +58,88 @@ def drift_markdown(report: dict[str, Any]) -> str:
         f"{k} {labels['reference_share'].get(k, 0):.1%} → {labels['current_share'].get(k, 0):.1%}"
         for k in labels["current_share"])]
     return "\n".join(lines)
+
+
+def artifact_key(model_name: str, what: str) -> str:
+    """A stable artifact key per model name (Prefect keys allow lower-case letters, digits and dashes)."""
+    return "-".join(filter(None, ("".join(c if c.isalnum() else "-" for c in model_name.lower()), what)))
+
+
+def publish_run(summary: dict[str, Any], history: list[dict[str, Any]]) -> None:
+    """The run's dashboard: metrics table, markdown report and the workdir's history, under stable keys."""
+    if not _in_flow_run():
+        return
+    from prefect.artifacts import create_markdown_artifact, create_table_artifact
+
+    name = summary.get("model", {}).get("name", "default")
+    test = summary["metrics"]["test"]
+    create_table_artifact(table=metrics_rows(test), key=artifact_key(name, "metrics"),
+                          description=f"Test metrics of run {summary['run_id']} (overall and per class)")
+    create_markdown_artifact(markdown=run_markdown(summary), key=artifact_key(name, "run-report"),
+                             description="What this run did: data, validation, drift, augmentation, training, "
+                                         "evaluation, promotion")
+    create_table_artifact(table=history, key=artifact_key(name, "history"),
+                          description="Key metrics of every successful run in this workdir, newest first")
+
+
+def metrics_rows(test: dict[str, Any]) -> list[dict[str, Any]]:
+    """One row for the overall figures, then one per class."""
+    rows = [{"scope": "overall", "accuracy": round(test["accuracy"], 4), "macro_f1": round(test["macro_f1"], 4),
+             "precision": None, "recall": None, "f1": None, "support": test["n"]}]
+    for label, figures in test["per_class"].items():
+        rows.append({"scope": label, "accuracy": None, "macro_f1": None, "precision": round(figures["precision"], 4),
+                     "recall": round(figures["recall"], 4), "f1": round(figures["f1"], 4),
+                     "support": figures["support"]})
+    return rows
+
+
+def history_row(summary: dict[str, Any]) -> dict[str, Any]:
+    """The key figures of one run, for the history table."""
+    test = summary.get("metrics", {}).get("test", {})
+    return {"run_id": summary["run_id"], "finished": summary.get("finished"), "dataset_sha256":
+            summary["dataset"]["sha256"][:12], "rows_used": summary["dataset"]["rows_used"],
+            "accuracy": round(test.get("accuracy", float("nan")), 4), "macro_f1": round(test.get("macro_f1", float("nan")), 4),
+            "model_version": summary.get("model", {}).get("version"), "promoted": summary.get("promoted"),
+            "drift": summary.get("drift", {}).get("status"), "seconds": summary.get("seconds")}
+
+
+def run_markdown(summary: dict[str, Any]) -> str:
+    """The run report: one section per part of the run."""
+    data, test = summary["dataset"], summary["metrics"]["test"]
+    lines = [f"# Retrain run {summary['run_id']}", "",
+             "## Data", f"- file: `{data['path']}` (sha256 `{data['sha256'][:16]}`)",
+             f"- rows read {data['rows']}, used {data['rows_used']}; duplicates dropped "
+             f"{data['duplicates_dropped']}, conflicting rows dropped {data['conflicts_dropped']}",
+             f"- labels: {', '.join(data['labels'])}"]
+    if split := summary.get("split"):
+        lines.append(f"- split: {split['split_rows']}")
+    lines += ["", "## Validation and drift", "Validation passed: every row met every rule."]
+    if drift := summary.get("drift"):
+        lines += ["", drift_markdown(drift).replace("# Data drift", "Drift")]
+    if augment := summary.get("augment"):
+        lines += ["", "## Augmentation", f"{augment['augmented_rows']} augmented rows from "
+                  f"{augment['rows_in']} ({augment['n_aug']} per training sentence, strengths {augment['strengths']})"]
+    if embed := summary.get("embed"):
+        lines += ["", "## Backbone", f"{embed['computed']} sentences computed, {embed['reused']} from the feature cache "
+                  f"(unfreeze_top={embed['unfreeze_top']})"]
+    if training := summary.get("training"):
+        lines += ["", "## Training", f"best epoch {training['best_epoch']} of {training['epochs_run']} "
+                  f"(val loss {training['best_val_loss']}); phases {training.get('phases')}"]
+        for phase, curve in training.get("history", {}).items():
+            lines += ["", f"| {phase} epoch | loss | val loss | val accuracy |", "|---|---|---|---|"]
+            lines += [f"| {i + 1} | {l:.4f} | {v:.4f} | {a:.3f} |" for i, (l, v, a) in
+                      enumerate(zip(curve["loss"], curve["val_loss"], curve.get("val_accuracy", curve["val_loss"])))]
+    labels = test["confusion_matrix"]["labels"]
+    lines += ["", "## Evaluation on the test split",
+              f"accuracy **{test['accuracy']:.4f}**, macro-F1 **{test['macro_f1']:.4f}** on {test['n']} sentences "
+              f"(majority baseline {test['majority_baseline']['accuracy']:.4f} / {test['majority_baseline']['macro_f1']:.4f})",
+              "", "| true \\ predicted | " + " | ".join(labels) + " |", "|---|" + "---|" * len(labels)]
+    lines += [f"| {label} | " + " | ".join(str(v) for v in row) + " |"
+              for label, row in zip(labels, test["confusion_matrix"]["rows_true_cols_predicted"])]
+    lines += ["", "## Promotion"]
+    if gate := summary.get("gate"):
+        lines.append(f"decision: **{gate.get('decision')}**: {gate.get('reason', '')}")
+    model = summary.get("model", {})
+    lines.append(f"model `{model.get('name')}` version `{model.get('version')}`: "
+                 f"{'promoted to champion' if summary.get('promoted') else 'registered, not promoted'}")
+    return "\n".join(lines)

@@ -11,6 +11,7 @@ import csv
 import json
 import logging
 import time
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -68,6 +69,7 @@ class RunRecord:
                 self._save_failures(error)
                 report.publish_failures(error.failures)
             if isinstance(error, PipelineError):
+                error.stage = name
                 raise error
             raise StageFailed(name, error) from error
         result = state.result()
@@ -106,8 +108,11 @@ class RunRecord:
             },
             "stages": self.stages,
             "seconds": round(time.perf_counter() - self.started, 3),
+            "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "runner": self.runner,
             "config": self.cfg.model_dump(mode="json", by_alias=True),
+            "artifacts": {name: {"path": ref.path, "sha256": ref.sha256}
+                          for name, ref in self.refs.items() if isinstance(ref, ArtifactRef)},
         }
         if drift := self.refs.get("drift"):
             out["drift"] = {**drift.meta["report"], "reference_run_id": self.reference_run_id}
@@ -120,14 +125,39 @@ class RunRecord:
         if features := self.refs.get("embed"):
             out["embed"] = {**features.meta["backbone_runs"], "unfreeze_top": 6 - features.meta["cut"]}
         if model := self.refs.get("finetune"):
-            out["training"] = {k: model.meta[k] for k in ("best_epoch", "epochs_run", "best_val_loss", "phases")}
+            out["training"] = {k: model.meta[k] for k in ("best_epoch", "epochs_run", "best_val_loss", "phases", "history")}
         if evaluation:
             out["metrics"] = {"test": evaluation.meta["test"]}
+        if decision := self.refs.get("gate"):
+            out["gate"] = decision.model_dump()
         if release:
             out["model"] = {"name": release.name, "version": release.version, "path": release.path}
             out["promoted"] = release.promoted
-            out["promotion_reason"] = release.reason
         return out
+
+    def lineage(self, validated: ArtifactRef) -> dict[str, Any]:
+        """Where a model came from: run, data, configuration, code, and the champion it challenged."""
+        from tasks.caching import code_version
+        from tasks.registry import champion
+
+        try:
+            parent = (champion(self.workdir, self.cfg.model.name) or {}).get("version")
+        except Exception:  # noqa: BLE001 (a damaged pointer: the gate reports it; lineage just lacks a parent)
+            parent = None
+        return {"run_id": self.run_id, "dataset_path": str(Path(self.cfg.data.path).resolve()),
+                "dataset_sha256": validated.meta["source_sha256"], "validated_sha256": validated.sha256,
+                "config": self.cfg.model_dump(mode="json", by_alias=True),
+                "code_version": code_version("tasks.finetune"), "parent_champion": parent}
+
+    def history(self) -> list[dict[str, Any]]:
+        """Key figures of every run in the workdir that wrote a summary, newest first."""
+        rows = []
+        for path in (self.workdir / "runs").glob("*/summary.json"):
+            try:
+                rows.append(report.history_row(json.loads(path.read_text())))
+            except (OSError, ValueError, KeyError):
+                continue  # a summary being written or damaged: the history shows the others
+        return sorted(rows, key=lambda r: r.get("finished") or "", reverse=True)
 
     def reference(self) -> ArtifactRef | None:
         """The validated data of the last successful run, which drift compares against."""
@@ -141,6 +171,7 @@ class RunRecord:
         write_json_atomic(path, summary)
         if "drift" in summary:
             report.publish_drift(summary["drift"])
+        report.publish_run(summary, self.history())
         write_json_atomic(self.workdir / "runs" / LATEST_SUCCESS,
                           {"run_id": self.run_id, "validated": self.refs["validate"].model_dump(mode="json")})
         log.info("summary written to %s", path)

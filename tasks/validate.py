@@ -37,7 +37,9 @@ def validate(data: DataConfig, workdir: Path) -> ArtifactRef:
     raw = read_raw(data.path, data.encoding, data.max_file_mb)
     frame = _select_columns(raw.frame, data, name)
     frame["label"] = frame["label"].map(_label_as_text)
-    failures = list(raw.failures) + _schema_failures(frame, raw.locations, data, name)
+    columns = {"text": data.text_col, "label": data.label_col}
+    failures = list(raw.failures) + schema_failures(raw_schema(data.labels, data.max_chars), frame, raw.locations,
+                                                    columns, name)
     if failures:
         raise InvalidData(_in_file_order(failures))
 
@@ -98,9 +100,14 @@ def _label_as_text(value: object) -> object:
     return value
 
 
-def _schema_failures(frame: pd.DataFrame, locations: list[str], data: DataConfig, name: str) -> list[Failure]:
+def schema_failures(schema: pa.DataFrameSchema, frame: pd.DataFrame, locations: list[str],
+                    columns: dict[str, str], name: str) -> list[Failure]:
+    """Every row-level failure of `frame` against `schema` (lazily, all at once), located and worded.
+
+    `columns` maps the schema's column names to the user's (e.g. text -> sentence) for the report.
+    """
     try:
-        raw_schema(data.labels, data.max_chars).validate(frame, lazy=True)
+        schema.validate(frame, lazy=True)
     except pa.errors.SchemaErrors as exc:
         cases = exc.failure_cases
     else:
@@ -108,9 +115,8 @@ def _schema_failures(frame: pd.DataFrame, locations: list[str], data: DataConfig
     failures = []
     for case in cases.itertuples(index=False):
         if case.index is None or (isinstance(case.index, float) and math.isnan(case.index)):
-            continue  # a rule about the whole frame; the column checks above cover those
-        column = data.text_col if case.column == "text" else data.label_col
-        failures.append(Failure(name, locations[int(case.index)], column,
+            continue  # a rule about the whole frame; the column checks before this cover those
+        failures.append(Failure(name, locations[int(case.index)], columns.get(case.column, case.column),
                                 RULE_WORDING.get(case.check, case.check), _shorten(case.failure_case)))
     return failures
 

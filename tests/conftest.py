@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import csv
 import os
+import signal
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -63,12 +65,31 @@ def prefect_api():
     from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
     from prefect.testing.utilities import prefect_test_harness
 
-    with prefect_test_harness(), temporary_settings(restore_defaults={PREFECT_FLOWS_HEARTBEAT_FREQUENCY}):
+    # A generous start-up timeout: on a loaded 2-core machine the test API can take over 30 s to come up.
+    with prefect_test_harness(server_startup_timeout=120), \
+            temporary_settings(restore_defaults={PREFECT_FLOWS_HEARTBEAT_FREQUENCY}):
         yield
 
 
 def run_cli(module: str, *args: str, home: Path, timeout: int = 600, env: dict | None = None):
-    """Run `python -m module args...` from the project root as a user would, with its own PREFECT_HOME."""
+    """Run `python -m module args...` from the project root as a user would, with its own PREFECT_HOME.
+
+    The command runs in its own process group, with its output in files rather than pipes: a run killed with
+    SIGKILL leaves its temporary Prefect API process behind (it holds the pipes open); the whole group is
+    killed once the command has ended.
+    """
     full_env = {**os.environ, "PREFECT_HOME": str(Path(home) / ".prefect-home"), **(env or {})}
-    return subprocess.run([sys.executable, "-m", module, *args], cwd=ROOT, capture_output=True, text=True,
-                          timeout=timeout, env=full_env)
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        process = subprocess.Popen([sys.executable, "-m", module, *args], cwd=ROOT, env=full_env, stdout=out,
+                                   stderr=err, text=True, start_new_session=True)
+        try:
+            process.wait(timeout)
+        finally:
+            try:
+                os.killpg(process.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            process.wait()
+        out.seek(0)
+        err.seek(0)
+        return subprocess.CompletedProcess(process.args, process.returncode, out.read(), err.read())

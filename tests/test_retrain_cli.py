@@ -96,6 +96,13 @@ def test_registered_model_is_self_contained(trained):
     proba = model.predict_on_batch(pad_batch(ids))
     expected = predictions[[f"prob_{label}" for label in card["labels"]]].to_numpy()
     np.testing.assert_allclose(proba, expected, atol=2e-3)
+    import tensorflow as tf
+
+    served = tf.saved_model.load(str(version / "saved_model")).serve(pad_batch(ids)).numpy()
+    np.testing.assert_allclose(served, proba, atol=1e-5)
+    metrics = json.loads((version / "metrics.json").read_text())["test"]
+    assert metrics["ci95"]["accuracy"][0] <= metrics["accuracy"] <= metrics["ci95"]["accuracy"][1]
+    assert 0 <= metrics["ece"] <= 1 and metrics["log_loss"] > 0
 
 
 def test_invalid_data_exits_65_with_rows_and_no_traceback(tmp_path: Path):

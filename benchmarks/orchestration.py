@@ -1,0 +1,75 @@
+"""What Prefect costs: the retrain flow versus the same step functions called by a plain Python script.
+
+Both run cold in a fresh process and a fresh workdir on the bundled data with `make run`'s settings; the
+difference is the orchestration overhead (temporary API start-up, task runs, cache keys, result records,
+artifacts). Then the flow again on the same workdir: the warm, fully cached re-run.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from benchmarks.results import table, write_section  # noqa: E402
+
+OVERRIDES = {"data.conflicts": "drop"}
+
+
+def plain(workdir: Path) -> None:
+    """The pipeline's functions in order, no Prefect: the baseline."""
+    import flows  # noqa: F401
+    from tasks.augment import augment
+    from tasks.backbone import Backbone
+    from tasks.config import RetrainConfig
+    from tasks.drift import drift
+    from tasks.embed import embed
+    from tasks.evaluate import evaluate
+    from tasks.finetune import finetune
+    from tasks.promote import promote
+    from tasks.split import split
+    from tasks.tokenize import tokenize
+    from tasks.validate import validate
+
+    cfg = RetrainConfig.from_parameters(workdir=workdir, overrides=OVERRIDES)
+    backbone = Backbone.resolve(None)
+    validated = validate(cfg.data, workdir)
+    drift(validated, None, cfg.validate_, workdir)
+    splits = split(validated, cfg.split, cfg.data.max_train_rows, cfg.data.min_per_class, workdir)
+    tokenized = tokenize(augment(splits, cfg.augment, cfg.seed, workdir), cfg.tokenize, backbone, workdir)
+    features = embed(tokenized, backbone, cfg.train.unfreeze_top, workdir)
+    model = finetune(features, cfg.train, cfg.seed, backbone, workdir)
+    promote(model, evaluate(model, features, workdir), cfg.model.name, {}, workdir)
+
+
+def timed(command: list[str]) -> float:
+    started = time.perf_counter()
+    subprocess.run(command, cwd=ROOT, check=True, capture_output=True)
+    return time.perf_counter() - started
+
+
+def main() -> None:
+    if len(sys.argv) == 3 and sys.argv[1] == "--plain":
+        plain(Path(sys.argv[2]))
+        return
+    sets = [arg for key, value in OVERRIDES.items() for arg in ("--set", f"{key}={value}")]
+    with tempfile.TemporaryDirectory() as tmp:
+        plain_s = timed([sys.executable, __file__, "--plain", f"{tmp}/plain"])
+        flow_s = timed([sys.executable, "-m", "flows.retrain", "--workdir", f"{tmp}/flow", *sets])
+        warm_s = timed([sys.executable, "-m", "flows.retrain", "--workdir", f"{tmp}/flow", *sets])
+    rows = [["plain script, same functions (cold)", f"{plain_s:.0f}", "1.00"],
+            ["Prefect flow (cold)", f"{flow_s:.0f}", f"{flow_s / plain_s:.2f}"],
+            ["Prefect flow, unchanged re-run (warm, all cached)", f"{warm_s:.0f}", f"{warm_s / plain_s:.2f}"]]
+    write_section("orchestration", "Bundled data, `make run` settings, each in a fresh process.\n\n"
+                  + table(["run", "wall s", "ratio to plain"], rows)
+                  + f"\n\nOrchestration overhead, cold: {100 * (flow_s / plain_s - 1):.1f} %. "
+                  f"Warm re-run / cold flow: {warm_s / flow_s:.2f}.")
+
+
+if __name__ == "__main__":
+    main()

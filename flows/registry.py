@@ -1,0 +1,99 @@
+"""The model registry's command line: list, show, promote, roll back, prune.
+
+    .venv/bin/python -m flows.registry list     [--workdir DIR] [--name NAME]
+    .venv/bin/python -m flows.registry show     VERSION|champion [--workdir DIR] [--name NAME]
+    .venv/bin/python -m flows.registry promote  VERSION [--reason TEXT] [--workdir DIR] [--name NAME]
+    .venv/bin/python -m flows.registry rollback [--workdir DIR] [--name NAME]
+    .venv/bin/python -m flows.registry prune    [--keep N] [--dry-run] [--workdir DIR]
+
+Pruning never removes a champion or the version before it; it also removes artifacts, cache records and
+feature-cache entries that no kept version, and none of the last `--keep` runs, uses.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from flows import cli
+from tasks import registry
+from tasks.prune import prune
+
+
+def _table(rows: list[list[str]], headers: list[str]) -> str:
+    widths = [max(len(str(x)) for x in column) for column in zip(headers, *rows)]
+    line = "  ".join(f"{{:{w}}}" for w in widths)
+    return "\n".join([line.format(*headers), line.format(*["-" * w for w in widths]),
+                      *[line.format(*map(str, row)) for row in rows]])
+
+
+def list_versions(workdir: Path, name: str) -> str:
+    """A table of the versions of `name`: champion mark, test figures, data and run."""
+    try:
+        current = (registry.champion(workdir, name) or {}).get("version")
+    except registry.RegistryError as exc:
+        current, warning = None, f"warning: {exc}\n"
+    else:
+        warning = ""
+    rows = [["*" if v["version"] == current else "", v["version"], f"{v['test'].get('accuracy', float('nan')):.4f}",
+             f"{v['test'].get('macro_f1', float('nan')):.4f}", v["lineage"].get("dataset_sha256", "")[:12],
+             v["lineage"].get("run_id", "")] for v in registry.versions(workdir, name)]
+    if not rows:
+        return warning + f"no versions of model {name!r} in {workdir}"
+    return warning + _table(rows, ["champion", "version", "accuracy", "macro_f1", "dataset", "run"])
+
+
+def show(workdir: Path, name: str, version: str) -> dict:
+    """Everything the registry knows about one version (`champion` for the current one)."""
+    if version == "champion":
+        current = registry.champion(workdir, name)
+        if current is None:
+            raise registry.RegistryError(f"model {name!r} has no champion yet")
+        version = current["version"]
+    folder = registry.version_dir(workdir, name, version)
+    if not folder.is_dir():
+        raise registry.RegistryError(f"model {name!r} has no version {version!r}; see `python -m flows.registry list`")
+    card = json.loads((folder / "model.json").read_text())
+    return {"version": version, "path": str(folder), "lineage": json.loads((folder / "lineage.json").read_text()),
+            "metrics": json.loads((folder / "metrics.json").read_text()),
+            "card": {k: v for k, v in card.items() if k != "history"}}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m flows.registry", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--workdir", default="workdir", type=Path)
+    parser.add_argument("--name", default="default", help="model name (model.name), default: default")
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("list", help="list the versions of a model")
+    show_p = sub.add_parser("show", help="show one version (or `champion`)")
+    show_p.add_argument("version")
+    promote_p = sub.add_parser("promote", help="make a version the champion")
+    promote_p.add_argument("version")
+    promote_p.add_argument("--reason", default="promoted by hand")
+    sub.add_parser("rollback", help="make the previous champion the champion again")
+    prune_p = sub.add_parser("prune", help="delete old versions and unused artifacts and cache entries")
+    prune_p.add_argument("--keep", type=int, default=3, help="newest versions and runs to keep (default 3)")
+    prune_p.add_argument("--dry-run", action="store_true", help="say what would be removed, remove nothing")
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "list":
+            print(list_versions(args.workdir, args.name))
+        elif args.command == "show":
+            print(json.dumps(show(args.workdir, args.name, args.version), indent=2, default=str))
+        elif args.command == "promote":
+            print(json.dumps(registry.promote(args.workdir, args.name, args.version, args.reason), indent=2))
+        elif args.command == "rollback":
+            print(json.dumps(registry.rollback(args.workdir, args.name), indent=2))
+        elif args.command == "prune":
+            print(json.dumps(prune(args.workdir, args.keep, args.dry_run), indent=2))
+    except registry.RegistryError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return cli.EXIT_FAILURE
+    return cli.EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

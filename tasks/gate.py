@@ -1,0 +1,158 @@
+"""Step 7, gate: promote the challenger only if it beats the champion with confidence, on the same rows.
+
+A test split of a few hundred sentences moves accuracy by several points between resamples, so "the higher
+number wins" promotes noise. Here both models score the *current* test rows (the champion is re-run on
+them), and the decision is a paired bootstrap of the macro-F1 difference: the challenger is promoted only if
+the one-sided lower confidence bound of (challenger - champion) is above zero at `gate.confidence`.
+McNemar's exact test on the paired right/wrong predictions is reported beside it. With no champion yet, the
+challenger must beat the majority-class predictor the same way. If the label set (or the backbone) changed,
+the two are not comparable: the decision follows `gate.on_label_change`.
+Never cached: the decision depends on the registry as it is now.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+from pydantic import BaseModel
+
+from tasks import registry
+from tasks.backbone import Backbone, encode_texts, special_ids
+from tasks.caching import step_task
+from tasks.config import GateConfig
+from tasks.io import ArtifactRef, read_parquet
+
+log = logging.getLogger(__name__)
+
+
+class GateDecision(BaseModel):
+    """What the gate decided and on what evidence."""
+
+    promote: bool
+    decision: Literal["promote", "keep champion"]
+    reason: str
+    test: str
+    champion_version: str | None = None
+    confidence: float
+    n: int = 0
+    challenger_macro_f1: float | None = None
+    baseline_macro_f1: float | None = None
+    difference: float | None = None
+    lower_bound: float | None = None
+    interval: list[float] | None = None
+    mcnemar_p: float | None = None
+    discordant: dict[str, int] | None = None
+
+
+def macro_f1_many(y_true: np.ndarray, y_pred: np.ndarray, n_labels: int) -> np.ndarray:
+    """Macro-F1 of each row of (resamples x n) label arrays, vectorised; classes absent from both score 0."""
+    scores = np.zeros(y_true.shape[0])
+    for k in range(n_labels):
+        tp = ((y_true == k) & (y_pred == k)).sum(axis=1)
+        fp = ((y_true != k) & (y_pred == k)).sum(axis=1)
+        fn = ((y_true == k) & (y_pred != k)).sum(axis=1)
+        denominator = 2 * tp + fp + fn
+        scores += np.where(denominator > 0, 2 * tp / np.maximum(denominator, 1), 0.0)
+    return scores / n_labels
+
+
+def paired_bootstrap(y: np.ndarray, challenger: np.ndarray, baseline: np.ndarray, n_labels: int, samples: int,
+                     confidence: float, seed: int = 0) -> dict[str, Any]:
+    """Paired bootstrap of macro-F1(challenger) - macro-F1(baseline) over resampled rows."""
+    rng = np.random.default_rng(seed)
+    rows = rng.integers(0, len(y), size=(samples, len(y)))
+    diffs = macro_f1_many(y[rows], challenger[rows], n_labels) - macro_f1_many(y[rows], baseline[rows], n_labels)
+    point = float(macro_f1_many(y[None], challenger[None], n_labels)[0] - macro_f1_many(y[None], baseline[None], n_labels)[0])
+    tail = (1 - confidence) / 2
+    return {"difference": point, "lower_bound": float(np.quantile(diffs, 1 - confidence)),
+            "interval": [float(np.quantile(diffs, tail)), float(np.quantile(diffs, 1 - tail))]}
+
+
+def mcnemar(y: np.ndarray, challenger: np.ndarray, baseline: np.ndarray) -> tuple[float, dict[str, int]]:
+    """McNemar's exact test (two-sided binomial on the discordant pairs)."""
+    from scipy.stats import binomtest
+
+    only_challenger = int(((challenger == y) & (baseline != y)).sum())
+    only_baseline = int(((challenger != y) & (baseline == y)).sum())
+    total = only_challenger + only_baseline
+    p = float(binomtest(only_challenger, total, 0.5).pvalue) if total else 1.0
+    return p, {"challenger_only_right": only_challenger, "baseline_only_right": only_baseline}
+
+
+def champion_probabilities(workdir: Path, name: str, version: str, texts: list[str], labels: list[str],
+                           backbone: Backbone) -> np.ndarray | str:
+    """The champion's probabilities for `texts`, columns in `labels` order; or why it cannot be compared."""
+    from tasks.finetune import load_classifier_file
+    from tasks.model import length_batches, pad_batch
+
+    folder = registry.version_dir(workdir, name, version)
+    card = json.loads((folder / "model.json").read_text())
+    if sorted(card["labels"]) != sorted(labels):
+        return f"the label set changed ({', '.join(card['labels'])} -> {', '.join(labels)})"
+    if card.get("backbone_sha256") != backbone.sha256:
+        return "the backbone changed, so the champion's inputs are not the challenger's"
+    length = int(card["tokenizer"]["sequence_length"])
+    cls_id, sep_id, _ = special_ids(backbone.path)
+    sequences = [[cls_id, *ids[: length - 2], sep_id] for ids in encode_texts(backbone.path, texts)]
+    model = load_classifier_file(folder / "model.keras")
+    proba = np.zeros((len(texts), len(labels)))
+    order = [card["labels"].index(label) for label in labels]
+    for rows in length_batches(np.array([len(s) for s in sequences]), 64):
+        proba[rows] = model.predict_on_batch(pad_batch([sequences[i] for i in rows]))[:, order]
+    return proba
+
+
+def gate(evaluation: ArtifactRef, augmented: ArtifactRef, cfg: GateConfig, name: str, backbone: Backbone,
+         workdir: Path) -> GateDecision:
+    """Decide whether the evaluated challenger should replace the current champion of `name`."""
+    predictions = pq.read_table(evaluation.resolve(workdir) / "predictions.parquet").to_pandas()
+    labels = list(evaluation.meta["labels"])
+    y = predictions["label"].map(labels.index).to_numpy()
+    challenger = predictions["predicted_label"].map(labels.index).to_numpy()
+    common = dict(test=f"paired bootstrap of macro-F1 ({cfg.bootstrap_samples} resamples), one-sided",
+                  confidence=cfg.confidence, n=len(y))
+    current = registry.champion(workdir, name)
+    if current is None:
+        majority = np.full_like(y, labels.index(evaluation.meta["test"]["majority_baseline"]["label"]))
+        return _decide(y, challenger, majority, labels, cfg, common, None, "the majority-class predictor")
+    registry.verify(workdir, name, current["version"])
+    texts = _test_texts(augmented, workdir, predictions["row_id"])
+    baseline = champion_probabilities(workdir, name, current["version"], texts, labels, backbone)
+    if isinstance(baseline, str):
+        promote = cfg.on_label_change == "promote"
+        return GateDecision(promote=promote, decision="promote" if promote else "keep champion",
+                            reason=f"not comparable with champion {current['version']}: {baseline}; "
+                                   f"gate.on_label_change={cfg.on_label_change}",
+                            champion_version=current["version"], **{**common, "test": "none (not comparable)"})
+    return _decide(y, challenger, baseline.argmax(axis=1), labels, cfg, common, current["version"],
+                   f"champion {current['version']}")
+
+
+def _decide(y, challenger, baseline, labels, cfg: GateConfig, common: dict, champion_version: str | None,
+            against: str) -> GateDecision:
+    boot = paired_bootstrap(y, challenger, baseline, len(labels), cfg.bootstrap_samples, cfg.confidence)
+    p, discordant = mcnemar(y, challenger, baseline)
+    f1 = macro_f1_many(y[None], challenger[None], len(labels))[0]
+    base = macro_f1_many(y[None], baseline[None], len(labels))[0]
+    promote = boot["lower_bound"] > 0
+    verdict = "better" if promote else "not better with confidence"
+    reason = (f"challenger macro-F1 {f1:.4f} vs {against} {base:.4f}: difference {boot['difference']:+.4f}, "
+              f"{cfg.confidence:.0%} lower bound {boot['lower_bound']:+.4f} -> {verdict}")
+    log.info("gate: %s", reason)
+    return GateDecision(promote=promote, decision="promote" if promote else "keep champion", reason=reason,
+                        champion_version=champion_version, challenger_macro_f1=float(f1), baseline_macro_f1=float(base),
+                        mcnemar_p=p, discordant=discordant, **boot, **common)
+
+
+def _test_texts(augmented: ArtifactRef, workdir: Path, row_ids: pd.Series) -> list[str]:
+    table = read_parquet(augmented, workdir, columns=["row_id", "text"]).to_pandas().set_index("row_id")
+    return table.loc[row_ids.to_numpy(), "text"].tolist()
+
+
+gate_task = step_task(gate, cached=False)

@@ -1,0 +1,206 @@
+"""Registry, champion/challenger gate and batch prediction: a worse model never replaces a better one."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+from sklearn.metrics import f1_score
+
+from flows import predict as predict_cli
+from flows import registry as registry_cli
+from flows.retrain import retrain
+from tasks import registry
+from tasks.gate import macro_f1_many, mcnemar, paired_bootstrap
+from tests.conftest import first_per_label, write_csv
+
+BASE = {"train.unfreeze_top": 0, "augment.n_aug": 0, "data.min_per_class": 3, "data.conflicts": "drop"}
+
+
+# ------------------------------------------------------------------------------------------ statistics
+
+def test_vectorised_macro_f1_matches_scikit_learn():
+    rng = np.random.default_rng(0)
+    y, p = rng.integers(0, 3, (5, 200)), rng.integers(0, 3, (5, 200))
+    expected = [f1_score(a, b, labels=[0, 1, 2], average="macro", zero_division=0) for a, b in zip(y, p)]
+    np.testing.assert_allclose(macro_f1_many(y, p, 3), expected)
+
+
+def test_bootstrap_and_mcnemar_see_a_real_difference_and_ignore_noise():
+    rng = np.random.default_rng(1)
+    y = rng.integers(0, 3, 600)
+    good = np.where(rng.random(600) < 0.85, y, rng.integers(0, 3, 600))
+    bad = np.where(rng.random(600) < 0.55, y, rng.integers(0, 3, 600))
+    clearly = paired_bootstrap(y, good, bad, 3, 1000, 0.95)
+    assert clearly["lower_bound"] > 0.1 and clearly["interval"][0] > 0
+    assert mcnemar(y, good, bad)[0] < 1e-6
+    twin = np.where(rng.random(600) < 0.85, y, rng.integers(0, 3, 600))
+    assert paired_bootstrap(y, twin, good, 3, 1000, 0.95)["lower_bound"] < 0
+
+
+# ------------------------------------------------------------------------------------------ registry
+
+def _fake_version(workdir: Path, version: str, name: str = "m") -> None:
+    folder = registry.version_dir(workdir, name, version)
+    folder.mkdir(parents=True)
+    (folder / "model.keras").write_bytes(b"x")
+    (folder / "lineage.json").write_text(json.dumps({"model_sha256": version}))
+    (folder / "metrics.json").write_text(json.dumps({"test": {"accuracy": 0.5, "macro_f1": 0.5}}))
+
+
+def test_promote_rollback_and_prune_keep_the_champion_and_its_predecessor(tmp_path: Path):
+    for v in ("v1", "v2", "v3", "v4", "v5"):
+        _fake_version(tmp_path, v)
+    for v in ("v1", "v2", "v3"):
+        registry.promote(tmp_path, "m", v, "test")
+    assert registry.promote(tmp_path, "m", "v3", "again")["previous"] == "v2"  # idempotent: no new entry
+    assert len(registry.promotion_log(tmp_path, "m")) == 3
+    assert registry.rollback(tmp_path, "m")["version"] == "v2"
+    assert registry.rollback(tmp_path, "m")["version"] == "v1"
+    with pytest.raises(registry.RegistryError, match="nothing to roll back to"):
+        registry.rollback(tmp_path, "m")
+    registry.promote(tmp_path, "m", "v3", "test")
+    removed = registry.prune_versions(tmp_path, "m", keep_latest=1)
+    assert set(removed) == {"v2", "v4"}  # v3 champion, v1 its predecessor, v5 newest
+    assert {v["version"] for v in registry.versions(tmp_path, "m")} == {"v1", "v3", "v5"}
+
+
+def test_a_promotion_cut_short_before_its_log_entry_still_rolls_back_right(tmp_path: Path):
+    from tasks import faults
+
+    for v in ("v1", "v2", "v3"):
+        _fake_version(tmp_path, v)
+    registry.promote(tmp_path, "m", "v1", "test")
+    registry.promote(tmp_path, "m", "v2", "test")
+    faults.arm("promote:before-log=bug")
+    try:
+        with pytest.raises(faults.InjectedBug):
+            registry.promote(tmp_path, "m", "v3", "test")
+    finally:
+        faults.arm(None)
+    assert registry.champion(tmp_path, "m")["version"] == "v3"  # the pointer is the truth
+    assert registry.champion_stack(tmp_path, "m") == ["v1", "v2", "v3"]
+    assert registry.rollback(tmp_path, "m")["version"] == "v2"
+    assert registry.protected_versions(tmp_path, "m") == {"v1", "v2", "v3"}
+
+
+def test_a_damaged_champion_pointer_is_reported_not_trusted(tmp_path: Path):
+    _fake_version(tmp_path, "v1")
+    (registry.model_root(tmp_path, "m") / registry.CHAMPION).write_text('{"version": "v1"')
+    with pytest.raises(registry.RegistryError, match="damaged"):
+        registry.champion(tmp_path, "m")
+    registry.promote(tmp_path, "m", "v1", "repair")
+    assert registry.champion(tmp_path, "m")["version"] == "v1"
+
+
+# ------------------------------------------------------------------------------------------ the gate, end to end
+
+@pytest.fixture(scope="module")
+def runs(prefect_api, tmp_path_factory):
+    """Four real runs in one workdir: strong first, unchanged re-run, weak challenger, stronger challenger."""
+    root = tmp_path_factory.mktemp("gate")
+    data = write_csv(root / "data.csv", first_per_label(200))
+    workdir = root / "work"
+
+    def run(**overrides):
+        return json.loads(Path(retrain(data=str(data), workdir=str(workdir),
+                                       overrides={**BASE, **overrides})).read_text())
+
+    out = {"root": root, "data": data, "workdir": workdir}
+    out["weak_first"] = run(**{"data.max_train_rows": 12, "train.max_epochs": 1, "seed": 1})
+    # A deliberately weak champion (by hand if the gate did not promote it), for the strong one to challenge.
+    registry.promote(workdir, "default", out["weak_first"]["model"]["version"], "weak champion for the test")
+    out["strong"] = run(**{"train.max_epochs": 30})
+    out["unchanged"] = run(**{"train.max_epochs": 30})
+    out["weak"] = run(**{"data.max_train_rows": 12, "train.max_epochs": 1, "seed": 2})
+    return out
+
+
+def test_first_model_must_beat_the_majority_baseline(runs):
+    gate = runs["weak_first"]["gate"]
+    assert gate["champion_version"] is None and "majority-class predictor" in gate["reason"]
+    assert runs["weak_first"]["promoted"] is (gate["lower_bound"] > 0)
+
+
+def test_a_stronger_challenger_is_promoted_with_its_evidence(runs):
+    summary = runs["strong"]
+    gate = summary["gate"]
+    assert summary["promoted"] is True and gate["decision"] == "promote"
+    assert gate["champion_version"] == runs["weak_first"]["model"]["version"]
+    assert gate["lower_bound"] > 0 and gate["interval"][0] <= gate["difference"] <= gate["interval"][1]
+    assert gate["n"] == summary["metrics"]["test"]["n"] and gate["mcnemar_p"] is not None
+    assert registry.champion(runs["workdir"], "default")["version"] == summary["model"]["version"]
+
+
+def test_an_unchanged_rerun_does_not_promote(runs):
+    summary = runs["unchanged"]
+    assert summary["promoted"] is False and abs(summary["gate"]["difference"]) < 0.01
+    assert summary["model"]["version"] == runs["strong"]["model"]["version"]  # registered once
+    assert registry.champion(runs["workdir"], "default")["version"] == runs["strong"]["model"]["version"]
+
+
+def test_a_weakened_challenger_is_rejected(runs):
+    summary = runs["weak"]
+    assert summary["promoted"] is False and summary["gate"]["decision"] == "keep champion"
+    assert summary["gate"]["champion_version"] == runs["strong"]["model"]["version"]
+    assert registry.champion(runs["workdir"], "default")["version"] == runs["strong"]["model"]["version"]
+
+
+def test_predict_matches_the_evaluation_and_sums_to_one(runs, capsys):
+    champion = registry.version_dir(runs["workdir"], "default", runs["strong"]["model"]["version"])
+    evaluated = pq.read_table(champion / "predictions.parquet").to_pandas()
+    from tasks.identity import row_id
+
+    by_id = {row_id(r["text"]): r for r in first_per_label(200)}
+    inputs = pd.DataFrame([{"sentence": by_id[r]["text"], "ref": r} for r in evaluated["row_id"]])
+    inputs.to_csv(runs["root"] / "to_score.csv", index=False)
+    out = runs["root"] / "scored.parquet"
+    code = predict_cli.main(["--data", str(runs["root"] / "to_score.csv"), "--out", str(out), "--workdir",
+                             str(runs["workdir"]), "--text-col", "sentence"])
+    assert code == 0 and capsys.readouterr().out.strip().splitlines()[-1] == str(out.resolve())
+    scored = pq.read_table(out).to_pandas()
+    probs = [c for c in scored.columns if c.startswith("prob_")]
+    assert list(scored.columns[:2]) == ["sentence", "ref"] and len(scored) == len(inputs)
+    np.testing.assert_allclose(scored[probs].sum(axis=1), 1.0, atol=1e-6)
+    np.testing.assert_allclose(scored[probs].to_numpy(), evaluated[probs].to_numpy(), atol=2e-3)
+    assert (scored["predicted_label"] == evaluated["predicted_label"]).mean() > 0.98
+
+
+def test_predict_rejects_bad_rows_and_a_missing_version(runs, tmp_path, capsys):
+    bad = write_csv(tmp_path / "bad.csv", [{"text": "Sales rose"}, {"text": "  "}], fields=("text",))
+    assert predict_cli.main(["--data", str(bad), "--out", str(tmp_path / "o.parquet"), "--workdir",
+                             str(runs["workdir"])]) == 65
+    assert "line 3, column 'text': text is empty" in capsys.readouterr().err
+    assert not (tmp_path / "o.parquet").exists()
+    assert predict_cli.main(["--data", str(bad), "--out", str(tmp_path / "o.parquet"), "--workdir",
+                             str(runs["workdir"]), "--model", "nope"]) == 1
+    assert "has no version 'nope'" in capsys.readouterr().err
+
+
+def test_registry_cli_lists_shows_and_rolls_back(runs, capsys):
+    workdir = str(runs["workdir"])
+    assert registry_cli.main(["--workdir", workdir, "list"]) == 0
+    listing = capsys.readouterr().out
+    assert runs["strong"]["model"]["version"] in listing and "*" in listing
+    assert registry_cli.main(["--workdir", workdir, "show", "champion"]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["lineage"]["run_id"] == runs["strong"]["run_id"] and "labels" in shown["card"]
+    before = registry.champion(runs["workdir"], "default")
+    if before["previous"]:
+        assert registry_cli.main(["--workdir", workdir, "rollback"]) == 0
+        assert registry.champion(runs["workdir"], "default")["version"] == before["previous"]
+        registry.promote(runs["workdir"], "default", before["version"], "restore after test")
+
+
+def test_a_changed_label_set_follows_the_policy(runs):
+    relabelled = [{"text": r["text"], "label": {"neutral": "other", "negative": "bad", "positive": "good"}[r["label"]]}
+                  for r in first_per_label(200)]
+    data = write_csv(runs["root"] / "relabelled.csv", relabelled)
+    summary = json.loads(Path(retrain(data=str(data), workdir=str(runs["workdir"]),
+                                      overrides={**BASE, "train.max_epochs": 3})).read_text())
+    assert summary["gate"]["test"].startswith("none") and "label set changed" in summary["gate"]["reason"]
+    assert summary["promoted"] is True

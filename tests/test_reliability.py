@@ -1,0 +1,216 @@
+"""Kills, concurrency, corruption, resource faults and hostile input: nothing is lost, nothing half-used.
+
+Faults are injected with the test-only failpoints of `tasks.faults` (armed from RETRAIN_TEST_FAULTS at the
+command line); `kill` sends SIGKILL to the whole run, as an operator or the OOM killer would.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from flows.retrain import main
+from tasks import faults, registry
+from tasks.io import ArtifactRef
+from tests.conftest import ROOT, first_per_label, run_cli, write_csv
+
+FAST = ["--set", "train.unfreeze_top=0", "--set", "train.max_epochs=3", "--set", "augment.n_aug=1",
+        "--set", "data.min_per_class=3"]
+
+
+def _summary(result) -> dict:
+    assert result.returncode == 0, result.stderr[-3000:]
+    return json.loads(Path(result.stdout.strip().splitlines()[-1]).read_text())
+
+
+def _assert_consistent(workdir: Path) -> str | None:
+    """The registry is whole: the champion (if any) verifies, every visible version verifies."""
+    current = registry.champion(workdir, "default")
+    for entry in registry.versions(workdir, "default"):
+        registry.verify(workdir, "default", entry["version"])
+    if current:
+        registry.verify(workdir, "default", current["version"])
+    return current["version"] if current else None
+
+
+def test_sigkill_at_any_point_loses_nothing(tmp_path: Path):
+    data = write_csv(tmp_path / "d.csv", first_per_label(30))
+    args = ["--data", str(data), "--workdir", str(tmp_path / "w"), *FAST]
+    first = _summary(run_cli("flows.retrain", *args, home=tmp_path))
+    champion = _assert_consistent(tmp_path / "w")
+    # New sentences (so the backbone has work to be killed in) with new labels: the next model is not
+    # comparable with the champion, so the gate promotes it, and promotion itself gets killed too.
+    renamed = write_csv(tmp_path / "renamed.csv",
+                        [{**r, "label": r["label"].upper()} for r in first_per_label(30, skip=30)])
+    changed = ["--data", str(renamed), *args[2:]]
+    for point in ("augment:mid", "embed:batch", "finetune:epoch", "promote:before-pointer"):
+        killed = run_cli("flows.retrain", *changed, home=tmp_path, env={faults.ENV: f"{point}=kill"})
+        assert killed.returncode == -signal.SIGKILL, (point, killed.stderr[-2000:])
+        assert _assert_consistent(tmp_path / "w") == champion, point  # the old champion, whole
+    final = _summary(run_cli("flows.retrain", *changed, home=tmp_path))
+    assert final["stages"]["validate"]["state"] == final["stages"]["embed"]["state"] == "Cached"
+    assert final["promoted"] is True and "label set changed" in final["gate"]["reason"]
+    for name, ref in final["artifacts"].items():
+        path = tmp_path / "w" / ref["path"]
+        assert ArtifactRef(path=ref["path"], sha256=ref["sha256"]).is_intact(tmp_path / "w"), name
+    assert _assert_consistent(tmp_path / "w") == final["model"]["version"]
+    assert first["model"]["version"] == champion
+    from tasks.io import sha256_file, sha256_tree
+
+    for stored in (tmp_path / "w" / "artifacts").glob("*/[!.]*"):  # no partial file under a final name
+        digest = sha256_tree(stored) if stored.is_dir() else sha256_file(stored)
+        assert digest.startswith(stored.name.split(".")[0]), stored
+
+
+def test_two_runs_at_once_both_finish_and_agree(tmp_path: Path):
+    data = write_csv(tmp_path / "d.csv", first_per_label(30))
+    args = ["--data", str(data), "--workdir", str(tmp_path / "w"), *FAST]
+    env = {**os.environ, "PREFECT_HOME": str(tmp_path / "home")}
+    procs = [subprocess.Popen([sys.executable, "-m", "flows.retrain", *args], cwd=ROOT, env={**env, "PREFECT_HOME":
+                              str(tmp_path / f"home{i}")}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for i in range(2)]
+    outputs = [p.communicate(timeout=600) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], [err[-2000:] for _, err in outputs]
+    summaries = [json.loads(Path(out.strip().splitlines()[-1]).read_text()) for out, _ in outputs]
+    assert summaries[0]["model"]["version"] == summaries[1]["model"]["version"]  # registered once
+    assert len(registry.versions(tmp_path / "w", "default")) == 1
+    assert _assert_consistent(tmp_path / "w") == summaries[0]["model"]["version"]
+
+
+@pytest.fixture(scope="module")
+def trained(prefect_api, tmp_path_factory) -> Path:
+    """A workdir with one successful run and a champion (copied by each test that damages it)."""
+    root = tmp_path_factory.mktemp("trained")
+    data = write_csv(root / "d.csv", first_per_label(30))
+    assert main(["--data", str(data), "--workdir", str(root / "w"), *FAST]) == 0
+    return root
+
+
+def _copy(trained: Path, tmp_path: Path) -> list[str]:
+    import shutil
+
+    shutil.copytree(trained / "w", tmp_path / "w")
+    return ["--data", str(trained / "d.csv"), "--workdir", str(tmp_path / "w"), *FAST]
+
+
+def test_damaged_champion_pointer_is_reported_with_the_fix(trained, tmp_path: Path, capsys):
+    args = _copy(trained, tmp_path)
+    pointer = registry.model_root(tmp_path / "w", "default") / registry.CHAMPION
+    pointer.write_text(pointer.read_text()[:20])
+    capsys.readouterr()
+    assert main([*args, "--set", "seed=5"]) == 1
+    err = capsys.readouterr().err
+    assert "champion pointer" in err and "is damaged" in err and "flows.registry promote" in err
+    assert "Traceback" not in err
+
+
+def test_a_damaged_champion_model_is_detected(trained, tmp_path: Path, capsys):
+    args = _copy(trained, tmp_path)
+    version = registry.champion(tmp_path / "w", "default")["version"]
+    model = registry.version_dir(tmp_path / "w", "default", version) / "model.keras"
+    model.write_bytes(model.read_bytes()[:1000])
+    capsys.readouterr()
+    assert main([*args, "--set", "seed=6"]) == 1
+    assert "is damaged" in capsys.readouterr().err
+
+
+def test_unwritable_workdir_names_the_path(tmp_path: Path, capsys):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    assert main(["--workdir", str(blocker / "workdir")]) == 1
+    err = capsys.readouterr().err
+    assert str(blocker / "workdir") in err and "cannot be written" in err
+
+
+def test_full_disk_names_the_file_and_keeps_what_was_done(prefect_api, tmp_path: Path, capsys, monkeypatch):
+    data = write_csv(tmp_path / "d.csv", first_per_label(30))
+    monkeypatch.setenv(faults.ENV, "io:write=enospc")
+    try:
+        assert main(["--data", str(data), "--workdir", str(tmp_path / "w"), *FAST]) == 1
+    finally:
+        faults.arm(None)
+    err = capsys.readouterr().err
+    assert "the disk is full" in err and str(tmp_path / "w") in err
+    assert not list((tmp_path / "w" / "artifacts").rglob(".staging.*"))
+
+
+def test_a_one_gigabyte_file_is_refused_before_it_is_read(tmp_path: Path, capsys):
+    huge = tmp_path / "huge.csv"
+    with open(huge, "wb") as handle:
+        handle.truncate(1 << 30)  # sparse: 1 GiB on paper, nothing on disk
+    assert main(["--data", str(huge), "--workdir", str(tmp_path / "w"), "--validate-only"]) == 65
+    assert "over the limit of data.max_file_mb=512" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------------------ fuzzing
+
+@pytest.fixture(scope="module")
+def text_tools():
+    from tasks.augment import Plan
+    from tasks.backbone import Backbone
+    from tasks.config import AugmentConfig
+    from tasks.wordnet import Synonyms
+
+    return {"synonyms": Synonyms(AugmentConfig().wordnet_dir).lookup, "backbone": Backbone.resolve(None),
+            "plan": Plan(2, {"sr": 0.2, "ri": 0.2, "rs": 0.2, "rd": 0.2})}
+
+
+rows = st.lists(st.tuples(st.text(max_size=60), st.sampled_from(["pos", "neg", "", " x ", "1", "Pos"])),
+                min_size=0, max_size=6)
+
+
+@settings(max_examples=1000, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
+                                                                    HealthCheck.too_slow])
+@given(rows=rows, fmt=st.sampled_from(["csv", "tsv", "jsonl"]), noise=st.binary(max_size=8))
+def test_fuzz_read_validate_augment_tokenize(tmp_path_factory, text_tools, rows, fmt, noise):
+    """Arbitrary text and broken files: the only failures are InvalidData / InputNotFound, with a message."""
+    import csv
+    import io
+
+    from tasks.augment import copies_of
+    from tasks.backbone import encode_texts
+    from tasks.errors import InputNotFound, InvalidData
+    from tasks.readers import read_raw
+    from tasks.validate import schema_failures
+    from schemas.raw import raw_schema
+
+    folder = tmp_path_factory.mktemp("fuzz")
+    path = folder / f"in.{fmt}"
+    if fmt == "jsonl":
+        body = "\n".join(json.dumps({"text": t, "label": l}) for t, l in rows).encode() + noise
+    else:
+        buffer = io.StringIO()
+        writer = csv.writer(buffer, delimiter="\t" if fmt == "tsv" else ",")
+        writer.writerow(["text", "label"])
+        writer.writerows(rows)
+        body = buffer.getvalue().encode("utf-8", "surrogatepass") + noise
+    path.write_bytes(body)
+    try:
+        raw = read_raw(path)
+        if "text" not in raw.frame.columns or "label" not in raw.frame.columns:
+            return
+        import pandas as pd
+
+        frame = pd.DataFrame({"text": raw.frame["text"].to_numpy(), "label": raw.frame["label"].to_numpy()},
+                             dtype=object)
+        failures = schema_failures(raw_schema(None, 2000), frame, raw.locations, {}, str(path))
+        if failures:
+            assert all(f.rule for f in failures)
+            return
+    except (InvalidData, InputNotFound) as exc:
+        assert str(exc)
+        return
+    texts = [t for t in frame["text"] if t.strip()]
+    for i, text in enumerate(texts):
+        for _, op, augmented in copies_of(text, f"{i:016x}", text_tools["plan"], 1, text_tools["synonyms"], set()):
+            assert augmented.strip() and op in ("sr", "ri", "rs", "rd")
+    encoded = encode_texts(text_tools["backbone"].path, texts)
+    assert len(encoded) == len(texts)
