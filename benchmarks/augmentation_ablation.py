@@ -30,7 +30,7 @@ from benchmarks.results import table, write_section  # noqa: E402
 
 SETTINGS = {  # name -> augment overrides
     "none": {"n_aug": 0},
-    "paper": {"n_aug": "auto"},
+    "paper": {"n_aug": "paper"},
 }
 
 

@@ -14,10 +14,18 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from tasks.config import ConfigError, known_keys, parse_assignment
+from tasks.config import ConfigError, known_keys, local_path, parse_assignment
 from tasks.errors import InputNotFound, InvalidData, PipelineError, StageFailed
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_DATAERR, EXIT_NOINPUT = 0, 1, 2, 65, 66
+
+
+def path_arg(value: str) -> Path:
+    """argparse type of a path option: a local path or a `file://` URL (see `tasks.config.local_path`)."""
+    try:
+        return Path(local_path(value))
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def add_set_option(parser: argparse.ArgumentParser) -> None:

@@ -33,17 +33,19 @@ def predict(data: str, out: str, model: str = "champion", workdir: str = "workdi
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m flows.predict", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", required=True, help="CSV, TSV, Parquet or JSON-lines file to score")
-    parser.add_argument("--out", required=True, help="Parquet file to write")
+    parser.add_argument("--data", required=True, type=cli.path_arg,
+                        help="CSV, TSV, Parquet or JSON-lines file to score (a path or a file:// URL)")
+    parser.add_argument("--out", required=True, type=cli.path_arg, help="Parquet file to write")
     parser.add_argument("--model", default="champion", help="`champion` (default) or a version from the registry")
-    parser.add_argument("--workdir", default="workdir")
+    parser.add_argument("--workdir", default="workdir", type=cli.path_arg,
+                        help="the retrain workdir holding the registry (default: ./workdir)")
     parser.add_argument("--text-col", default="text")
     parser.add_argument("--name", default="default", help="model name (model.name), default: default")
     args = parser.parse_args(argv)
     cli.quiet_expected_errors()
     try:
-        require_file(Path(args.data))
-        predict(data=args.data, out=args.out, model=args.model, workdir=args.workdir, text_col=args.text_col,
+        require_file(args.data)
+        predict(data=str(args.data), out=str(args.out), model=args.model, workdir=str(args.workdir), text_col=args.text_col,
                 name=args.name)
     except Exception as exc:  # noqa: BLE001 (the command line's last line of defence: a message, an exit code)
         return cli.report(exc)

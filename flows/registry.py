@@ -64,7 +64,7 @@ def show(workdir: Path, name: str, version: str) -> dict:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m flows.registry", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--workdir", default="workdir", type=Path)
+    parser.add_argument("--workdir", default="workdir", type=cli.path_arg)
     parser.add_argument("--name", default="default", help="model name (model.name), default: default")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("list", help="list the versions of a model")

@@ -8,8 +8,11 @@ typed `RetrainConfig`, and each step receives only its own section of it.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
+import socket
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,19 +21,19 @@ from prefect.runtime import flow_run
 
 from flows import cli
 from tasks import faults
-from tasks.augment import augment_task
+from tasks.augment import augment_merge_task, augment_shard_task
 from tasks.backbone import Backbone
 from tasks.drift import drift_task
 from tasks.config import ConfigError, RetrainConfig
 from tasks.readers import require_file
-from tasks.embed import embed_task
+from tasks.embed import embed_merge_task, embed_shard_task
 from tasks.evaluate import evaluate_task
 from tasks.finetune import finetune_task
 from tasks.gate import gate_task
 from tasks.promote import promote_task
 from tasks.run_record import RunRecord
 from tasks.split import split_task
-from tasks.tokenize import tokenize_task
+from tasks.tokenize import tokenize_merge_task, tokenize_shard_task
 from tasks.validate import validate_task
 
 
@@ -44,20 +47,48 @@ def retrain(
 ) -> str:
     """Re-train the text classifier on `data` and promote it; returns the path of the run's summary.json."""
     cfg = RetrainConfig.from_parameters(data, text_col, label_col, workdir, overrides)
-    run = RunRecord(cfg, run_id=str(flow_run.id))
     backbone = Backbone.resolve(cfg.model.backbone)
+    with RunRecord(cfg, run_id=str(flow_run.id)) as run:
+        validated = run.step("validate", validate_task, cfg.data)
+        run.step("drift", drift_task, validated, run.reference(), cfg.validate_)
+        splits = run.step("split", split_task, validated, cfg.split, cfg.data.max_train_rows, cfg.data.min_per_class)
+        augmented = run.sharded("augment", augment_shard_task, augment_merge_task, splits, cfg.augment, cfg.seed)
+        tokenized = run.sharded("tokenize", tokenize_shard_task, tokenize_merge_task, augmented, cfg.tokenize, backbone)
+        features = run.sharded("embed", embed_shard_task, embed_merge_task, tokenized, backbone, cfg.train.unfreeze_top)
+        model = run.step("finetune", finetune_task, features, cfg.train, cfg.seed, backbone)
+        evaluation = run.step("evaluate", evaluate_task, model, features)
+        decision = run.step("gate", gate_task, evaluation, augmented, cfg.gate, cfg.model.name, backbone)
+        run.step("promote", promote_task, model, evaluation, decision, cfg.model.name, run.lineage(validated))
+        return str(run.write_summary())
 
-    validated = run.step("validate", validate_task, cfg.data)
-    run.step("drift", drift_task, validated, run.reference(), cfg.validate_)
-    splits = run.step("split", split_task, validated, cfg.split, cfg.data.max_train_rows, cfg.data.min_per_class)
-    augmented = run.step("augment", augment_task, splits, cfg.augment, cfg.seed)
-    tokenized = run.step("tokenize", tokenize_task, augmented, cfg.tokenize, backbone)
-    features = run.step("embed", embed_task, tokenized, backbone, cfg.train.unfreeze_top)
-    model = run.step("finetune", finetune_task, features, cfg.train, cfg.seed, backbone)
-    evaluation = run.step("evaluate", evaluate_task, model, features)
-    decision = run.step("gate", gate_task, evaluation, augmented, cfg.gate, cfg.model.name, backbone)
-    run.step("promote", promote_task, model, evaluation, decision, cfg.model.name, run.lineage(validated))
-    return str(run.write_summary())
+
+@contextlib.contextmanager
+def api_for_runner(runner: str) -> Iterator[None]:
+    """With runner=dask and no Prefect API configured, run a real local API for the duration of the run.
+
+    Prefect's temporary in-process API cannot serve Dask worker processes (each would start its own); a real
+    server on 127.0.0.1 can. With an API already configured (a deployment, `make serve`), nothing changes.
+    """
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    if runner != "dask" or PREFECT_API_URL.value():
+        yield
+        return
+    from flows import serve
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    api_url = f"http://127.0.0.1:{port}/api"
+    print(f"runner=dask: starting a local Prefect API at {api_url} for the Dask workers", file=sys.stderr)
+    server = serve.start_server("127.0.0.1", port, serve.prefect_env(api_url))
+    os.environ["PREFECT_API_URL"] = api_url  # inherited by the Dask worker processes
+    try:
+        with temporary_settings(updates={PREFECT_API_URL: api_url}):
+            yield
+    finally:
+        os.environ.pop("PREFECT_API_URL", None)
+        serve.stop(server)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -74,7 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--text-col", default="text", help="column holding the text (default: text)")
     parser.add_argument("--label-col", default="label", help="column holding the label (default: label)")
     parser.add_argument("--workdir", default="workdir", help="root of artifacts, caches, models and run "
-                                                             "records (default: ./workdir)")
+                                                             "records: a path or a file:// URL (default: ./workdir)")
     parser.add_argument("--validate-only", action="store_true", help="validate and split the data, print the "
                                                                      "report, train nothing")
     cli.add_set_option(parser)
@@ -94,15 +125,16 @@ def main(argv: list[str] | None = None) -> int:
     faults.arm(os.environ.get(faults.ENV))  # test-only failpoints; inert unless the variable is set
     try:
         if args.data:
-            require_file(Path(args.data))  # fail fast, before any Prefect or TensorFlow start-up
-        cli.ensure_writable(Path(args.workdir))
+            require_file(cfg.data.path)  # fail fast, before any Prefect or TensorFlow start-up
+        cli.ensure_writable(cfg.workdir)
         if args.validate_only:
             from flows.validate_only import validate_only
 
             result = validate_only(cfg)
         else:
-            result = retrain(data=args.data, text_col=args.text_col, label_col=args.label_col,
-                             workdir=args.workdir, overrides=overrides)
+            with api_for_runner(cfg.runner):
+                result = retrain(data=args.data, text_col=args.text_col, label_col=args.label_col,
+                                 workdir=args.workdir, overrides=overrides)
     except Exception as exc:  # noqa: BLE001 (the command line's last line of defence: a message, an exit code)
         return cli.report(exc, cfg.validate_.max_reported)
     print(Path(result).resolve())

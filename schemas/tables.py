@@ -43,7 +43,7 @@ class AugmentedTable(pa.DataFrameModel):
     source_id: Series[str] = pa.Field(str_matches=ROW_ID)
     is_augmented: Series[bool]
     ops: Series[str] = pa.Field(description="'+'-joined EDA operations applied; empty for original rows")
-    copy: Series[int] = pa.Field(ge=0, description="0 for the original, 1..n_aug for its augmented copies")
+    copy: Series[np.int16] = pa.Field(ge=0, description="0 for the original, 1..n_aug for its augmented copies")
 
     class Config:
         strict = True

@@ -22,12 +22,17 @@ from tasks.caching import step_task
 from tasks.config import AugmentConfig
 from tasks.identity import normalize_text, sha256_hex
 from tasks.io import ArtifactRef, read_parquet, write_parquet
+from tasks.sharding import WHOLE, Shard
 from tasks.wordnet import Synonyms
 
 log = logging.getLogger(__name__)
 
 # Wei & Zou's recommendation by training-set size: (rows below, alpha, copies per sentence).
 PAPER_DEFAULTS = ((1000, 0.05, 16), (5000, 0.05, 8), (None, 0.1, 4))
+# What `n_aug = auto` does, from our own ablation (benchmarks/RESULTS.md, "Augmentation ablation"): with this
+# pre-trained backbone, EDA copies never raised test macro-F1 beyond noise at 250, 500 or all PhraseBank rows,
+# and at 250 rows they lowered it, while multiplying the cost of a run by 4-6. So by default: no copies.
+MEASURED_DEFAULTS = ((None, 0.05, 0),)
 
 
 @dataclass(frozen=True)
@@ -40,14 +45,12 @@ class Plan:
 
 def plan(cfg: AugmentConfig, n_train: int) -> Plan:
     """Resolve `n_aug = auto` and the per-operation strengths for a training split of `n_train` rows."""
-    alpha = cfg.alpha
-    if cfg.n_aug == "auto":
-        for below, auto_alpha, copies in PAPER_DEFAULTS:
+    alpha, n_aug = cfg.alpha, cfg.n_aug
+    if isinstance(n_aug, str):
+        for below, auto_alpha, copies in PAPER_DEFAULTS if n_aug == "paper" else MEASURED_DEFAULTS:
             if below is None or n_train < below:
                 n_aug, alpha = copies, auto_alpha
                 break
-    else:
-        n_aug = cfg.n_aug
     strengths = {
         "sr": cfg.alpha_sr if cfg.alpha_sr is not None else alpha,
         "ri": cfg.alpha_ri if cfg.alpha_ri is not None else alpha,
@@ -57,19 +60,22 @@ def plan(cfg: AugmentConfig, n_train: int) -> Plan:
     return Plan(n_aug, strengths)
 
 
-def augment(splits: ArtifactRef, cfg: AugmentConfig, seed: int, workdir: Path) -> ArtifactRef:
-    """Write every split row plus `n_aug` EDA copies of each training row, tagged with source and operation.
+def augment_shard(splits: ArtifactRef, cfg: AugmentConfig, seed: int, shard: Shard, workdir: Path) -> ArtifactRef:
+    """Augment the rows of one shard of the split table: each row, then its EDA copies if it is a training row.
 
-    Returns the reference of the augmented Parquet; `meta` has rows in and out and the plan used.
+    The plan (copies per sentence) and the held-out sentences come from the whole table, so a shard's output
+    is exactly its slice of the unsharded output.
     """
     frame = read_parquet(splits, workdir).to_pandas()
     is_train = frame["split"] == "train"
     chosen = plan(cfg, int(is_train.sum()))
     heldout = set(frame.loc[~is_train, "text"].map(normalize_text))
     synonyms = Synonyms(cfg.wordnet_dir).lookup if chosen.n_aug else None
+    start, stop = shard.bounds(len(frame))
+    part = frame.iloc[start:stop]
 
     started, rows = time.perf_counter(), []
-    for done, row in enumerate(frame.itertuples(index=False), start=1):
+    for done, row in enumerate(part.itertuples(index=False), start=1):
         rows.append({**row._asdict(), "source_id": row.row_id, "is_augmented": False, "ops": "", "copy": 0})
         if row.split == "train" and chosen.n_aug:
             for copy, op, text in copies_of(row.text, row.row_id, chosen, seed, synonyms, heldout,
@@ -77,17 +83,37 @@ def augment(splits: ArtifactRef, cfg: AugmentConfig, seed: int, workdir: Path) -
                 rows.append({"row_id": sha256_hex(f"aug|{row.row_id}|{copy}")[:16], "text": text,
                              "label": row.label, "split": "train", "source_id": row.row_id,
                              "is_augmented": True, "ops": op, "copy": copy})
-        if done == len(frame) // 2:
+        if done == len(part) // 2:
             faults.point("augment:mid")
         if done % 2000 == 0:
-            log.info("augment: %d/%d sentences, %.0f sentences/s", done, len(frame),
-                     done / (time.perf_counter() - started))
-    out = AugmentedTable.validate(pd.DataFrame(rows, columns=AUGMENTED_SCHEMA.names))
+            log.info("augment: %d/%d sentences of shard %d/%d, %.0f sentences/s", done, len(part), shard.index + 1,
+                     shard.count, done / (time.perf_counter() - started))
+    out = pd.DataFrame(rows, columns=AUGMENTED_SCHEMA.names)
+    meta = {"n_aug": chosen.n_aug, "strengths": chosen.strengths, "rows_in": len(part)}
+    return write_parquet(workdir, "augment-shards", to_arrow(out, AUGMENTED_SCHEMA), meta)
+
+
+def augment_merge(shards: list[ArtifactRef], splits: ArtifactRef, cfg: AugmentConfig, seed: int,
+                  workdir: Path) -> ArtifactRef:
+    """Join the augmented shards in row order, check the whole table, and write it.
+
+    Returns the reference of the augmented Parquet; `meta` has rows in and out and the plan used.
+    """
+    import pyarrow as pa
+
+    table = pa.concat_tables([read_parquet(ref, workdir) for ref in shards])
+    out = AugmentedTable.validate(table.to_pandas())
     added = int(out["is_augmented"].sum())
-    meta = {"rows_in": len(frame), "rows_out": len(out), "augmented_rows": added, "n_aug": chosen.n_aug,
-            "strengths": chosen.strengths, "labels": splits.meta.get("labels")}
-    log.info("augment: %d training sentences gave %d copies (n_aug=%d)", int(is_train.sum()), added, chosen.n_aug)
+    chosen = shards[0].meta
+    meta = {"rows_in": splits.rows, "rows_out": len(out), "augmented_rows": added, "n_aug": chosen["n_aug"],
+            "strengths": chosen["strengths"], "labels": splits.meta.get("labels"), "shards": len(shards)}
+    log.info("augment: %d rows in, %d augmented rows added (n_aug=%d)", splits.rows, added, chosen["n_aug"])
     return write_parquet(workdir, "augment", to_arrow(out, AUGMENTED_SCHEMA), meta)
+
+
+def augment(splits: ArtifactRef, cfg: AugmentConfig, seed: int, workdir: Path) -> ArtifactRef:
+    """Every split row plus `n_aug` EDA copies of each training row, tagged with source and operation (one shard)."""
+    return augment_merge([augment_shard(splits, cfg, seed, WHOLE, workdir)], splits, cfg, seed, workdir)
 
 
 def copies_of(text: str, source_id: str, chosen: Plan, seed: int, synonyms, heldout: set[str],
@@ -110,4 +136,5 @@ def copies_of(text: str, source_id: str, chosen: Plan, seed: int, synonyms, held
     return out
 
 
-augment_task = step_task(augment)
+augment_shard_task = step_task(augment_shard)
+augment_merge_task = step_task(augment_merge)

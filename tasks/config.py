@@ -16,6 +16,24 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from tasks.io import sha256_file
 
+
+def local_path(value: Any) -> Any:
+    """A path given as a local path or a `file://` URL, as a path; any other URL scheme is refused with a hint.
+
+    Object storage (s3://, gs://, az://) is reached through a mounted volume (README, "Docker and
+    Kubernetes work pools"): the pipeline renames files into place to make every write atomic, which a bucket
+    cannot do, while a mounted volume can.
+    """
+    if not isinstance(value, str) or "://" not in value:
+        return value
+    from urllib.parse import unquote, urlparse
+
+    url = urlparse(value)
+    if url.scheme == "file" and url.netloc in ("", "localhost"):
+        return Path(unquote(url.path))
+    raise ValueError(f"{value!r}: only local paths and file:// URLs are read directly; mount {url.scheme}:// "
+                     "storage as a volume (s3fs, gcsfuse, a Kubernetes CSI volume) and give the mount path")
+
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 BUNDLED_DATA = PROJECT_ROOT / "data" / "financial-phrasebank" / "phrasebank.csv"
 PROJECT_NLTK_DATA = PROJECT_ROOT / ".nltk_data"
@@ -29,6 +47,7 @@ class Section(BaseModel):
 
 class DataConfig(Section):
     path: Path = BUNDLED_DATA
+    _local_path = field_validator("path", mode="before")(local_path)
     text_col: str = "text"
     label_col: str = "label"
     labels: tuple[str, ...] | None = None
@@ -67,7 +86,9 @@ class SplitConfig(Section):
 
 
 class AugmentConfig(Section):
-    n_aug: int | Literal["auto"] = 1
+    # "auto": what benchmarks/augmentation_ablation.py measured best for this backbone (tasks.augment.plan);
+    # "paper": Wei & Zou's recommendation by training-set size; an integer: that many copies per sentence.
+    n_aug: int | Literal["auto", "paper"] = Field("auto", union_mode="left_to_right")
     alpha: float = Field(0.1, ge=0, le=0.5)
     alpha_sr: float | None = Field(None, ge=0, le=0.5)
     alpha_ri: float | None = Field(None, ge=0, le=0.5)
@@ -85,7 +106,7 @@ class AugmentConfig(Section):
     def _parse_n_aug(cls, value: Any) -> Any:
         if isinstance(value, str) and value.strip().isdigit():
             return int(value)
-        return value
+        return value.strip().lower() if isinstance(value, str) else value
 
     @field_validator("protected_words", mode="before")
     @classmethod
@@ -115,6 +136,8 @@ class TrainConfig(Section):
     l1: float = Field(0.0, ge=0)
     l2: float = Field(1e-5, ge=0)
     class_weights: bool = True
+    # float16 compute for the trainable blocks: "auto" = on exactly where a GPU is visible (tasks.hardware)
+    mixed_precision: bool | Literal["auto"] = Field("auto", union_mode="left_to_right")
 
 
 class GateConfig(Section):
@@ -131,7 +154,11 @@ class ModelConfig(Section):
 
 
 class DaskConfig(Section):
+    """`runner=dask`: an existing scheduler (`address`), or a local cluster of `workers` processes."""
+
     address: str = ""
+    workers: int = Field(2, ge=1)
+    shards: int = Field(0, ge=0, description="shards per data-parallel step; 0 = two per worker")
 
 
 class RetrainConfig(Section):
@@ -139,6 +166,7 @@ class RetrainConfig(Section):
 
     seed: int = 13
     workdir: Path = Path("workdir")
+    _local_workdir = field_validator("workdir", mode="before")(local_path)
     runner: Literal["threads", "dask"] = "threads"
     data: DataConfig = DataConfig()
     validate_: ValidateConfig = Field(ValidateConfig(), alias="validate")

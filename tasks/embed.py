@@ -24,7 +24,8 @@ from tasks.backbone import Backbone, load_backbone
 from tasks import faults
 from tasks.caching import step_task
 from tasks.feature_cache import FeatureCache, sentence_key
-from tasks.io import ArtifactRef, read_parquet, write_parquet
+from tasks.io import ArtifactRef, read_parquet, store_json, write_parquet
+from tasks.sharding import WHOLE, Shard
 
 log = logging.getLogger(__name__)
 BATCH = 64
@@ -72,12 +73,13 @@ def cached_features(backbone: Backbone, sequences: list[list[int]], cut: int,
     missing = [k for k in distinct if k not in have_embedding or (hidden_cache and k not in have_hidden)]
     log.info("embed: %d sentences, %d distinct, %d in the feature cache, %d to compute", len(keys), len(distinct),
              len(distinct) - len(missing), len(missing))
-    new_embeddings, new_hidden = run_bottom(backbone.path, [distinct[k] for k in missing], cut)
-    embedding_cache.put({k: new_embeddings[i][None, :] for i, k in enumerate(missing) if k not in have_embedding})
-    have_embedding.update({k: new_embeddings[i][None, :] for i, k in enumerate(missing)})
-    if hidden_cache is not None:
-        hidden_cache.put({k: new_hidden[i] for i, k in enumerate(missing) if k not in have_hidden})
-        have_hidden.update({k: new_hidden[i] for i, k in enumerate(missing)})
+    if missing:
+        new_embeddings, new_hidden = run_bottom(backbone.path, [distinct[k] for k in missing], cut)
+        embedding_cache.put({k: new_embeddings[i][None, :] for i, k in enumerate(missing) if k not in have_embedding})
+        have_embedding.update({k: new_embeddings[i][None, :] for i, k in enumerate(missing)})
+        if hidden_cache is not None:
+            hidden_cache.put({k: new_hidden[i] for i, k in enumerate(missing) if k not in have_hidden})
+            have_hidden.update({k: new_hidden[i] for i, k in enumerate(missing)})
     embeddings = np.stack([have_embedding[k][0] for k in keys]) if keys else np.zeros((0, 384), np.float32)
     hidden = [have_hidden[k] for k in keys] if hidden_cache is not None else None
     counts = {"sentences": len(keys), "distinct": len(distinct), "computed": len(missing),
@@ -85,15 +87,29 @@ def cached_features(backbone: Backbone, sequences: list[list[int]], cut: int,
     return embeddings.astype(np.float32), hidden, counts
 
 
-def embed(tokenized: ArtifactRef, backbone: Backbone, unfreeze_top: int, workdir: Path) -> ArtifactRef:
-    """Write the frozen features of every tokenized row (see `schemas.tables.FEATURES_SCHEMA`).
+def embed_shard(tokenized: ArtifactRef, backbone: Backbone, unfreeze_top: int, shard: Shard,
+                workdir: Path) -> ArtifactRef:
+    """Make sure the feature cache holds every sentence of one shard, running the backbone on those it lacks.
 
-    `meta["backbone_runs"]` counts the sentences the backbone computed and those the feature cache supplied.
+    Returns a small JSON artifact with the shard's counts (sentences, distinct, computed, reused).
+    """
+    table = read_parquet(tokenized, workdir, columns=["token_ids"])
+    start, stop = shard.bounds(table.num_rows)
+    sequences = table.column("token_ids").slice(start, stop - start).to_pylist()
+    _, _, counts = cached_features(backbone, sequences, N_BLOCKS - unfreeze_top, workdir)
+    return store_json(workdir, "embed-shards", counts, rows=stop - start, meta={"backbone_runs": counts})
+
+
+def embed_merge(shards: list[ArtifactRef], tokenized: ArtifactRef, backbone: Backbone, unfreeze_top: int,
+                workdir: Path) -> ArtifactRef:
+    """Write the frozen features of every tokenized row (see `schemas.tables.FEATURES_SCHEMA`) from the cache.
+
+    `meta["backbone_runs"]` counts, over the shards, the sentences the backbone computed and those the
+    feature cache supplied.
     """
     table = read_parquet(tokenized, workdir)
-    sequences = table.column("token_ids").to_pylist()
     cut = N_BLOCKS - unfreeze_top
-    embeddings, hidden, counts = cached_features(backbone, sequences, cut, workdir)
+    embeddings, hidden, _ = cached_features(backbone, table.column("token_ids").to_pylist(), cut, workdir)
     out = pa.Table.from_pydict({
         "row_id": table.column("row_id"),
         "split": table.column("split"),
@@ -103,10 +119,19 @@ def embed(tokenized: ArtifactRef, backbone: Backbone, unfreeze_top: int, workdir
         "n_tokens": table.column("n_tokens"),
         "hidden": pa.array([h.tobytes() for h in hidden] if hidden else [None] * table.num_rows, pa.binary()),
     }, schema=FEATURES_SCHEMA)
+    counts = {key: sum(ref.meta["backbone_runs"][key] for ref in shards)
+              for key in ("sentences", "distinct", "computed", "reused")}
     meta = {"labels": tokenized.meta["labels"], "sequence_length": tokenized.meta["sequence_length"],
             "backbone_sha256": backbone.sha256, "cut": cut, "rows_in": table.num_rows, "rows_out": table.num_rows,
-            "backbone_runs": counts}
+            "backbone_runs": counts, "shards": len(shards)}
     return write_parquet(workdir, "embed", out, meta)
 
 
-embed_task = step_task(embed)
+def embed(tokenized: ArtifactRef, backbone: Backbone, unfreeze_top: int, workdir: Path) -> ArtifactRef:
+    """The frozen features of every tokenized row, the backbone run only on sentences not cached (one shard)."""
+    return embed_merge([embed_shard(tokenized, backbone, unfreeze_top, WHOLE, workdir)], tokenized, backbone,
+                       unfreeze_top, workdir)
+
+
+embed_shard_task = step_task(embed_shard)
+embed_merge_task = step_task(embed_merge)

@@ -21,6 +21,7 @@ import numpy as np
 from tasks.backbone import Backbone, find_backbone, fresh_backbone, load_backbone
 from tasks.caching import step_task
 from tasks.config import TrainConfig
+from tasks.hardware import dtype_policy, optimizer, resolve_mixed_precision, strategy, visible_gpus
 from tasks.io import ArtifactRef, CorruptArtifact, artifact_dir, read_parquet, staging, store_dir, write_json_atomic
 
 log = logging.getLogger(__name__)
@@ -63,41 +64,17 @@ def finetune(features: ArtifactRef, cfg: TrainConfig, seed: int, backbone: Backb
     """
     import keras
 
-    from tasks.model import EpochLog, HiddenStateBatches, build_classifier, build_head, build_top, save_reproducibly
+    from tasks.model import build_classifier, save_reproducibly
 
     labels = list(features.meta["labels"])
     cut = int(features.meta["cut"])
     train, val = SplitFeatures(features, workdir, "train"), SplitFeatures(features, workdir, "val")
     weights = class_weights(train.labels, len(labels)) if cfg.class_weights else {i: 1.0 for i in range(len(labels))}
     keras.utils.set_random_seed(seed)
-
-    head = build_head(len(labels), cfg, train.embeddings.shape[1])
-    # Train through a wrapper that shares the head's layers: the saved classifier then carries no optimizer.
-    head_trainer = keras.Model(head.inputs, head.outputs, name="head_trainer")
-    head_trainer.compile(optimizer=keras.optimizers.Adam(cfg.learning_rate),
-                         loss=keras.losses.SparseCategoricalCrossentropy(),
-                         metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")])
-    curves = {"head": head_trainer.fit(
-        train.embeddings, train.labels, validation_data=(val.embeddings, val.labels), epochs=cfg.max_epochs,
-        batch_size=cfg.batch_size, class_weight=weights, verbose=0, shuffle=True,
-        callbacks=[_early_stopping(cfg.patience), EpochLog(cfg.max_epochs, "finetune/head")],
-    ).history}
-
-    trained_backbone = load_backbone(backbone.path)
-    if cut < N_BLOCKS:
-        trained_backbone = fresh_backbone(backbone.path)
-        top = build_top(trained_backbone, head, cut)
-        top.compile(optimizer=keras.optimizers.Adam(cfg.finetune_learning_rate),
-                    loss=keras.losses.SparseCategoricalCrossentropy(),
-                    metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")])
-        sample_weight = np.array([weights[int(y)] for y in train.labels], dtype=np.float32)
-        curves["top"] = top.fit(
-            HiddenStateBatches(train.hidden, train.labels, sample_weight, cfg.batch_size, seed, shuffle=True),
-            validation_data=HiddenStateBatches(val.hidden, val.labels, np.ones(len(val.labels), np.float32),
-                                               cfg.batch_size, seed, shuffle=False),
-            epochs=cfg.max_epochs, verbose=0,
-            callbacks=[_early_stopping(cfg.finetune_patience), EpochLog(cfg.max_epochs, f"finetune/top{N_BLOCKS - cut}")],
-        ).history
+    gpus = visible_gpus()
+    mixed = resolve_mixed_precision(cfg.mixed_precision, gpus)
+    with strategy(gpus):
+        curves, trained_backbone, head = _train(train, val, weights, cfg, seed, backbone, cut, len(labels), mixed)
 
     last = curves["top" if cut < N_BLOCKS else "head"]
     best = int(np.argmin(last["val_loss"]))
@@ -111,6 +88,7 @@ def finetune(features: ArtifactRef, cfg: TrainConfig, seed: int, backbone: Backb
         "unfreeze_top": N_BLOCKS - cut,
         "tokenizer": {"strip_accents": True, "lowercase": True, "sequence_length": features.meta["sequence_length"]},
         "train": cfg.model_dump(mode="json"),
+        "hardware": {"gpus": gpus, "mixed_precision": mixed},
         "seed": seed,
         "history": history,
         "features_sha256": features.sha256,
@@ -125,6 +103,47 @@ def finetune(features: ArtifactRef, cfg: TrainConfig, seed: int, backbone: Backb
                               "rows_in": int(len(train.labels) + len(val.labels))})
     log.info("finetune: best epoch %d of %d, val_loss %.4f", best + 1, len(last["loss"]), last["val_loss"][best])
     return ref
+
+
+def _train(train: SplitFeatures, val: SplitFeatures, weights: dict[int, float], cfg: TrainConfig, seed: int,
+           backbone: Backbone, cut: int, n_labels: int, mixed: bool):
+    """Phase 1 (the head, in float32: it is tiny) and phase 2 (the top blocks, float16 compute when `mixed`).
+
+    Returns the training curves, the backbone that holds the trained blocks, and the trained head.
+    """
+    import keras
+
+    from tasks.model import EpochLog, HiddenStateBatches, build_head, build_top
+
+    head = build_head(n_labels, cfg, train.embeddings.shape[1])
+    # Train through a wrapper that shares the head's layers: the saved classifier then carries no optimizer.
+    head_trainer = keras.Model(head.inputs, head.outputs, name="head_trainer")
+    head_trainer.compile(optimizer=keras.optimizers.Adam(cfg.learning_rate),
+                         loss=keras.losses.SparseCategoricalCrossentropy(),
+                         metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")])
+    curves = {"head": head_trainer.fit(
+        train.embeddings, train.labels, validation_data=(val.embeddings, val.labels), epochs=cfg.max_epochs,
+        batch_size=cfg.batch_size, class_weight=weights, verbose=0, shuffle=True,
+        callbacks=[_early_stopping(cfg.patience), EpochLog(cfg.max_epochs, "finetune/head")],
+    ).history}
+    if cut == N_BLOCKS:
+        return curves, load_backbone(backbone.path), head
+
+    with dtype_policy(mixed):  # only the backbone's blocks: pooling and the softmax stay float32
+        trained_backbone = fresh_backbone(backbone.path)
+    top = build_top(trained_backbone, head, cut)
+    top.compile(optimizer=optimizer(cfg.finetune_learning_rate, mixed),
+                loss=keras.losses.SparseCategoricalCrossentropy(),
+                metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")])
+    sample_weight = np.array([weights[int(y)] for y in train.labels], dtype=np.float32)
+    curves["top"] = top.fit(
+        HiddenStateBatches(train.hidden, train.labels, sample_weight, cfg.batch_size, seed, shuffle=True),
+        validation_data=HiddenStateBatches(val.hidden, val.labels, np.ones(len(val.labels), np.float32),
+                                           cfg.batch_size, seed, shuffle=False),
+        epochs=cfg.max_epochs, verbose=0,
+        callbacks=[_early_stopping(cfg.finetune_patience), EpochLog(cfg.max_epochs, f"finetune/top{N_BLOCKS - cut}")],
+    ).history
+    return curves, trained_backbone, head
 
 
 def _early_stopping(patience: int):

@@ -26,6 +26,12 @@ from tasks.io import ArtifactRef, atomic_path, write_json_atomic
 log = logging.getLogger(__name__)
 
 
+def _parameter_names(task: Task) -> list[str]:
+    import inspect
+
+    return list(inspect.signature(task.fn).parameters)
+
+
 LATEST_SUCCESS = "latest-success.json"
 
 
@@ -55,13 +61,20 @@ class RunRecord:
         self.refs: dict[str, Any] = {}
         self.started = time.perf_counter()
         self.reference_run_id: str | None = None
+        self._dask = None
 
-    def step(self, name: str, task: Task, *args: Any, **kwargs: Any) -> Any:
-        """Run one step as a Prefect task and record it; returns the step's result."""
-        started = time.perf_counter()
-        bound = task.with_options(result_storage=records_dir(self.workdir).resolve())
-        state = bound(*args, workdir=self.workdir, return_state=True, **kwargs)
-        seconds = round(time.perf_counter() - started, 3)
+    def __enter__(self) -> "RunRecord":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._dask is not None:
+            self._dask.__exit__(*exc)
+            self._dask = None
+
+    def _bind(self, task: Task) -> Task:
+        return task.with_options(result_storage=records_dir(self.workdir).resolve())
+
+    def _check(self, name: str, state: Any, seconds: float) -> Any:
         if not state.is_completed():
             self.stages[name] = {"state": state.name, "seconds": seconds}
             error = state.result(raise_on_failure=False)
@@ -72,7 +85,50 @@ class RunRecord:
                 error.stage = name
                 raise error
             raise StageFailed(name, error) from error
-        result = state.result()
+        return state.result()
+
+    def dask_runner(self):
+        """The run's DaskTaskRunner (started on first use): a local cluster, or the scheduler at dask.address."""
+        if self._dask is None:
+            from prefect_dask import DaskTaskRunner
+
+            dask = self.cfg.dask
+            runner = (DaskTaskRunner(address=dask.address) if dask.address else DaskTaskRunner(
+                cluster_kwargs={"n_workers": dask.workers, "threads_per_worker": 1, "processes": True,
+                                "dashboard_address": None}))
+            self._dask = runner.__enter__()
+            self.runner = f"dask ({self._dask.client.scheduler.address})"
+            log.info("runner: %s with %d workers", self.runner, len(self._dask.client.scheduler_info()["workers"]))
+        return self._dask
+
+    def sharded(self, name: str, shard_task: Task, merge_task: Task, *args: Any) -> Any:
+        """Run a data-parallel step: one task per shard (on Dask with runner=dask), then the merge; returns the
+        merge's result. The stage records the merge's state and the shards' states."""
+        from tasks.sharding import Shard
+
+        started = time.perf_counter()
+        if self.cfg.runner == "dask":
+            runner = self.dask_runner()
+            count = self.cfg.dask.shards or 2 * len(runner.client.scheduler_info()["workers"])
+            futures = [runner.submit(self._bind(shard_task), parameters={
+                **dict(zip(_parameter_names(shard_task)[: len(args)], args)), "shard": Shard(index=i, count=count),
+                "workdir": self.workdir}) for i in range(count)]
+            states = [future.wait() or future.state for future in futures]
+        else:
+            states = [self._bind(shard_task)(*args, shard=Shard(index=0, count=1), workdir=self.workdir,
+                                             return_state=True)]
+        refs = [self._check(name, state, round(time.perf_counter() - started, 3)) for state in states]
+        result = self.step(name, merge_task, refs, *args)
+        self.stages[name]["seconds"] = round(time.perf_counter() - started, 3)
+        self.stages[name]["shards"] = [state.name for state in states]
+        return result
+
+    def step(self, name: str, task: Task, *args: Any, **kwargs: Any) -> Any:
+        """Run one step as a Prefect task and record it; returns the step's result."""
+        started = time.perf_counter()
+        state = self._bind(task)(*args, workdir=self.workdir, return_state=True, **kwargs)
+        result = self._check(name, state, round(time.perf_counter() - started, 3))
+        seconds = round(time.perf_counter() - started, 3)
         entry: dict[str, Any] = {"state": state.name, "seconds": seconds}
         if isinstance(result, ArtifactRef) and "rows_in" in result.meta:
             entry["rows_in"] = result.meta["rows_in"]

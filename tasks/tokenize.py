@@ -19,6 +19,7 @@ from tasks.caching import step_task
 from tasks.backbone import MAX_POSITIONS, Backbone, encode_texts, special_ids, vocab_hash
 from tasks.config import TokenizeConfig
 from tasks.io import ArtifactRef, read_parquet, write_parquet
+from tasks.sharding import WHOLE, Shard
 
 log = logging.getLogger(__name__)
 BATCH = 4096
@@ -34,20 +35,32 @@ def choose_length(counts: np.ndarray, cfg: TokenizeConfig) -> int:
     return int(min(max(length, 8), MAX_POSITIONS))
 
 
-def tokenize(augmented: ArtifactRef, cfg: TokenizeConfig, backbone: Backbone, workdir: Path) -> ArtifactRef:
-    """Tokenize every row of the augmented table and write the tokenized Parquet.
+def tokenize_shard(augmented: ArtifactRef, cfg: TokenizeConfig, backbone: Backbone, shard: Shard,
+                   workdir: Path) -> ArtifactRef:
+    """WordPiece ids (no special tokens, untruncated) of one shard's rows: `row_id, ids`."""
+    table = read_parquet(augmented, workdir, columns=["row_id", "text"])
+    start, stop = shard.bounds(table.num_rows)
+    texts = table.column("text").to_pylist()[start:stop]
+    ids = []
+    for begin in range(0, len(texts), BATCH):
+        ids.extend(encode_texts(backbone.path, texts[begin:begin + BATCH]))
+        log.info("tokenize: %d/%d sentences of shard %d/%d", min(begin + BATCH, len(texts)), len(texts),
+                 shard.index + 1, shard.count)
+    out = pa.table({"row_id": table.column("row_id").slice(start, stop - start),
+                    "ids": pa.array(ids, pa.list_(pa.int32()))})
+    return write_parquet(workdir, "tokenize-shards", out, {"rows_in": stop - start})
+
+
+def tokenize_merge(shards: list[ArtifactRef], augmented: ArtifactRef, cfg: TokenizeConfig, backbone: Backbone,
+                   workdir: Path) -> ArtifactRef:
+    """Choose the sequence length from every row's token count, truncate, and write the tokenized Parquet.
 
     `meta` (and the file's Parquet metadata) record the vocabulary hash, the sequence length, the label
     order, and how many sentences were truncated.
     """
-    preset = backbone.path
     table = read_parquet(augmented, workdir)
-    texts = table.column("text").to_pylist()
-    ids = []
-    for start in range(0, len(texts), BATCH):
-        ids.extend(encode_texts(preset, texts[start:start + BATCH]))
-        log.info("tokenize: %d/%d sentences", min(start + BATCH, len(texts)), len(texts))
-    cls_id, sep_id, _ = special_ids(preset)
+    ids = [x for ref in shards for x in read_parquet(ref, workdir).column("ids").to_pylist()]
+    cls_id, sep_id, _ = special_ids(backbone.path)
     full = np.array([len(x) + 2 for x in ids], dtype=np.int64)
     length = choose_length(full, cfg)
     token_ids = [[cls_id, *x[: length - 2], sep_id] for x in ids]
@@ -59,7 +72,7 @@ def tokenize(augmented: ArtifactRef, cfg: TokenizeConfig, backbone: Backbone, wo
     meta = {
         "labels": labels,
         "sequence_length": length,
-        "vocab_sha256": vocab_hash(preset),
+        "vocab_sha256": vocab_hash(backbone.path),
         "truncated_rows": int(truncated.sum()),
         "truncated_share": float(truncated.mean()) if len(truncated) else 0.0,
         "token_count_p50": float(np.percentile(full, 50)) if len(full) else 0.0,
@@ -79,9 +92,16 @@ def tokenize(augmented: ArtifactRef, cfg: TokenizeConfig, backbone: Backbone, wo
         "source_id": table.column("source_id"),
     }, schema=TOKENIZED_SCHEMA.with_metadata({f"retrain.{k}": str(v) for k, v in meta.items()}))
     TokenizedTable.validate(out.to_pandas())
+    meta["shards"] = len(shards)  # not in the file's metadata: the bytes must not depend on the sharding
     log.info("tokenize: sequence length %d, %d of %d sentences truncated (%.2f%%)", length,
              meta["truncated_rows"], table.num_rows, 100 * meta["truncated_share"])
     return write_parquet(workdir, "tokenize", out, meta)
 
 
-tokenize_task = step_task(tokenize)
+def tokenize(augmented: ArtifactRef, cfg: TokenizeConfig, backbone: Backbone, workdir: Path) -> ArtifactRef:
+    """Tokenize every row of the augmented table and write the tokenized Parquet (one shard)."""
+    return tokenize_merge([tokenize_shard(augmented, cfg, backbone, WHOLE, workdir)], augmented, cfg, backbone, workdir)
+
+
+tokenize_shard_task = step_task(tokenize_shard)
+tokenize_merge_task = step_task(tokenize_merge)

@@ -48,7 +48,7 @@ def test_appending_ten_percent_runs_the_backbone_on_the_new_rows_only(tmp_path, 
     first = embed(_tokenized(tmp_path, base, backbone, "base", 128), backbone, unfreeze_top, tmp_path)
     again = embed(_tokenized(tmp_path, base, backbone, "base", 128), backbone, unfreeze_top, tmp_path)
     second = embed(_tokenized(tmp_path, grown, backbone, "grown", 128), backbone, unfreeze_top, tmp_path)
-    assert counted == [90, 0, 9]
+    assert counted == [90, 9]  # the repeat computed nothing: the backbone was not even called
     assert first.meta["backbone_runs"]["computed"] == 90 and again.meta["backbone_runs"]["reused"] == 90
     assert second.meta["backbone_runs"] == {"sentences": 99, "distinct": 99, "computed": 9, "reused": 90}
     old = pq.read_table(first.resolve(tmp_path)).to_pandas().set_index("row_id")
