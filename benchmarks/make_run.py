@@ -1,6 +1,9 @@
-"""Wall time of `make run`'s flow, cold (fresh workdir) and warm (same workdir again), and its test quality.
+"""Wall time of `make run`'s flow, cold (fresh workdir) and warm (same workdir again), and its test quality;
+then the gate and batch prediction as an operator meets them.
 
 Set-up is excluded (it is timed in the closing notes); the command is exactly what `make run` runs after it.
+After the warm run, a challenger (the same command with `--set seed=2`) meets the gate against the champion,
+and `flows.predict` scores the whole bundled file with the champion.
 """
 
 from __future__ import annotations
@@ -15,13 +18,14 @@ from pathlib import Path
 from benchmarks.results import table, write_section
 
 ROOT = Path(__file__).resolve().parents[1]
+BUNDLED = ROOT / "data" / "financial-phrasebank" / "phrasebank.csv"
 ORDER = ("validate", "split", "augment", "tokenize", "embed", "finetune", "evaluate", "promote")
 
 
-def timed_run(workdir: Path) -> tuple[float, dict]:
+def timed_run(workdir: Path, *extra: str) -> tuple[float, dict]:
     started = time.perf_counter()
     result = subprocess.run([sys.executable, "-m", "flows.retrain", "--set", "data.conflicts=drop",
-                             "--workdir", str(workdir)], cwd=ROOT, capture_output=True, text=True)
+                             "--workdir", str(workdir), *extra], cwd=ROOT, capture_output=True, text=True)
     seconds = time.perf_counter() - started
     if result.returncode != 0:
         sys.exit(f"make run failed:\n{result.stderr[-3000:]}")
@@ -32,6 +36,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         cold_s, cold = timed_run(Path(tmp) / "workdir")
         warm_s, warm = timed_run(Path(tmp) / "workdir")
+        _, challenger = timed_run(Path(tmp) / "workdir", "--set", "seed=2")
+        predict_s, predicted = timed_predict(Path(tmp))
     test = cold["metrics"]["test"]
     rows = [["cold (fresh workdir)", f"{cold_s:.0f}", f"{test['accuracy']:.3f}", f"{test['macro_f1']:.3f}",
              test["n"]],
@@ -48,7 +54,37 @@ def main() -> None:
         + f"\n\nWarm / cold wall time: {warm_s / cold_s:.2f}\n\n"
         + table(["stage", "cold state", "cold s", "warm state", "warm s"], stages)
     )
+    gates = [[name, summary["gate"]["decision"],
+              summary["gate"]["champion_version"] or "majority-class predictor",
+              _f(summary["gate"]["difference"]), "[" + ", ".join(_f(x) for x in summary["gate"]["interval"] or []) + "]",
+              _f(summary["gate"]["mcnemar_p"])] for name, summary in (("cold run (vs no champion)", cold),
+                                                                         ("seed 2 challenger (vs cold's model)", challenger))]
+    body += (
+        "\n\nThe gate (macro-F1 difference challenger - reference, one-sided "
+        f"{cold['gate']['confidence']:.0%} paired-bootstrap interval):\n\n"
+        + table(["run", "decision", "compared with", "difference", "interval", "McNemar p"], gates)
+        + f"\n\nBatch prediction (`python -m flows.predict`, champion, process start included): {predicted:,} "
+        f"sentences in {predict_s:.1f} s, {predicted / predict_s:.0f} sentences/s."
+    )
     write_section("make_run", body)
+
+
+def _f(value) -> str:
+    return "-" if value is None else f"{value:+.3f}" if abs(value) < 1 else f"{value:.3f}"
+
+
+def timed_predict(tmp: Path) -> tuple[float, int]:
+    """Score the bundled file with the champion of `tmp/workdir`; returns seconds and rows scored."""
+    import pyarrow.parquet as pq
+
+    started = time.perf_counter()
+    result = subprocess.run([sys.executable, "-m", "flows.predict", "--data", str(BUNDLED), "--out",
+                             str(tmp / "scored.parquet"), "--workdir", str(tmp / "workdir")], cwd=ROOT,
+                            capture_output=True, text=True)
+    seconds = time.perf_counter() - started
+    if result.returncode != 0:
+        sys.exit(f"predict failed:\n{result.stderr[-3000:]}")
+    return seconds, pq.read_metadata(tmp / "scored.parquet").num_rows
 
 
 if __name__ == "__main__":

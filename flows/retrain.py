@@ -87,6 +87,13 @@ def api_for_runner(runner: str) -> Iterator[None]:
         with temporary_settings(updates={PREFECT_API_URL: api_url}):
             yield
     finally:
+        # Deliver the run's last logs and events while the API is still up: otherwise Prefect's background
+        # workers retry against a stopped server at interpreter exit, for over a minute.
+        from prefect.events.worker import EventsWorker
+        from prefect.logging.handlers import APILogWorker
+
+        for worker in (APILogWorker, EventsWorker):
+            worker.drain_all(timeout=15)
         os.environ.pop("PREFECT_API_URL", None)
         serve.stop(server)
 

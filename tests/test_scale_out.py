@@ -26,22 +26,30 @@ def test_shards_cover_every_row_once():
 
 @pytest.fixture(scope="module")
 def both(prefect_api, tmp_path_factory):
+    """The same data run twice: in-process with threads, and from the command line with `--set runner=dask`
+    and no configured API, so the run must bring up its own real local API for the Dask worker processes."""
     root = tmp_path_factory.mktemp("scale")
     data = write_csv(root / "d.csv", first_per_label(40))
     threads = json.loads(Path(retrain(data=str(data), workdir=str(root / "threads"), overrides=FAST)).read_text())
-    dask = json.loads(Path(retrain(data=str(data), workdir=str(root / "dask"), overrides={
-        **FAST, "runner": "dask", "dask.workers": 2, "dask.shards": 3})).read_text())
-    return root, threads, dask
+    sets = {**FAST, "runner": "dask", "dask.workers": 2, "dask.shards": 3}
+    result = run_cli("flows.retrain", "--data", str(data), "--workdir", str(root / "dask"),
+                     *[arg for key, value in sets.items() for arg in ("--set", f"{key}={value}")],
+                     home=root, env={"PREFECT_API_URL": ""})
+    assert result.returncode == 0, result.stderr[-3000:]
+    dask = json.loads(Path(result.stdout.strip().splitlines()[-1]).read_text())
+    return root, threads, dask, result.stderr
 
 
-def test_dask_run_used_a_cluster_and_shards(both):
-    _, threads, dask = both
+def test_dask_run_brought_up_a_real_local_api_and_used_a_cluster_and_shards(both):
+    _, threads, dask, stderr = both
+    assert "starting a local Prefect API" in stderr
     assert threads["runner"] == "threads" and dask["runner"].startswith("dask (tcp://")
     assert len(dask["stages"]["augment"]["shards"]) == 3 and len(threads["stages"]["augment"]["shards"]) == 1
+    assert all(state == "Completed" for state in dask["stages"]["embed"]["shards"])
 
 
 def test_augmented_and_tokenized_data_are_identical(both):
-    root, threads, dask = both
+    root, threads, dask, _ = both
     for step in ("augment", "tokenize"):
         assert threads["artifacts"][step]["sha256"] == dask["artifacts"][step]["sha256"], step
     one = pq.read_table(root / "threads" / threads["artifacts"]["tokenize"]["path"]).to_pandas()
@@ -50,19 +58,6 @@ def test_augmented_and_tokenized_data_are_identical(both):
 
 
 def test_metrics_agree_within_one_point(both):
-    _, threads, dask = both
+    _, threads, dask, _ = both
     for metric in ("accuracy", "macro_f1"):
         assert abs(threads["metrics"]["test"][metric] - dask["metrics"]["test"][metric]) <= 0.01
-
-
-def test_command_line_dask_run_brings_up_a_real_local_api(tmp_path: Path):
-    """Without a configured API, `--set runner=dask` starts a real local Prefect API (the temporary in-process
-    one cannot serve Dask worker processes) and stops it afterwards."""
-    data = write_csv(tmp_path / "d.csv", first_per_label(30))
-    sets = [arg for key, value in {**FAST, "runner": "dask", "dask.workers": 2}.items() for arg in ("--set", f"{key}={value}")]
-    result = run_cli("flows.retrain", "--data", str(data), "--workdir", str(tmp_path / "w"), *sets, home=tmp_path,
-                     env={"PREFECT_API_URL": ""})
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert "starting a local Prefect API" in result.stderr
-    summary = json.loads(Path(result.stdout.strip().splitlines()[-1]).read_text())
-    assert summary["runner"].startswith("dask (tcp://") and summary["stages"]["embed"]["state"] == "Completed"
