@@ -57,7 +57,7 @@ def main() -> None:
     gates = [[name, summary["gate"]["decision"],
               summary["gate"]["champion_version"] or "majority-class predictor",
               _f(summary["gate"]["difference"]), "[" + ", ".join(_f(x) for x in summary["gate"]["interval"] or []) + "]",
-              _f(summary["gate"]["mcnemar_p"])] for name, summary in (("cold run (vs no champion)", cold),
+              "-" if summary["gate"]["mcnemar_p"] is None else f"{summary['gate']['mcnemar_p']:.3f}"] for name, summary in (("cold run (vs no champion)", cold),
                                                                          ("seed 2 challenger (vs cold's model)", challenger))]
     body += (
         "\n\nThe gate (macro-F1 difference challenger - reference, one-sided "

@@ -7,7 +7,7 @@ On one fixed split (the default `split.salt`; the seed changes only augmentation
 Each configuration runs the pipeline's step functions in one process (no Prefect start-up: add about 10 s for
 a `make run`); "cold s" is the first seed's wall time with a fresh feature cache, "s" the mean.
 
-    .venv/bin/python benchmarks/quality.py [--seeds 1,2,3] [--only NAME,...]
+    .venv/bin/python benchmarks/quality.py [--seeds 1,2,3] [--only frozen,top2,all6,250]
 """
 
 from __future__ import annotations
@@ -32,6 +32,8 @@ CONFIGS = {  # name -> overrides (on top of the defaults and data.conflicts=drop
     "all 6 blocks (unfreeze_top=6)": {"train.unfreeze_top": 6},
     "250 training rows, defaults": {"data.max_train_rows": 250},
 }
+KEYS = {"frozen": "frozen (unfreeze_top=0)", "top2": "top 2 blocks (unfreeze_top=2)",
+        "all6": "all 6 blocks (unfreeze_top=6)", "250": "250 training rows, defaults"}
 RUNS = Path(__file__).resolve().parent / "quality-runs.json"
 
 
@@ -102,14 +104,15 @@ def baselines(workdir: Path) -> list[list[str]]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", default="1,2,3")
-    parser.add_argument("--only", default="", help="comma-separated configuration names (default: all)")
+    parser.add_argument("--only", default="", help=f"comma-separated subset of {','.join(KEYS)} (default: all)")
     args = parser.parse_args()
     seeds = [int(s) for s in args.seeds.split(",")]
+    only = {KEYS[key.strip()] for key in args.only.split(",") if key.strip()}
     runs = json.loads(RUNS.read_text()) if RUNS.exists() else []
     with tempfile.TemporaryDirectory() as tmp:
         base_rows = baselines(Path(tmp) / "baselines")
         for name, overrides in CONFIGS.items():
-            if args.only and name not in args.only.split(","):
+            if only and name not in only:
                 continue
             workdir = Path(tmp) / name.split()[0]  # a fresh feature cache per configuration: the first seed is cold
             for seed in seeds:

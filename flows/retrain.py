@@ -8,18 +8,15 @@ typed `RetrainConfig`, and each step receives only its own section of it.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
-import socket
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from prefect import flow
 from prefect.runtime import flow_run
 
-from flows import cli
+from flows import cli, local_api
 from tasks import faults
 from tasks.augment import augment_merge_task, augment_shard_task
 from tasks.backbone import Backbone
@@ -60,42 +57,6 @@ def retrain(
         decision = run.step("gate", gate_task, evaluation, augmented, cfg.gate, cfg.model.name, backbone)
         run.step("promote", promote_task, model, evaluation, decision, cfg.model.name, run.lineage(validated))
         return str(run.write_summary())
-
-
-@contextlib.contextmanager
-def api_for_runner(runner: str) -> Iterator[None]:
-    """With runner=dask and no Prefect API configured, run a real local API for the duration of the run.
-
-    Prefect's temporary in-process API cannot serve Dask worker processes (each would start its own); a real
-    server on 127.0.0.1 can. With an API already configured (a deployment, `make serve`), nothing changes.
-    """
-    from prefect.settings import PREFECT_API_URL, temporary_settings
-
-    if runner != "dask" or PREFECT_API_URL.value():
-        yield
-        return
-    from flows import serve
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    api_url = f"http://127.0.0.1:{port}/api"
-    print(f"runner=dask: starting a local Prefect API at {api_url} for the Dask workers", file=sys.stderr)
-    server = serve.start_server("127.0.0.1", port, serve.prefect_env(api_url))
-    os.environ["PREFECT_API_URL"] = api_url  # inherited by the Dask worker processes
-    try:
-        with temporary_settings(updates={PREFECT_API_URL: api_url}):
-            yield
-    finally:
-        # Deliver the run's last logs and events while the API is still up: otherwise Prefect's background
-        # workers retry against a stopped server at interpreter exit, for over a minute.
-        from prefect.events.worker import EventsWorker
-        from prefect.logging.handlers import APILogWorker
-
-        for worker in (APILogWorker, EventsWorker):
-            worker.drain_all(timeout=15)
-        os.environ.pop("PREFECT_API_URL", None)
-        serve.stop(server)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -139,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
 
             result = validate_only(cfg)
         else:
-            with api_for_runner(cfg.runner):
+            with local_api.for_runner(cfg.runner):
                 result = retrain(data=args.data, text_col=args.text_col, label_col=args.label_col,
                                  workdir=args.workdir, overrides=overrides)
     except Exception as exc:  # noqa: BLE001 (the command line's last line of defence: a message, an exit code)

@@ -29,9 +29,10 @@ log = logging.getLogger(__name__)
 
 # Wei & Zou's recommendation by training-set size: (rows below, alpha, copies per sentence).
 PAPER_DEFAULTS = ((1000, 0.05, 16), (5000, 0.05, 8), (None, 0.1, 4))
-# What `n_aug = auto` does, from our own ablation (benchmarks/RESULTS.md, "Augmentation ablation"): with this
-# pre-trained backbone, EDA copies never raised test macro-F1 beyond noise at 250, 500 or all PhraseBank rows,
-# and at 250 rows they lowered it, while multiplying the cost of a run by 4-6. So by default: no copies.
+# What `n_aug = auto` does, from our own ablation (benchmarks/RESULTS.md, "augmentation_ablation_*"): with this
+# pre-trained backbone, EDA copies raised test macro-F1 by more than noise nowhere (+0.7 point at best, frozen
+# at 250 rows), lowered it by 4 points at 250 rows with two trainable blocks, and cost 2-5x the run time.
+# So by default: no copies.
 MEASURED_DEFAULTS = ((None, 0.05, 0),)
 
 

@@ -103,7 +103,7 @@ class RunRecord:
 
     def sharded(self, name: str, shard_task: Task, merge_task: Task, *args: Any) -> Any:
         """Run a data-parallel step: one task per shard (on Dask with runner=dask), then the merge; returns the
-        merge's result. The stage records the merge's state and the shards' states."""
+        merge's result. The stage records the merge's state, the shards' states and the merge's own seconds."""
         from tasks.sharding import Shard
 
         started = time.perf_counter()
@@ -119,6 +119,8 @@ class RunRecord:
                                              return_state=True)]
         refs = [self._check(name, state, round(time.perf_counter() - started, 3)) for state in states]
         result = self.step(name, merge_task, refs, *args)
+        # The merge is the step's serial part (it joins every shard): kept apart for scaling estimates.
+        self.stages[name]["merge_seconds"] = self.stages[name]["seconds"]
         self.stages[name]["seconds"] = round(time.perf_counter() - started, 3)
         self.stages[name]["shards"] = [state.name for state in states]
         return result
