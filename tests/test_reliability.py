@@ -51,7 +51,9 @@ def test_sigkill_at_any_point_loses_nothing(tmp_path: Path):
     renamed = write_csv(tmp_path / "renamed.csv",
                         [{**r, "label": r["label"].upper()} for r in first_per_label(30, skip=30)])
     changed = ["--data", str(renamed), *args[2:]]
-    for point in ("augment:mid", "embed:batch", "finetune:epoch", "promote:before-pointer"):
+    # A data step (embed), training, and the registry's critical moment. augment:mid is left out to keep the
+    # suite's time: it exercises the same mechanism as embed:batch (a shard killed before its rename).
+    for point in ("embed:batch", "finetune:epoch", "promote:before-pointer"):
         killed = run_cli("flows.retrain", *changed, home=tmp_path, env={faults.ENV: f"{point}=kill"})
         assert killed.returncode == -signal.SIGKILL, (point, killed.stderr[-2000:])
         assert _assert_consistent(tmp_path / "w") == champion, point  # the old champion, whole
