@@ -10,8 +10,6 @@
 
 from __future__ import annotations
 
-import json
-import subprocess
 import sys
 import tempfile
 import time
@@ -21,7 +19,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import flows  # noqa: E402,F401
-from benchmarks.results import table, write_section  # noqa: E402
+from benchmarks.results import run_retrain, table, write_section  # noqa: E402
 from tests.conftest import phrasebank_rows, write_csv  # noqa: E402
 
 
@@ -63,13 +61,8 @@ def throughput(backbone) -> list[list[str]]:
 
 
 def timed_run(data: Path, workdir: Path) -> tuple[float, dict]:
-    started = time.perf_counter()
-    result = subprocess.run([sys.executable, "-m", "flows.retrain", "--data", str(data), "--workdir", str(workdir),
-                             "--set", "data.conflicts=drop", "--set", "train.max_epochs=2"], cwd=ROOT,
-                            capture_output=True, text=True)
-    if result.returncode:
-        sys.exit(result.stderr[-3000:])
-    return time.perf_counter() - started, json.loads(Path(result.stdout.strip().splitlines()[-1]).read_text())
+    return run_retrain("--data", str(data), "--workdir", str(workdir), "--set", "data.conflicts=drop",
+                       "--set", "train.max_epochs=2")
 
 
 def warm_retrain(tmp: Path) -> list[list[str]]:

@@ -8,14 +8,13 @@ and `flows.predict` scores the whole bundled file with the champion.
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-from benchmarks.results import table, write_section
+from benchmarks.results import run_retrain, table, write_section
 
 ROOT = Path(__file__).resolve().parents[1]
 BUNDLED = ROOT / "data" / "financial-phrasebank" / "phrasebank.csv"
@@ -23,13 +22,7 @@ ORDER = ("validate", "split", "augment", "tokenize", "embed", "finetune", "evalu
 
 
 def timed_run(workdir: Path, *extra: str) -> tuple[float, dict]:
-    started = time.perf_counter()
-    result = subprocess.run([sys.executable, "-m", "flows.retrain", "--set", "data.conflicts=drop",
-                             "--workdir", str(workdir), *extra], cwd=ROOT, capture_output=True, text=True)
-    seconds = time.perf_counter() - started
-    if result.returncode != 0:
-        sys.exit(f"make run failed:\n{result.stderr[-3000:]}")
-    return seconds, json.loads(Path(result.stdout.strip().splitlines()[-1]).read_text())
+    return run_retrain("--set", "data.conflicts=drop", "--workdir", str(workdir), *extra)
 
 
 def main() -> None:

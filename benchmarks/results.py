@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import json
 import platform
 import re
+import subprocess
+import sys
+import time
 from datetime import datetime, timezone
 from pathlib import Path
 
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
+ROOT = RESULTS.parents[1]
 HEADER = "# Benchmark results\n\nWritten by `make bench` (all) or `make bench B=name` (one); each section by its script.\n"
 
 
@@ -37,3 +42,14 @@ def table(headers: list[str], rows: list[list[object]]) -> str:
     lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
     lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
     return "\n".join(lines)
+
+
+def run_retrain(*args: str) -> tuple[float, dict]:
+    """Run `python -m flows.retrain ARGS` from the project root as a user would; returns its wall seconds and its
+    summary.json. A failed run ends the benchmark with the run's last stderr."""
+    started = time.perf_counter()
+    result = subprocess.run([sys.executable, "-m", "flows.retrain", *args], cwd=ROOT, capture_output=True, text=True)
+    seconds = time.perf_counter() - started
+    if result.returncode != 0:
+        sys.exit(f"python -m flows.retrain {' '.join(args)} failed:\n{result.stderr[-3000:]}")
+    return seconds, json.loads(Path(result.stdout.strip().splitlines()[-1]).read_text())

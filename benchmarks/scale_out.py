@@ -16,8 +16,6 @@ over both cores): it shows the cost of the extra process, not the scaling.
 
 from __future__ import annotations
 
-import json
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -25,7 +23,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.results import table, write_section  # noqa: E402
+from benchmarks.results import run_retrain, table, write_section  # noqa: E402
 
 STEPS = ("augment", "tokenize", "embed")
 COMMON = {"data.conflicts": "drop", "augment.n_aug": 2, "train.unfreeze_top": 0, "train.max_epochs": 1}
@@ -37,11 +35,7 @@ def one_run(name: str, overrides: dict) -> dict:
     """Run the flow once in a fresh workdir; returns the data steps' seconds (and merges') and sentence counts."""
     with tempfile.TemporaryDirectory() as tmp:
         sets = [arg for key, value in {**COMMON, **overrides}.items() for arg in ("--set", f"{key}={value}")]
-        done = subprocess.run([sys.executable, "-m", "flows.retrain", "--workdir", tmp, *sets], cwd=ROOT,
-                              capture_output=True, text=True, check=False)
-        if done.returncode != 0:
-            sys.exit(f"{name}: the run failed\n{done.stderr[-3000:]}")
-        summary = json.loads(Path(done.stdout.strip().splitlines()[-1]).read_text())
+        _, summary = run_retrain("--workdir", tmp, *sets)
     seconds = {step: summary["stages"][step]["seconds"] for step in STEPS}
     merges = sum(summary["stages"][step]["merge_seconds"] for step in STEPS)
     return {"name": name, "seconds": seconds, "total": sum(seconds.values()), "merges": merges,

@@ -113,7 +113,9 @@ class RunRecord:
             futures = [runner.submit(self._bind(shard_task), parameters={
                 **dict(zip(_parameter_names(shard_task)[: len(args)], args)), "shard": Shard(index=i, count=count),
                 "workdir": self.workdir}) for i in range(count)]
-            states = [future.wait() or future.state for future in futures]
+            for future in futures:
+                future.wait()
+            states = [future.state for future in futures]
         else:
             states = [self._bind(shard_task)(*args, shard=Shard(index=0, count=1), workdir=self.workdir,
                                              return_state=True)]

@@ -40,7 +40,7 @@ def tokenize_shard(augmented: ArtifactRef, cfg: TokenizeConfig, backbone: Backbo
     """WordPiece ids (no special tokens, untruncated) of one shard's rows: `row_id, ids`."""
     table = read_parquet(augmented, workdir, columns=["row_id", "text"])
     start, stop = shard.bounds(table.num_rows)
-    texts = table.column("text").to_pylist()[start:stop]
+    texts = table.column("text").slice(start, stop - start).to_pylist()  # this shard's rows only
     ids = []
     for begin in range(0, len(texts), BATCH):
         ids.extend(encode_texts(backbone.path, texts[begin:begin + BATCH]))
