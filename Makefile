@@ -49,3 +49,13 @@ audit:
 
 clean:
 	rm -rf workdir
+
+# Headless Chromium (Debian's package) for the browser checks of the model report and the Prefect UI
+# (tests/test_model_report.py, tests/test_deployments.py) and scripts/dashboard_screenshot.py. .ci/run calls it
+# before `make test`; needs root (or sudo) and the distribution's package mirror the first time.
+.PHONY: chromium
+chromium:
+	@test -x /usr/bin/chromium || { \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium; }
+	@/usr/bin/chromium --version

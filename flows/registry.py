@@ -5,6 +5,12 @@
     .venv/bin/python -m flows.registry promote  VERSION [--reason TEXT] [--workdir DIR] [--name NAME]
     .venv/bin/python -m flows.registry rollback [--workdir DIR] [--name NAME]
     .venv/bin/python -m flows.registry prune    [--keep N] [--dry-run] [--workdir DIR]
+    .venv/bin/python -m flows.registry approve  VERSION --reviewer NAME [--comment TEXT] [--workdir DIR] [--name NAME]
+    .venv/bin/python -m flows.registry reject   VERSION --reviewer NAME [--comment TEXT] [--workdir DIR] [--name NAME]
+
+`approve` promotes the candidate a `gate.approval=manual` run left waiting (refused, with the reason, if it is
+no longer the latest candidate, its files changed since registration, or the champion changed since its gate);
+`reject` withdraws it. Both are recorded with the reviewer, the time and the comment (`show` lists them).
 
 Pruning never removes a champion or the version before it; it also removes artifacts, cache records and
 feature-cache entries that no kept version, and none of the last `--keep` runs, uses.
@@ -58,7 +64,25 @@ def show(workdir: Path, name: str, version: str) -> dict:
     card = json.loads((folder / "model.json").read_text())
     return {"version": version, "path": str(folder), "lineage": json.loads((folder / "lineage.json").read_text()),
             "metrics": json.loads((folder / "metrics.json").read_text()),
-            "card": {k: v for k, v in card.items() if k != "history"}}
+            "card": {k: v for k, v in card.items() if k != "history"},
+            "report": str((folder / "report.html").resolve()) if (folder / "report.html").is_file() else None,
+            "approval": registry.approval_record(workdir, name, version),
+            "reviews": registry.reviews(workdir, name, version)}
+
+
+def review(workdir: Path, name: str, version: str, verdict: str, reviewer: str, comment: str) -> dict:
+    """Approve or reject the candidate `version`; re-renders its report with the decision."""
+    from tasks import model_report
+
+    if verdict == "approve":
+        result = {"approved": version, "champion": registry.approve(workdir, name, version, reviewer, comment)}
+    else:
+        result = {"rejected": version, "review": registry.reject(workdir, name, version, reviewer, comment)}
+    try:
+        result["report"] = str(model_report.write_report(workdir, name, version))
+    except Exception as exc:  # noqa: BLE001 (the decision is recorded; a report that cannot be re-drawn is a warning)
+        print(f"warning: the report of {version} was not updated: {exc}", file=sys.stderr)
+    return result
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -77,6 +101,12 @@ def main(argv: list[str] | None = None) -> int:
     prune_p = sub.add_parser("prune", help="delete old versions and unused artifacts and cache entries")
     prune_p.add_argument("--keep", type=int, default=3, help="newest versions and runs to keep (default 3)")
     prune_p.add_argument("--dry-run", action="store_true", help="say what would be removed, remove nothing")
+    for verdict, what in (("approve", "promote the candidate awaiting approval (gate.approval=manual)"),
+                          ("reject", "reject the candidate awaiting approval; the champion stays")):
+        review_p = sub.add_parser(verdict, help=what)
+        review_p.add_argument("version")
+        review_p.add_argument("--reviewer", required=True, help="your name, recorded with the decision")
+        review_p.add_argument("--comment", default="", help="why, recorded with the decision")
     args = parser.parse_args(argv)
     try:
         if args.command == "list":
@@ -89,6 +119,9 @@ def main(argv: list[str] | None = None) -> int:
             print(json.dumps(registry.rollback(args.workdir, args.name), indent=2))
         elif args.command == "prune":
             print(json.dumps(prune(args.workdir, args.keep, args.dry_run), indent=2))
+        elif args.command in ("approve", "reject"):
+            print(json.dumps(review(args.workdir, args.name, args.version, args.command, args.reviewer, args.comment),
+                             indent=2))
     except registry.RegistryError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return cli.EXIT_FAILURE

@@ -17,7 +17,7 @@ from prefect import flow
 from prefect.runtime import flow_run
 
 from flows import cli, local_api
-from tasks import faults
+from tasks import approval, faults
 from tasks.augment import augment_merge_task, augment_shard_task
 from tasks.backbone import Backbone
 from tasks.drift import drift_task
@@ -55,7 +55,9 @@ def retrain(
         model = run.step("finetune", finetune_task, features, cfg.train, cfg.seed, backbone)
         evaluation = run.step("evaluate", evaluate_task, model, features)
         decision = run.step("gate", gate_task, evaluation, augmented, cfg.gate, cfg.model.name, backbone)
-        run.step("promote", promote_task, model, evaluation, decision, cfg.model.name, run.lineage(validated))
+        release = run.step("promote", promote_task, model, evaluation, decision, cfg.model.name,
+                           run.lineage(validated), approval=cfg.gate.approval)
+        approval.review(run, release, decision, cfg.gate)  # report.html; gate.approval=manual: a reviewer decides
         return str(run.write_summary())
 
 

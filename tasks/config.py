@@ -146,6 +146,10 @@ class GateConfig(Section):
     confidence: float = Field(0.95, ge=0.5, lt=1)
     bootstrap_samples: int = Field(2000, ge=100)
     on_label_change: Literal["promote", "keep"] = "promote"
+    approval: Literal["auto", "manual"] = Field(
+        "auto", description="auto: a challenger that passes the gate becomes champion; manual: it becomes a "
+                            "candidate that a second person approves (Prefect UI form, or `flows.registry approve`)")
+    approval_timeout: int = Field(86400, ge=1, description="seconds a paused deployment run waits for a reviewer")
 
 
 class ModelConfig(Section):

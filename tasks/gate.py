@@ -48,6 +48,7 @@ class GateDecision(BaseModel):
     interval: list[float] | None = None
     mcnemar_p: float | None = None
     discordant: dict[str, int] | None = None
+    difference_histogram: dict[str, list[float]] | None = None  # the resampled differences (edges, counts), for the report
 
 
 def macro_f1_many(y_true: np.ndarray, y_pred: np.ndarray, n_labels: int) -> np.ndarray:
@@ -71,7 +72,8 @@ def paired_bootstrap(y: np.ndarray, challenger: np.ndarray, baseline: np.ndarray
     point = float(macro_f1_many(y[None], challenger[None], n_labels)[0] - macro_f1_many(y[None], baseline[None], n_labels)[0])
     tail = (1 - confidence) / 2
     return {"difference": point, "lower_bound": float(np.quantile(diffs, 1 - confidence)),
-            "interval": [float(np.quantile(diffs, tail)), float(np.quantile(diffs, 1 - tail))]}
+            "interval": [float(np.quantile(diffs, tail)), float(np.quantile(diffs, 1 - tail))],
+            "difference_histogram": dict(zip(("counts", "edges"), (a.tolist() for a in np.histogram(diffs, bins=40))))}
 
 
 def mcnemar(y: np.ndarray, challenger: np.ndarray, baseline: np.ndarray) -> tuple[float, dict[str, int]]:

@@ -1,6 +1,10 @@
 """Step 8, promote: register the evaluated model (once per trained model) and, if the gate said so, make it
 the champion with an atomic pointer swap. Running it again never registers or promotes twice.
 
+With `gate.approval=manual` a challenger that passes the gate becomes the registry's *candidate* instead:
+a second person approves it (flows/approval.py pauses a deployment run for the Prefect UI's form; from the
+command line, `python -m flows.registry approve VERSION --reviewer NAME`).
+
 Never cached: what it does depends on the registry as it is now, not on the inputs alone.
 """
 
@@ -28,12 +32,14 @@ class Release(BaseModel):
     path: str
     promoted: bool
     reason: str
+    awaiting_approval: bool = False
 
 
 def promote(model: ArtifactRef, evaluation: ArtifactRef, decision: GateDecision, name: str,
-            lineage: dict[str, Any], workdir: Path) -> Release:
+            lineage: dict[str, Any], workdir: Path, approval: str = "auto") -> Release:
     """Register `model` with its evaluation under `name`; promote it if `decision` says so and the champion
-    is still the one the gate compared against (another run may have promoted in between)."""
+    is still the one the gate compared against (another run may have promoted in between). With
+    `approval="manual"` such a challenger becomes the candidate awaiting a reviewer instead."""
     with registry.locked(workdir, name):
         version = registry.register(model, evaluation, name, {**lineage, "gate": decision.model_dump()}, workdir)
         path = registry.version_dir(workdir, name, version)
@@ -44,6 +50,12 @@ def promote(model: ArtifactRef, evaluation: ArtifactRef, decision: GateDecision,
                 promoted = False
                 reason = (f"the champion changed to {current} while this run was being gated against "
                           f"{decision.champion_version}; not promoted: run again to challenge the new champion")
+        if promoted and approval == "manual":
+            registry.propose(workdir, name, version, decision.champion_version, str(lineage.get("run_id")), reason)
+            log.info("promote: %s version %s passed the gate and awaits approval (gate.approval=manual)", name, version)
+            return Release(name=name, version=version, path=str(path.resolve()), promoted=False,
+                           reason=f"{reason}; awaiting a reviewer's approval (gate.approval=manual)",
+                           awaiting_approval=True)
         if promoted:
             faults.point("promote:before-pointer")
             registry.promote(workdir, name, version, reason)

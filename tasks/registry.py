@@ -4,11 +4,17 @@ Layout, per model name (several classifiers can share a workdir):
     <workdir>/models/<name>/versions/<version>/   model.keras, model.json, metrics.json, predictions.parquet,
                                                   lineage.json, saved_model/ (TensorFlow SavedModel for serving)
     <workdir>/models/<name>/champion.json         {"version", "previous", "promoted_at", "reason"}
-    <workdir>/models/<name>/promotions.jsonl      every change of champion, oldest first (for rollback)
+    <workdir>/models/<name>/promotions.jsonl      every change of champion, oldest first (for rollback); an
+                                                  approved one names its reviewer, comment and time
+    <workdir>/models/<name>/candidate.json        the version awaiting a second person's approval (gate.approval=
+                                                  manual), with the champion its gate compared it against
+    <workdir>/models/<name>/reviews.jsonl         every review event: candidate, approved, rejected, expired,
+                                                  superseded (who, when, why)
 A version folder is assembled under a temporary name and renamed into place, then never changed. A model
 is registered once: registering the same trained model again (same content hash) returns its version. The
 champion pointer is one small JSON file replaced by an atomic rename, so a reader always sees a whole one;
-promoting the current champion again changes nothing.
+promoting the current champion again changes nothing. The one file of a version that is not hashed is its
+`report.html` (tasks.model_report): a rendering of the recorded files, re-written when its review changes.
 """
 
 from __future__ import annotations
@@ -34,6 +40,8 @@ log = logging.getLogger(__name__)
 
 CHAMPION = "champion.json"
 LOG = "promotions.jsonl"
+CANDIDATE = "candidate.json"
+REVIEWS = "reviews.jsonl"
 SAVED_MODEL = "saved_model"
 
 
@@ -181,8 +189,10 @@ def champion(workdir: Path, name: str) -> dict[str, Any] | None:
     return current
 
 
-def promote(workdir: Path, name: str, version: str, reason: str, action: str = "promote") -> dict[str, Any]:
-    """Make `version` the champion (atomic pointer swap, logged); promoting the champion again changes nothing."""
+def promote(workdir: Path, name: str, version: str, reason: str, action: str = "promote",
+            extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Make `version` the champion (atomic pointer swap, logged); promoting the champion again changes nothing.
+    `extra` (e.g. the reviewer of an approval) is recorded in the pointer and the promotion log."""
     if not (version_dir(workdir, name, version) / "model.keras").is_file():
         raise RegistryError(f"model {name!r} has no version {version!r}; see `python -m flows.registry list`")
     with locked(workdir, name):
@@ -193,7 +203,7 @@ def promote(workdir: Path, name: str, version: str, reason: str, action: str = "
         if current and current["version"] == version:
             return current
         pointer = {"version": version, "previous": current["version"] if current else None,
-                   "promoted_at": _now(), "reason": reason, "action": action}
+                   "promoted_at": _now(), "reason": reason, "action": action, **(extra or {})}
         # The pointer is the truth and is written first; the log is history, repaired from the pointer if a
         # crash comes between the two (see champion_stack).
         write_json_atomic(model_root(workdir, name) / CHAMPION, pointer)
@@ -273,6 +283,162 @@ def prune_versions(workdir: Path, name: str, keep_latest: int) -> list[str]:
         return removed
 
 
+# ------------------------------------------------------------------------------ four-eyes approval
+# With gate.approval=manual a challenger that passes the gate is registered as the *candidate*: the one version
+# waiting for a second person. A new candidate supersedes the previous one; an approval promotes it (under the
+# registry lock, with the reviewer in the promotion log) only while it is still the latest candidate, its files
+# still match their registration hashes, and the champion is still the one its gate compared it against.
+
+
+def candidate(workdir: Path, name: str) -> dict[str, Any] | None:
+    """The version awaiting approval (`candidate.json`), or None."""
+    try:
+        return json.loads((model_root(workdir, name) / CANDIDATE).read_text())
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as exc:
+        raise RegistryError(f"the candidate pointer of {name!r} is damaged ({exc}); re-run the flow to gate "
+                            "a challenger again") from None
+
+
+def propose(workdir: Path, name: str, version: str, champion_version: str | None, run_id: str,
+            reason: str) -> dict[str, Any]:
+    """Make `version` the candidate awaiting approval (superseding any earlier one); idempotent."""
+    with locked(workdir, name):
+        pending = candidate(workdir, name)
+        if pending and pending["version"] == version and pending.get("champion_version") == champion_version:
+            return pending
+        if pending and pending["version"] != version:
+            _append_log(workdir, name, {"action": "superseded", "version": pending["version"], "by": version,
+                                        "at": _now(), "run_id": pending.get("run_id")}, REVIEWS)
+        entry = {"version": version, "champion_version": champion_version, "run_id": run_id,
+                 "proposed_at": _now(), "gate_reason": reason}
+        write_json_atomic(model_root(workdir, name) / CANDIDATE, entry)
+        _append_log(workdir, name, {"action": "candidate", "at": entry["proposed_at"], **entry}, REVIEWS)
+        return entry
+
+
+def _pending(workdir: Path, name: str, version: str) -> dict[str, Any]:
+    """The candidate entry of `version`; raises `RegistryError` saying why it cannot be reviewed."""
+    if not version_dir(workdir, name, version).is_dir():
+        raise RegistryError(f"model {name!r} has no version {version!r}; see `python -m flows.registry list`")
+    pending = candidate(workdir, name)
+    if pending is None or pending["version"] != version:
+        last = review(workdir, name, version)
+        if last and last["action"] in ("approved", "rejected", "expired"):
+            who = f" by {last['reviewer']}" if last.get("reviewer") else ""
+            why = f" ({last['comment']})" if last.get("comment") else ""
+            raise RegistryError(f"version {version!r} of {name!r} is not awaiting approval: it was "
+                                f"{last['action']}{who} at {last['at']}{why}")
+        if pending is None:
+            raise RegistryError(f"version {version!r} of {name!r} is not awaiting approval (no candidate is)")
+        raise RegistryError(f"version {version!r} of {name!r} is no longer the latest candidate: "
+                            f"{pending['version']} (run {pending.get('run_id')}) replaced it; review that one")
+    return pending
+
+
+def _reviewer(reviewer: str) -> str:
+    if not reviewer or not reviewer.strip():
+        raise RegistryError("a review needs the reviewer's name (--reviewer NAME)")
+    return reviewer.strip()
+
+
+def approve(workdir: Path, name: str, version: str, reviewer: str, comment: str = "",
+            via: str = "command line") -> dict[str, Any]:
+    """Promote the candidate `version` on a second person's approval; returns the new champion pointer.
+
+    Refused (`RegistryError`, with the reason) if `version` is not the latest candidate, if any of its files
+    changed since registration, or if the champion changed since its gate compared the two.
+    """
+    reviewer = _reviewer(reviewer)
+    with locked(workdir, name):
+        pending = _pending(workdir, name, version)
+        verify(workdir, name, version)
+        try:
+            current = (champion(workdir, name) or {}).get("version")
+        except RegistryError:
+            current = None
+        if current not in (pending.get("champion_version"), version):
+            raise RegistryError(f"the champion changed to {current} after the gate compared {version} with "
+                                f"{pending.get('champion_version') or 'no champion'}; not promoted: re-run the flow to "
+                                "challenge the new champion")
+        at = _now()
+        details = {"reviewer": reviewer, "comment": comment, "approved_at": at, "via": via}
+        pointer = promote(workdir, name, version, f"approved by {reviewer}" + (f": {comment}" if comment else ""),
+                          action="approve", extra=details)
+        _append_log(workdir, name, {"action": "approved", "version": version, "reviewer": reviewer,
+                                    "comment": comment, "at": at, "via": via, "run_id": pending.get("run_id")}, REVIEWS)
+        _clear_candidate(workdir, name)
+        log.info("registry: %s version %s approved by %s and promoted", name, version, reviewer)
+        return pointer
+
+
+def reject(workdir: Path, name: str, version: str, reviewer: str, comment: str = "",
+           via: str = "command line") -> dict[str, Any]:
+    """Reject the candidate `version`: it stays registered, the champion stays; returns the review entry."""
+    reviewer = _reviewer(reviewer)
+    with locked(workdir, name):
+        pending = _pending(workdir, name, version)
+        entry = {"action": "rejected", "version": version, "reviewer": reviewer, "comment": comment, "at": _now(),
+                 "via": via, "run_id": pending.get("run_id")}
+        _append_log(workdir, name, entry, REVIEWS)
+        _clear_candidate(workdir, name)
+        log.info("registry: %s version %s rejected by %s", name, version, reviewer)
+        return entry
+
+
+def expire(workdir: Path, name: str, version: str, reason: str) -> dict[str, Any] | None:
+    """Withdraw the candidate `version` that nobody reviewed in time; None if it is no longer the candidate."""
+    with locked(workdir, name):
+        pending = candidate(workdir, name)
+        if not pending or pending["version"] != version:
+            return None
+        entry = {"action": "expired", "version": version, "reviewer": None, "comment": reason, "at": _now(),
+                 "run_id": pending.get("run_id")}
+        _append_log(workdir, name, entry, REVIEWS)
+        _clear_candidate(workdir, name)
+        return entry
+
+
+def reviews(workdir: Path, name: str, version: str | None = None) -> list[dict[str, Any]]:
+    """Review events (candidate, approved, rejected, expired, superseded), oldest first; of one version if given."""
+    path = model_root(workdir, name) / REVIEWS
+    entries = []
+    for line in path.read_text().splitlines() if path.is_file() else []:
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            continue  # a torn last line from a killed writer
+        if version is None or entry.get("version") == version:
+            entries.append(entry)
+    return entries
+
+
+def review(workdir: Path, name: str, version: str) -> dict[str, Any] | None:
+    """The latest review event of `version`, or None if it never needed one."""
+    entries = reviews(workdir, name, version)
+    return entries[-1] if entries else None
+
+
+def approval_record(workdir: Path, name: str, version: str) -> dict[str, Any]:
+    """How `version` came (or did not come) to be champion: its review status, or its automatic promotion."""
+    last = review(workdir, name, version)
+    if last is not None:
+        status = {"candidate": "awaiting approval"}.get(last["action"], last["action"])
+        return {"status": status, **{k: last.get(k) for k in ("reviewer", "comment", "at", "via", "run_id", "by")}}
+    promoted = [e for e in promotion_log(workdir, name) if e.get("version") == version]
+    if promoted:
+        first = promoted[0]
+        return {"status": "promoted without review" if first.get("action") == "promote" else first.get("action"),
+                "reviewer": first.get("reviewer"), "comment": first.get("reason"), "at": first.get("promoted_at")}
+    return {"status": "registered, not promoted"}
+
+
+def _clear_candidate(workdir: Path, name: str) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(model_root(workdir, name) / CANDIDATE)
+
+
 def model_names(workdir: Path) -> list[str]:
     """The model names registered in a workdir."""
     folder = Path(workdir) / "models"
@@ -286,8 +452,8 @@ def _remove_tree(path: Path) -> None:
     shutil.rmtree(trash, ignore_errors=True)
 
 
-def _append_log(workdir: Path, name: str, entry: dict[str, Any]) -> None:
-    path = model_root(workdir, name) / LOG
+def _append_log(workdir: Path, name: str, entry: dict[str, Any], log_name: str = LOG) -> None:
+    path = model_root(workdir, name) / log_name
     lines = path.read_text() if path.is_file() else ""
     if lines and not lines.endswith("\n"):
         lines = lines.rsplit("\n", 1)[0] + "\n" if "\n" in lines else ""

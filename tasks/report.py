@@ -7,6 +7,7 @@ Each function publishes one artifact of the current flow run; outside a flow run
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Any
 
 from tasks.errors import Failure
@@ -100,7 +101,21 @@ def history_row(summary: dict[str, Any]) -> dict[str, Any]:
             summary["dataset"]["sha256"][:12], "rows_used": summary["dataset"]["rows_used"],
             "accuracy": round(test.get("accuracy", float("nan")), 4), "macro_f1": round(test.get("macro_f1", float("nan")), 4),
             "model_version": summary.get("model", {}).get("version"), "promoted": summary.get("promoted"),
-            "drift": summary.get("drift", {}).get("status"), "seconds": summary.get("seconds")}
+            "drift": summary.get("drift", {}).get("status"), "approval": approval_status(summary),
+            "seconds": summary.get("seconds")}
+
+
+def approval_status(summary: dict[str, Any]) -> str | None:
+    """The registry's current word on the run's version: "approved by X (at)", "awaiting approval", ..."""
+    from tasks import registry
+
+    model = summary.get("model") or {}
+    try:
+        record = registry.approval_record(Path(summary["config"]["workdir"]), model["name"], model["version"])
+    except (KeyError, TypeError, OSError, ValueError):
+        return None
+    who = f" by {record['reviewer']}" if record.get("reviewer") else ""
+    return f"{record['status']}{who}" + (f" ({record['at']})" if record.get("at") else "")
 
 
 def run_markdown(summary: dict[str, Any]) -> str:
@@ -142,4 +157,11 @@ def run_markdown(summary: dict[str, Any]) -> str:
     model = summary.get("model", {})
     lines.append(f"model `{model.get('name')}` version `{model.get('version')}`: "
                  f"{'promoted to champion' if summary.get('promoted') else 'registered, not promoted'}")
+    if model.get("path") and (Path(model["path"]) / "report.html").is_file():
+        lines += ["", "## Model report",
+                  f"The version's self-contained HTML report (data, learning curves, confusion matrix, per-class "
+                  f"intervals, calibration, the gate's bootstrap, lineage, approval): "
+                  f"[`{Path(model['path']) / 'report.html'}`]({(Path(model['path']) / 'report.html').as_uri()})"]
+    if (approval := (summary.get("gate") or {}).get("approval")) and approval.get("approve"):
+        lines += ["", f"Awaiting a second person's approval: `{approval['approve']}` (or `{approval['reject']}`)"]
     return "\n".join(lines)
