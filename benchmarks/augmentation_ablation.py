@@ -56,7 +56,7 @@ def one_run(workdir: Path, size: int, setting: str, seed: int, unfreeze_top: int
     tokenized = tokenize(augmented, cfg.tokenize, backbone, workdir)
     features = embed(tokenized, backbone, cfg.train.unfreeze_top, workdir)
     model = finetune(features, cfg.train, cfg.seed, backbone, workdir)
-    test = evaluate(model, features, workdir).meta["test"]
+    test = evaluate(model, features, augmented, workdir).meta["test"]
     return {"size": size, "setting": setting, "seed": seed, "train_rows": splits.meta["split_rows"]["train"],
             "augmented_rows": augmented.meta["augmented_rows"], "n_aug": augmented.meta["n_aug"],
             "alpha": augmented.meta["strengths"]["sr"], "accuracy": test["accuracy"], "macro_f1": test["macro_f1"],

@@ -47,8 +47,8 @@ def plain(workdir: Path) -> None:
     tokenized = tokenize(augmented, cfg.tokenize, backbone, workdir)
     features = embed(tokenized, backbone, cfg.train.unfreeze_top, workdir)
     model = finetune(features, cfg.train, cfg.seed, backbone, workdir)
-    evaluation = evaluate(model, features, workdir)
-    decision = gate(evaluation, augmented, cfg.gate, cfg.model.name, backbone, workdir)
+    evaluation = evaluate(model, features, augmented, workdir)
+    decision = gate(evaluation, features, cfg.gate, cfg.model.name, backbone, workdir)
     promote(model, evaluation, decision, cfg.model.name, {}, workdir)
 
 

@@ -111,3 +111,15 @@ def encode_texts(preset: Path, texts: list[str]) -> list[list[int]]:
     if not texts:
         return []
     return [list(map(int, ids)) for ids in load_tokenizer(preset)(texts)]
+
+
+def pack(ids: list[list[int]], sequence_length: int, preset: Path) -> list[list[int]]:
+    """The model's input for each id list: `[CLS] ids[:sequence_length - 2] [SEP]` (the one place this is
+    written: tokenize, the gate, batch prediction and re-evaluation all pack through it)."""
+    cls_id, sep_id, _ = special_ids(preset)
+    return [[cls_id, *x[: sequence_length - 2], sep_id] for x in ids]
+
+
+def encode_for_model(preset: Path, texts: list[str], sequence_length: int) -> list[list[int]]:
+    """`[CLS] ... [SEP]` token ids of each text, truncated to `sequence_length`, as the model was trained."""
+    return pack(encode_texts(preset, texts), sequence_length, preset)

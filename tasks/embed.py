@@ -13,7 +13,6 @@ tokens it is about 3x faster than at 64).
 from __future__ import annotations
 
 import logging
-import time
 from pathlib import Path
 
 import numpy as np
@@ -34,28 +33,29 @@ N_BLOCKS = 6
 
 def run_bottom(preset: Path, sequences: list[list[int]], cut: int,
                batch_size: int = BATCH) -> tuple[np.ndarray, list[np.ndarray] | None]:
-    """Pooled embeddings (n, 384) and, if `cut < 6`, each sentence's block-`cut` input (n_tokens, 384) fp16."""
-    from tasks.model import build_bottom, length_batches, pad_batch
+    """Pooled embeddings (n, 384) float32 and, if `cut < 6`, each sentence's block-`cut` input
+    (n_tokens, 384) float16, both in the order of `sequences` (length-grouped batches, `tasks.inference`)."""
+    from tasks.inference import pad_batch, predict_in_order
+    from tasks.model import build_bottom
 
     embeddings = np.zeros((len(sequences), 384), dtype=np.float32)
     hidden: list[np.ndarray] | None = [np.zeros((0, 384), np.float16)] * len(sequences) if cut < N_BLOCKS else None
     if not sequences:
         return embeddings, hidden
     bottom = build_bottom(load_backbone(preset), cut)
-    batches = length_batches(np.array([len(s) for s in sequences]), batch_size)
-    started, done = time.perf_counter(), 0
-    for number, rows in enumerate(batches, start=1):
+
+    def run_batch(rows: np.ndarray) -> dict[str, np.ndarray]:
         out = bottom.predict_on_batch(pad_batch([sequences[i] for i in rows]))
-        embeddings[rows] = out["embedding"]
-        if hidden is not None:
+        result = {"embedding": out["embedding"]}
+        if hidden is not None:  # each row's real tokens only, as stored on disk
+            result["hidden"] = np.empty(len(rows), dtype=object)
             for j, i in enumerate(rows):
-                hidden[i] = np.asarray(out["hidden"][j, : len(sequences[i])], dtype=np.float16)
-        done += len(rows)
-        faults.point("embed:batch")
-        if number % 20 == 0 or number == len(batches):
-            log.info("embed: batch %d/%d, %d/%d sentences, %.0f sentences/s", number, len(batches), done,
-                     len(sequences), done / (time.perf_counter() - started))
-    return embeddings, hidden
+                result["hidden"][j] = np.asarray(out["hidden"][j, : len(sequences[i])], dtype=np.float16)
+        return result
+
+    out = predict_in_order(run_batch, [len(s) for s in sequences], batch_size, progress="embed",
+                           after_batch=lambda: faults.point("embed:batch"))
+    return out["embedding"].astype(np.float32), (list(out["hidden"]) if hidden is not None else None)
 
 
 def cached_features(backbone: Backbone, sequences: list[list[int]], cut: int,

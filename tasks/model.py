@@ -23,6 +23,7 @@ import numpy as np
 
 from tasks import faults
 from tasks.config import TrainConfig
+from tasks.inference import length_batches, pad_batch, pad_hidden, padded_length  # noqa: F401
 from tasks.layers import L2Normalize, MaskedMeanPooling, ZerosLike
 
 HIDDEN = 384
@@ -80,7 +81,7 @@ def build_bottom(backbone, cut: int) -> keras.Model:
 
 def build_top(backbone, head: keras.Model, cut: int) -> keras.Model:
     """{"hidden", "padding_mask"} -> probabilities: blocks cut..5 of `backbone`, pooling, `head`."""
-    hidden = keras.Input(shape=(None, HIDDEN), name="hidden")
+    hidden = keras.Input(shape=(None, backbone.hidden_dim), name="hidden")
     mask = keras.Input(shape=(None,), dtype="int32", name="padding_mask")
     x = hidden
     for block in transformer_blocks(backbone)[cut:]:
@@ -144,24 +145,8 @@ def save_reproducibly(model: keras.Model, path: Path) -> None:
         raw.unlink(missing_ok=True)
 
 
-def pad_batch(sequences: list[list[int]], multiple: int = 8, pad_id: int = 0) -> dict[str, np.ndarray]:
-    """Right-pad id lists to the longest one (rounded up to `multiple`), with the matching padding mask."""
-    length = max(len(s) for s in sequences)
-    length = -(-length // multiple) * multiple
-    ids = np.full((len(sequences), length), pad_id, dtype=np.int32)
-    for i, seq in enumerate(sequences):
-        ids[i, : len(seq)] = seq
-    return {"token_ids": ids, "padding_mask": (np.arange(length)[None, :] < np.array([len(s) for s in sequences])[:, None]).astype(np.int32)}
-
-
-def length_batches(lengths: np.ndarray, batch_size: int) -> list[np.ndarray]:
-    """Row indices grouped into batches of similar length (shortest first), so padding stays small."""
-    order = np.argsort(lengths, kind="stable")
-    return [order[i: i + batch_size] for i in range(0, len(order), batch_size)]
-
-
 class EpochLog(keras.callbacks.Callback):
-    """Logs each epoch's losses and validation accuracy, so training progress shows in the run's logs."""
+    """Logs each epoch's training loss and validation figures, so training progress shows in the run's logs."""
 
     def __init__(self, max_epochs: int, prefix: str = "finetune"):
         super().__init__()
@@ -173,53 +158,124 @@ class EpochLog(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         logs = logs or {}
         faults.point("finetune:epoch")
-        log.info("%s: epoch %d/%d loss %.4f val_loss %.4f val_accuracy %.3f (%.1fs)", self.prefix, epoch + 1,
-                 self.max_epochs, logs.get("loss", float("nan")), logs.get("val_loss", float("nan")),
-                 logs.get("val_accuracy", float("nan")), time.perf_counter() - self.started)
+        log.info("%s: epoch %d/%d loss %.4f val_loss %.4f val_accuracy %.3f val_macro_f1 %.3f (%.1fs)", self.prefix,
+                 epoch + 1, self.max_epochs, logs.get("loss", float("nan")), logs.get("val_loss", float("nan")),
+                 logs.get("val_accuracy", float("nan")), logs.get("val_macro_f1", float("nan")),
+                 time.perf_counter() - self.started)
 
 
-class HiddenStateBatches(keras.utils.PyDataset):
-    """Length-grouped, padded batches of stored hidden states (the frozen bottom's output) for the top.
+class ValidationScores(keras.callbacks.Callback):
+    """Scores the validation split after each epoch, through `tasks.inference` (rows in order), and adds
+    `val_loss`, `val_accuracy` and `val_macro_f1` to the epoch's logs, for early stopping and the curves.
 
-    Each item is ({"hidden", "padding_mask"}, labels, sample weights). The batch order is reshuffled every
-    epoch from `seed`, so training is repeatable; sentences of similar length share a batch, so the top
-    blocks never compute on padding they do not need.
+    `predict_val()` returns the current model's probabilities (n, k) for the validation rows, in the order
+    of `y_val`. Placed before EarlyStopping in the callback list, so that it sees this epoch's figures.
     """
 
-    def __init__(self, hidden: list[np.ndarray], labels: np.ndarray, weights: np.ndarray, batch_size: int,
-                 seed: int, shuffle: bool):
+    def __init__(self, predict_val, y_val: np.ndarray):
         super().__init__()
-        self.hidden, self.labels, self.weights = hidden, labels, weights
-        self.batches = length_batches(np.array([len(h) for h in hidden]), batch_size)
+        self.predict_val, self.y_val = predict_val, np.asarray(y_val)
+
+    def on_epoch_end(self, epoch, logs=None):
+        from sklearn.metrics import f1_score, log_loss
+
+        proba = np.asarray(self.predict_val(), dtype=np.float64)
+        proba = proba / proba.sum(axis=1, keepdims=True)  # float32 softmax sums drift by ~1e-7
+        k = proba.shape[1]
+        predicted = proba.argmax(axis=1)
+        if logs is not None:
+            logs["val_loss"] = float(log_loss(self.y_val, np.clip(proba, 1e-7, 1), labels=list(range(k))))
+            logs["val_accuracy"] = float((predicted == self.y_val).mean())
+            logs["val_macro_f1"] = float(f1_score(self.y_val, predicted, labels=list(range(k)), average="macro",
+                                                  zero_division=0))
+
+
+class PartwiseAdamW(keras.optimizers.Adam):
+    """AdamW (decoupled weight decay, Loshchilov & Hutter 2019) with a learning-rate multiplier per part.
+
+    Keras optimizers take one learning rate; fine-tuning wants the randomly initialised head to move faster
+    than pre-trained blocks, and lower blocks slower than upper ones. `multipliers` maps a layer name (a
+    segment of the variable's path, e.g. `transformer_layer_5`) to a factor on the schedule's rate;
+    variables of no listed layer (the head) get 1. Weight decay is applied at each variable's own rate and
+    not to 1-D variables (biases, LayerNorm), as in BERT's recipe. Adam is scale-invariant in the gradient,
+    so scaling gradients could not do this: the rate itself is scaled, in `update_step`.
+    """
+
+    def __init__(self, learning_rate, multipliers: dict[str, float] | None = None, weight_decay: float = 0.01,
+                 **kwargs):
+        super().__init__(learning_rate=learning_rate, **kwargs)
+        self.multipliers = dict(multipliers or {})
+        self.decoupled_weight_decay = float(weight_decay)
+        self._factor_by_key: dict[int, float] = {}
+
+    def build(self, variables):
+        super().build(variables)
+        for variable in variables:
+            parts = variable.path.split("/")
+            factor = next((m for name, m in self.multipliers.items() if name in parts), 1.0)
+            self._factor_by_key[self._var_key(variable)] = factor
+
+    def update_step(self, gradient, variable, learning_rate):
+        factor = self._factor_by_key.get(self._var_key(variable), 1.0)
+        rate = keras.ops.cast(learning_rate, variable.dtype) * factor
+        if self.decoupled_weight_decay and len(variable.shape) > 1:
+            variable.assign_sub(variable * (rate * self.decoupled_weight_decay))
+        super().update_step(gradient, variable, rate)
+
+    def get_config(self):
+        return {**super().get_config(), "multipliers": self.multipliers, "weight_decay": self.decoupled_weight_decay}
+
+
+def learning_rate_schedule(peak: float, steps: int, warmup: float):
+    """Linear warm-up from 0 to `peak` over `warmup` of the `steps`, then cosine decay to 0 (keras
+    CosineDecay, Loshchilov & Hutter 2017 "SGDR", with the warm-up of Goyal et al. 2017)."""
+    warmup_steps = int(round(warmup * steps))
+    return keras.optimizers.schedules.CosineDecay(0.0, decay_steps=max(steps - warmup_steps, 1), alpha=0.0,
+                                                  warmup_target=peak, warmup_steps=warmup_steps)
+
+
+class TrainingBatches(keras.utils.PyDataset):
+    """Training batches, re-drawn every epoch, grouped by length only inside random chunks.
+
+    `inputs` is either a float array (n, d) of pooled embeddings (the head alone) or a list of per-row token
+    states (n_tokens, d) (the top blocks). Each epoch the rows are shuffled (from `seed`), cut into chunks
+    of `chunk_batches * batch_size` rows and sorted by length inside each chunk, then cut into batches in a
+    shuffled order: a batch's company changes every epoch, while padding stays small. Each item is
+    (inputs, labels, sample weights). Training only: inference goes through `tasks.inference`.
+    """
+
+    def __init__(self, inputs, labels: np.ndarray, weights: np.ndarray, batch_size: int, seed: int,
+                 chunk_batches: int = 4):
+        super().__init__()
+        self.inputs, self.labels, self.weights = inputs, labels, weights
+        self.ragged = not isinstance(inputs, np.ndarray)
+        self.lengths = np.array([len(h) for h in inputs]) if self.ragged else np.ones(len(labels), int)
+        self.batch_size, self.chunk = batch_size, max(1, chunk_batches) * batch_size
         self.rng = np.random.default_rng(seed)
-        self.shuffle = shuffle
-        self.order = np.arange(len(self.batches))
         self.on_epoch_end()
 
     def __len__(self) -> int:
-        return len(self.batches)
-
-    def padded_length(self, batch: int) -> int:
-        """The length batch number `batch` is padded to (its longest sentence, rounded up to 8)."""
-        return -(-max(len(self.hidden[i]) for i in self.batches[batch]) // 8) * 8
+        return -(-len(self.labels) // self.batch_size)
 
     def __getitem__(self, index: int):
-        rows = self.batches[self.order[index]]
-        length = self.padded_length(self.order[index])
-        x = np.zeros((len(rows), length, self.hidden[rows[0]].shape[1]), dtype=np.float32)
-        mask = np.zeros((len(rows), length), dtype=np.int32)
-        for j, i in enumerate(rows):
-            x[j, : len(self.hidden[i])] = self.hidden[i]
-            mask[j, : len(self.hidden[i])] = 1
-        return {"hidden": x, "padding_mask": mask}, self.labels[rows], self.weights[rows]
+        rows = self.batches[index]
+        if self.ragged:
+            x = pad_hidden([self.inputs[i] for i in rows])
+        else:
+            x = self.inputs[rows]
+        return x, self.labels[rows], self.weights[rows]
 
     def on_epoch_end(self):
-        if self.shuffle:
-            self.rng.shuffle(self.order)
+        order = self.rng.permutation(len(self.labels))
+        chunks = [order[i: i + self.chunk] for i in range(0, len(order), self.chunk)]
+        rows = np.concatenate([c[np.argsort(self.lengths[c], kind="stable")] for c in chunks]) if chunks else order
+        batches = [rows[i: i + self.batch_size] for i in range(0, len(rows), self.batch_size)]
+        self.batches = [batches[i] for i in self.rng.permutation(len(batches))]
         # Keras (TensorFlow backend) infers the batch shapes from the first two batches and keeps any
         # dimension they agree on fixed; make them differ in length so the sequence axis stays variable.
-        if len(self.order) > 2 and self.padded_length(self.order[0]) == self.padded_length(self.order[1]):
-            for j in range(2, len(self.order)):
-                if self.padded_length(self.order[j]) != self.padded_length(self.order[0]):
-                    self.order[[1, j]] = self.order[[j, 1]]
-                    break
+        if self.ragged and len(self.batches) > 2:
+            width = [padded_length(self.lengths[b].max()) for b in self.batches]
+            if width[0] == width[1]:
+                other = next((j for j in range(2, len(width)) if width[j] != width[0]), None)
+                if other is not None:
+                    self.batches[1], self.batches[other] = self.batches[other], self.batches[1]

@@ -16,7 +16,7 @@ import pyarrow as pa
 
 from schemas.tables import TOKENIZED_SCHEMA, TokenizedTable
 from tasks.caching import step_task
-from tasks.backbone import MAX_POSITIONS, Backbone, encode_texts, special_ids, vocab_hash
+from tasks.backbone import MAX_POSITIONS, Backbone, encode_texts, pack, vocab_hash
 from tasks.config import TokenizeConfig
 from tasks.io import ArtifactRef, read_parquet, write_parquet
 from tasks.sharding import WHOLE, Shard
@@ -60,10 +60,9 @@ def tokenize_merge(shards: list[ArtifactRef], augmented: ArtifactRef, cfg: Token
     """
     table = read_parquet(augmented, workdir)
     ids = [x for ref in shards for x in read_parquet(ref, workdir).column("ids").to_pylist()]
-    cls_id, sep_id, _ = special_ids(backbone.path)
     full = np.array([len(x) + 2 for x in ids], dtype=np.int64)
     length = choose_length(full, cfg)
-    token_ids = [[cls_id, *x[: length - 2], sep_id] for x in ids]
+    token_ids = pack(ids, length, backbone.path)
     truncated = full > length
 
     labels = list(augmented.meta["labels"])
