@@ -47,14 +47,14 @@ def retrain(
     backbone = Backbone.resolve(cfg.model.backbone)
     with RunRecord(cfg, run_id=str(flow_run.id)) as run:
         validated = run.step("validate", validate_task, cfg.data)
-        run.step("drift", drift_task, validated, run.reference(), cfg.validate_)
+        run.step("drift", drift_task, validated, run.reference(), cfg.validate_, champion_data=run.champion_data())
         splits = run.step("split", split_task, validated, cfg.split, cfg.data.max_train_rows, cfg.data.min_per_class)
         augmented = run.sharded("augment", augment_shard_task, augment_merge_task, splits, cfg.augment, cfg.seed)
         tokenized = run.sharded("tokenize", tokenize_shard_task, tokenize_merge_task, augmented, cfg.tokenize, backbone)
         features = run.sharded("embed", embed_shard_task, embed_merge_task, tokenized, backbone, cfg.train.unfreeze_top)
         model = run.step("finetune", finetune_task, features, cfg.train, cfg.seed, backbone)
         evaluation = run.step("evaluate", evaluate_task, model, features)
-        decision = run.step("gate", gate_task, evaluation, augmented, cfg.gate, cfg.model.name, backbone)
+        decision = run.step("gate", gate_task, evaluation, augmented, cfg.gate, cfg.model.name, backbone, split=cfg.split)
         release = run.step("promote", promote_task, model, evaluation, decision, cfg.model.name,
                            run.lineage(validated), approval=cfg.gate.approval)
         approval.review(run, release, decision, cfg.gate)  # report.html; gate.approval=manual: a reviewer decides

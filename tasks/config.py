@@ -77,6 +77,8 @@ class ValidateConfig(Section):
     drift_alpha: float = Field(0.01, gt=0, lt=1)
     drift_min_effect: float = Field(0.1, ge=0, le=1)
     drift_min_unseen_increase: float = Field(0.05, ge=0, le=1)
+    # Monte Carlo resamples of each drift permutation test: the smallest p-value is 1 / (1 + this)
+    drift_permutations: int = Field(1999, ge=99)
 
 
 class SplitConfig(Section):
@@ -146,6 +148,14 @@ class GateConfig(Section):
     confidence: float = Field(0.95, ge=0.5, lt=1)
     bootstrap_samples: int = Field(2000, ge=100)
     on_label_change: Literal["promote", "keep"] = "promote"
+    # The champion's split settings (salt, fractions) differ from today's, so it may have trained on today's test
+    # rows: "baseline" gates the challenger against the majority-class predictor, as a first model; "promote"
+    # and "keep" decide without a test.
+    on_split_change: Literal["baseline", "promote", "keep"] = "baseline"
+    # Every decision reports the smallest true macro-F1 gain its test rows detect with this power at `confidence`
+    # and says plainly when it is above `detectable_warn_above`.
+    power: float = Field(0.8, gt=0.5, lt=1)
+    detectable_warn_above: float = Field(0.05, ge=0, le=1)
     approval: Literal["auto", "manual"] = Field(
         "auto", description="auto: a challenger that passes the gate becomes champion; manual: it becomes a "
                             "candidate that a second person approves (Prefect UI form, or `flows.registry approve`)")

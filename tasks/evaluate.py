@@ -76,7 +76,8 @@ def classification_metrics(y_true: np.ndarray, proba: np.ndarray, labels: list[s
         "n": int(len(y_true)),
         "accuracy": float(accuracy_score(y_true, y_pred)),
         "macro_f1": float(f1_score(y_true, y_pred, labels=ids, average="macro", zero_division=0)),
-        "log_loss": float(log_loss(y_true, np.clip(proba, 1e-7, 1), labels=ids)),
+        "log_loss": float(log_loss(y_true, labels=ids,  # clipped at 1e-7, then renormalised to sum to 1
+                                   y_proba=np.clip(proba, 1e-7, 1) / np.clip(proba, 1e-7, 1).sum(axis=1, keepdims=True))),
         "ece": expected_calibration_error(y_true, proba),
         "ci95": bootstrap_intervals(y_true, y_pred, len(labels)) if len(y_true) else {},
         "per_class": {

@@ -6,7 +6,10 @@ them), and the decision is a paired bootstrap of the macro-F1 difference: the ch
 the one-sided lower confidence bound of (challenger - champion) is above zero at `gate.confidence`.
 McNemar's exact test on the paired right/wrong predictions is reported beside it. With no champion yet, the
 challenger must beat the majority-class predictor the same way. If the label set (or the backbone) changed,
-the two are not comparable: the decision follows `gate.on_label_change`.
+the two are not comparable: the decision follows `gate.on_label_change`; if the split settings recorded in the
+champion's lineage (salt, fractions) differ from today's, the champion may have trained on today's test rows,
+and `gate.on_split_change` decides (by default the challenger is gated against the majority-class predictor).
+Every decision also reports what its test rows can detect (`detectable_difference`, see `paired_bootstrap`).
 Never cached: the decision depends on the registry as it is now.
 """
 
@@ -25,7 +28,7 @@ from pydantic import BaseModel
 from tasks import registry
 from tasks.backbone import Backbone, encode_texts, special_ids
 from tasks.caching import step_task
-from tasks.config import GateConfig
+from tasks.config import GateConfig, SplitConfig
 from tasks.io import ArtifactRef, read_parquet
 
 log = logging.getLogger(__name__)
@@ -48,6 +51,12 @@ class GateDecision(BaseModel):
     interval: list[float] | None = None
     mcnemar_p: float | None = None
     discordant: dict[str, int] | None = None
+    standard_error: float | None = None  # of the macro-F1 difference, from the paired bootstrap
+    promotion_threshold: float | None = None  # the observed gain needed to promote: the one-sided half-width
+    detectable_difference: float | None = None  # the true gain promoted with probability `power` (see paired_bootstrap)
+    power: float | None = None
+    detectable_note: str | None = None
+
     difference_histogram: dict[str, list[float]] | None = None  # the resampled differences (edges, counts), for the report
 
 
@@ -64,14 +73,28 @@ def macro_f1_many(y_true: np.ndarray, y_pred: np.ndarray, n_labels: int) -> np.n
 
 
 def paired_bootstrap(y: np.ndarray, challenger: np.ndarray, baseline: np.ndarray, n_labels: int, samples: int,
-                     confidence: float, seed: int = 0) -> dict[str, Any]:
-    """Paired bootstrap of macro-F1(challenger) - macro-F1(baseline) over resampled rows."""
+                     confidence: float, seed: int = 0, power: float = 0.8) -> dict[str, Any]:
+    """Paired bootstrap of macro-F1(challenger) - macro-F1(baseline) over resampled rows.
+
+    Besides the difference and its intervals, what these rows can detect: `promotion_threshold`, the one-sided
+    half-width (difference - lower bound: the smallest observed gain that would promote), and
+    `detectable_difference`, the minimum detectable effect of a power calculation, (z_confidence + z_power) x
+    the bootstrap standard error of the difference: a true gain that large is promoted with probability
+    `power` (normal approximation; e.g. van Belle, Statistical Rules of Thumb, 2nd ed. 2008, section 2.4;
+    the standard error from the bootstrap, Efron & Tibshirani 1993, chapter 6).
+    """
+    from scipy.stats import norm
+
     rng = np.random.default_rng(seed)
     rows = rng.integers(0, len(y), size=(samples, len(y)))
     diffs = macro_f1_many(y[rows], challenger[rows], n_labels) - macro_f1_many(y[rows], baseline[rows], n_labels)
     point = float(macro_f1_many(y[None], challenger[None], n_labels)[0] - macro_f1_many(y[None], baseline[None], n_labels)[0])
     tail = (1 - confidence) / 2
-    return {"difference": point, "lower_bound": float(np.quantile(diffs, 1 - confidence)),
+    lower = float(np.quantile(diffs, 1 - confidence))
+    se = float(np.std(diffs, ddof=1))
+    return {"difference": point, "lower_bound": lower, "standard_error": se,
+            "promotion_threshold": max(0.0, point - lower),
+            "detectable_difference": float((norm.ppf(confidence) + norm.ppf(power)) * se), "power": power,
             "interval": [float(np.quantile(diffs, tail)), float(np.quantile(diffs, 1 - tail))],
             "difference_histogram": dict(zip(("counts", "edges"), (a.tolist() for a in np.histogram(diffs, bins=40))))}
 
@@ -111,7 +134,7 @@ def champion_probabilities(workdir: Path, name: str, version: str, texts: list[s
 
 
 def gate(evaluation: ArtifactRef, augmented: ArtifactRef, cfg: GateConfig, name: str, backbone: Backbone,
-         workdir: Path) -> GateDecision:
+         workdir: Path, split: SplitConfig | None = None) -> GateDecision:
     """Decide whether the evaluated challenger should replace the current champion of `name`."""
     predictions = pq.read_table(evaluation.resolve(workdir) / "predictions.parquet").to_pandas()
     labels = list(evaluation.meta["labels"])
@@ -124,6 +147,8 @@ def gate(evaluation: ArtifactRef, augmented: ArtifactRef, cfg: GateConfig, name:
         majority = np.full_like(y, labels.index(evaluation.meta["test"]["majority_baseline"]["label"]))
         return _decide(y, challenger, majority, labels, cfg, common, None, "the majority-class predictor")
     registry.verify(workdir, name, current["version"])
+    if split is not None and (why := split_change(workdir, name, current["version"], split)):
+        return _split_changed(why, y, challenger, labels, evaluation, cfg, common, current["version"])
     texts = _test_texts(augmented, workdir, predictions["row_id"])
     baseline = champion_probabilities(workdir, name, current["version"], texts, labels, backbone)
     if isinstance(baseline, str):
@@ -138,7 +163,8 @@ def gate(evaluation: ArtifactRef, augmented: ArtifactRef, cfg: GateConfig, name:
 
 def _decide(y, challenger, baseline, labels, cfg: GateConfig, common: dict, champion_version: str | None,
             against: str) -> GateDecision:
-    boot = paired_bootstrap(y, challenger, baseline, len(labels), cfg.bootstrap_samples, cfg.confidence)
+    boot = paired_bootstrap(y, challenger, baseline, len(labels), cfg.bootstrap_samples, cfg.confidence,
+                            power=cfg.power)
     p, discordant = mcnemar(y, challenger, baseline)
     f1 = macro_f1_many(y[None], challenger[None], len(labels))[0]
     base = macro_f1_many(y[None], baseline[None], len(labels))[0]
@@ -147,9 +173,59 @@ def _decide(y, challenger, baseline, labels, cfg: GateConfig, common: dict, cham
     reason = (f"challenger macro-F1 {f1:.4f} vs {against} {base:.4f}: difference {boot['difference']:+.4f}, "
               f"{cfg.confidence:.0%} lower bound {boot['lower_bound']:+.4f} -> {verdict}")
     log.info("gate: %s", reason)
+    note = detectable_note(boot, len(y), sum(discordant.values()), cfg)
+    log.log(logging.WARNING if boot["detectable_difference"] > cfg.detectable_warn_above else logging.INFO,
+            "gate: %s", note)
     return GateDecision(promote=promote, decision="promote" if promote else "keep champion", reason=reason,
                         champion_version=champion_version, challenger_macro_f1=float(f1), baseline_macro_f1=float(base),
-                        mcnemar_p=p, discordant=discordant, **boot, **common)
+                        mcnemar_p=p, discordant=discordant, detectable_note=note, **boot, **common)
+
+
+def detectable_note(boot: dict[str, Any], n: int, discordant: int, cfg: GateConfig) -> str:
+    """What this decision could detect, in words; plainly a warning when that is more than `detectable_warn_above`."""
+    if boot["standard_error"] == 0:
+        return (f"the two models predict alike on all {n} test rows ({discordant} discordant): every resampled "
+                "difference is 0, so there is no difference to detect")
+    text = (f"on these {n} test rows the gate promotes a true macro-F1 gain of {boot['detectable_difference']:.3f} "
+            f"or more {boot['power']:.0%} of the time at {cfg.confidence:.0%} confidence (an observed gain must "
+            f"exceed {boot['promotion_threshold']:.3f} to promote)")
+    if boot["detectable_difference"] > cfg.detectable_warn_above:
+        text = (f"too few test rows to see a small gain: {text}. That is more than "
+                f"{cfg.detectable_warn_above * 100:.0f} points of macro-F1, so smaller real improvements are "
+                "kept out; label more data (the test split grows with it)")
+    return text
+
+
+def split_change(workdir: Path, name: str, version: str, split: SplitConfig) -> str | None:
+    """Why the champion's test rows are not today's, if the split settings in its lineage differ from `split`;
+    None if they are the same (or the lineage predates recording them)."""
+    try:
+        recorded = json.loads((registry.version_dir(workdir, name, version) / "lineage.json").read_text())
+        recorded = recorded["config"]["split"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    changed = [f"{key} {recorded.get(key)!r} -> {value!r}" for key, value in split.model_dump(mode="json").items()
+               if recorded.get(key) != value]
+    if not changed:
+        return None
+    return f"the split settings changed ({'; '.join(changed)}), so the champion may have trained on today's test rows"
+
+
+def _split_changed(why: str, y, challenger, labels, evaluation: ArtifactRef, cfg: GateConfig, common: dict,
+                   version: str) -> GateDecision:
+    """The decision when the champion's split is not today's: `gate.on_split_change` decides."""
+    log.warning("gate: not comparable with champion %s: %s; gate.on_split_change=%s", version, why,
+                cfg.on_split_change)
+    if cfg.on_split_change == "baseline":
+        majority = np.full_like(y, labels.index(evaluation.meta["test"]["majority_baseline"]["label"]))
+        return _decide(y, challenger, majority, labels, cfg, common, version,
+                       f"the majority-class predictor (not comparable with champion {version}: {why}; "
+                       "gate.on_split_change=baseline)")
+    promote = cfg.on_split_change == "promote"
+    return GateDecision(promote=promote, decision="promote" if promote else "keep champion",
+                        reason=f"not comparable with champion {version}: {why}; "
+                               f"gate.on_split_change={cfg.on_split_change}",
+                        champion_version=version, **{**common, "test": "none (not comparable)"})
 
 
 def _test_texts(augmented: ArtifactRef, workdir: Path, row_ids: pd.Series) -> list[str]:

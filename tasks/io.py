@@ -1,7 +1,8 @@
 """Artifacts on disk: atomic writes, content hashes, and the small references steps pass to each other.
 
-Every file is written under a temporary name in its destination folder, flushed, fsynced and renamed, so a
-reader sees either the old file or the whole new one. Artifacts are content-addressed: a step's output is
+Every file is written under a temporary name in its destination folder, flushed, fsynced and renamed, and
+the folder is fsynced after the rename, so a reader sees either the old file or the whole new one, and a power
+loss after a write returned cannot undo it. Artifacts are content-addressed: a step's output is
 stored as `<workdir>/artifacts/<step>/<sha256[:16]><suffix>`, so equal content is stored once and a
 reference can always be checked against the bytes it points to.
 """
@@ -55,6 +56,7 @@ def atomic_path(dest: Path, suffix: str = "") -> Iterator[Path]:
         yield tmp
         _fsync(tmp)
         os.replace(tmp, dest)
+        fsync_dir(dest.parent)
     finally:
         tmp.unlink(missing_ok=True)
 
@@ -74,6 +76,16 @@ def write_json_atomic(dest: Path, payload: Any) -> Path:
 def _fsync(path: Path) -> None:
     with open(path, "rb") as handle:
         os.fsync(handle.fileno())
+
+
+def fsync_dir(folder: Path) -> None:
+    """Flush a folder's entries to disk: a rename is durable only once its directory is fsynced (as databases
+    do), else a power loss right after it can bring back the old name, or none."""
+    fd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 class ArtifactRef(BaseModel):
@@ -146,6 +158,7 @@ def store_file(workdir: Path, step: str, tmp: Path, suffix: str, rows: int, meta
     _fsync(tmp)
     faults.point(f"{step}:before-rename", dest)
     os.replace(tmp, dest)
+    fsync_dir(dest.parent)
     return ArtifactRef(path=dest.relative_to(workdir).as_posix(), sha256=digest, rows=rows, meta=meta)
 
 
@@ -166,8 +179,11 @@ def store_dir(workdir: Path, step: str, tmp: Path, rows: int, meta: dict[str, An
     for path in tmp.rglob("*"):
         if path.is_file():
             _fsync(path)
+    for folder in [tmp, *(p for p in tmp.rglob("*") if p.is_dir())]:
+        fsync_dir(folder)
     faults.point(f"{step}:before-rename", dest)
     os.replace(tmp, dest)
+    fsync_dir(dest.parent)
     return ref
 
 

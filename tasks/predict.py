@@ -32,7 +32,8 @@ BATCH = 64
 
 
 def resolve_version(workdir: Path, name: str, model: str) -> Path:
-    """The folder of `model` (`champion` or a version) of `name`; raises `RegistryError` if there is none."""
+    """The folder of `model` (`champion` or a version) of `name`, after checking every file against the hashes
+    recorded at registration; raises `RegistryError` if there is none or it was altered."""
     if model == "champion":
         current = registry.champion(workdir, name)
         if current is None:
@@ -43,6 +44,7 @@ def resolve_version(workdir: Path, name: str, model: str) -> Path:
     if not (folder / "model.keras").is_file():
         raise registry.RegistryError(f"model {name!r} has no version {model!r} in {workdir}; see "
                                      "`python -m flows.registry list`")
+    registry.verify(workdir, name, model)  # every file still has the hash recorded at registration
     return folder
 
 

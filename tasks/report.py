@@ -41,24 +41,43 @@ def publish_drift(report: dict[str, Any]) -> None:
     from prefect.artifacts import create_markdown_artifact
 
     create_markdown_artifact(markdown=drift_markdown(report), key="data-drift",
-                             description=f"Data drift since the last successful run: {report['status']}")
+                             description=f"Drift of the new rows vs the last run and the champion's training data: "
+                                         f"{report['status']}")
+
+
+BASELINE_TITLES = {"last_run": "new rows vs the last successful run",
+                   "champion_data": "new rows vs the current champion's training data"}
 
 
 def drift_markdown(report: dict[str, Any]) -> str:
-    """The drift report as a markdown table, one row per check."""
+    """The drift report as markdown: per baseline, what was compared, then one row per check."""
     lines = [f"# Data drift: {report['status']}", ""]
-    if not report["checks"]:
-        return "\n".join(lines + [report.get("reason", "")])
-    lines += ["| check | test | p-value | effect | drift |", "|---|---|---|---|---|"]
-    for name, check in report["checks"].items():
-        effect = check.get("cramers_v", check.get("statistic", check.get("increase")))
-        lines.append(f"| {name} | {check['test']} | {check['p_value']:.3g} | {effect} | "
-                     f"{'**yes**' if check['drift'] else 'no'} |")
-    labels = report["checks"]["labels"]
-    lines += ["", "Label shares (reference → current): " + ", ".join(
-        f"{k} {labels['reference_share'].get(k, 0):.1%} → {labels['current_share'].get(k, 0):.1%}"
-        for k in labels["current_share"])]
-    return "\n".join(lines)
+    comparisons = report.get("comparisons") or ({"last_run": report} if report.get("checks") else {})
+    if not any(c.get("checks") for c in comparisons.values()):
+        lines.append(report.get("reason", ""))
+    for name, comparison in comparisons.items():
+        title = BASELINE_TITLES.get(name, name)
+        if "rows" not in comparison:
+            lines += [f"**{title}**: not compared ({comparison.get('reason', '')})", ""]
+            continue
+        rows, ref = comparison["rows"], comparison.get("reference", {})
+        whose = ", ".join(f"{k} `{v}`" for k, v in ref.items() if k in ("version", "run_id") and v)
+        lines += [f"**{title}**{f' ({whose})' if whose else ''}: {rows['new']} new rows of {rows['current']} "
+                  f"against {rows['reference']} reference rows ({rows.get('no_longer_present', 0)} of which are "
+                  f"no longer in the data): {comparison['status']}", ""]
+        if not comparison.get("checks"):
+            continue
+        lines += ["| check | test | p-value | alpha | effect | drift |", "|---|---|---|---|---|---|"]
+        for check_name, check in comparison["checks"].items():
+            effect = check.get("cramers_v", check.get("statistic", check.get("increase")))
+            alpha = f"{check['alpha']:.3g}" if "alpha" in check else ""
+            lines.append(f"| {check_name} | {check['test']} | {check['p_value']:.3g} | {alpha} | {effect} | "
+                         f"{'**yes**' if check['drift'] else 'no'} |")
+        labels = comparison["checks"]["labels"]
+        lines += ["", "Label shares (reference → new rows): " + ", ".join(
+            f"{k} {labels['reference_share'].get(k, 0):.1%} → {labels['current_share'].get(k, 0):.1%}"
+            for k in labels["current_share"]), ""]
+    return "\n".join(lines).rstrip()
 
 
 def artifact_key(model_name: str, what: str) -> str:
@@ -154,6 +173,8 @@ def run_markdown(summary: dict[str, Any]) -> str:
     lines += ["", "## Promotion"]
     if gate := summary.get("gate"):
         lines.append(f"decision: **{gate.get('decision')}**: {gate.get('reason', '')}")
+        if gate.get("detectable_note"):
+            lines += ["", f"What this test split can detect: {gate['detectable_note']}."]
     model = summary.get("model", {})
     lines.append(f"model `{model.get('name')}` version `{model.get('version')}`: "
                  f"{'promoted to champion' if summary.get('promoted') else 'registered, not promoted'}")

@@ -49,6 +49,27 @@ def latest_success(workdir: Path) -> tuple[str | None, ArtifactRef | None]:
         return None, None
 
 
+def champion_training_data(workdir: Path, name: str) -> ArtifactRef | None:
+    """The validated data the current champion of `name` was trained on (its lineage's `validated_sha256`, in
+    the content-addressed store of the validate step), or None if there is no champion or no such record.
+    The reference says which version and run it belongs to (`meta.version`, `meta.run_id`); whether its bytes
+    are still there is for the caller to check (`is_intact`)."""
+    from tasks.io import artifact_dir
+    from tasks.registry import RegistryError, champion, version_dir
+
+    try:
+        current = champion(workdir, name)
+        if current is None:
+            return None
+        lineage = json.loads((version_dir(workdir, name, current["version"]) / "lineage.json").read_text())
+        digest = lineage["validated_sha256"]
+    except (RegistryError, OSError, ValueError, KeyError, TypeError):
+        return None  # a damaged registry is the gate's to report; drift then compares with the last run only
+    path = artifact_dir(Path(workdir), "validate") / f"{digest[:16]}.parquet"
+    return ArtifactRef(path=path.relative_to(workdir).as_posix(), sha256=digest,
+                       meta={"version": current["version"], "run_id": lineage.get("run_id")})
+
+
 class RunRecord:
     """Collects what each stage did and writes the run's summary.json."""
 
@@ -185,7 +206,9 @@ class RunRecord:
         if features := self.refs.get("embed"):
             out["embed"] = {**features.meta["backbone_runs"], "unfreeze_top": 6 - features.meta["cut"]}
         if model := self.refs.get("finetune"):
-            out["training"] = {k: model.meta[k] for k in ("best_epoch", "epochs_run", "best_val_loss", "phases", "history")}
+            out["training"] = {k: model.meta.get(k) for k in ("best_epoch", "epochs_run", "best_val_loss", "best_val_macro_f1",
+                                                              "best_val_accuracy", "selection", "budget", "phases",
+                                                              "history")}
         if evaluation:
             out["metrics"] = {"test": evaluation.meta["test"]}
         if decision := self.refs.get("gate"):
@@ -223,6 +246,10 @@ class RunRecord:
         """The validated data of the last successful run, which drift compares against."""
         self.reference_run_id, ref = latest_success(self.workdir)
         return ref
+
+    def champion_data(self) -> ArtifactRef | None:
+        """The validated data the current champion was trained on, drift's second baseline (slow drift)."""
+        return champion_training_data(self.workdir, self.cfg.model.name)
 
     def write_summary(self) -> Path:
         """Write `<workdir>/runs/<run_id>/summary.json` and mark this run as the latest success; returns the path."""
