@@ -13,7 +13,8 @@ no longer the latest candidate, its files changed since registration, or the cha
 `reject` withdraws it. Both are recorded with the reviewer, the time and the comment (`show` lists them).
 
 Pruning never removes a champion or the version before it; it also removes artifacts, cache records and
-feature-cache entries that no kept version, and none of the last `--keep` runs, uses.
+feature-cache entries that no kept version, and none of the last `--keep` runs, uses. The common options
+(--workdir, --name) go before or after the sub-command.
 """
 
 from __future__ import annotations
@@ -85,11 +86,20 @@ def review(workdir: Path, name: str, version: str, verdict: str, reviewer: str, 
     return result
 
 
+def add_common_options(parser: argparse.ArgumentParser, defaults: bool) -> None:
+    """The options every sub-command takes, before or after its name (`registry --workdir W list` and
+    `registry list --workdir W` alike). A sub-command's copy has no defaults (SUPPRESS), so an option given
+    before the sub-command is not reset by the sub-command's parser."""
+    parser.add_argument("--workdir", type=cli.path_arg, default=Path("workdir") if defaults else argparse.SUPPRESS,
+                        help="the retrain workdir holding the registry: a path or a file:// URL (default: ./workdir)")
+    parser.add_argument("--name", default="default" if defaults else argparse.SUPPRESS,
+                        help="model name (model.name), default: default")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m flows.registry", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--workdir", default="workdir", type=cli.path_arg)
-    parser.add_argument("--name", default="default", help="model name (model.name), default: default")
+    add_common_options(parser, defaults=True)
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("list", help="list the versions of a model")
     show_p = sub.add_parser("show", help="show one version (or `champion`)")
@@ -107,6 +117,8 @@ def main(argv: list[str] | None = None) -> int:
         review_p.add_argument("version")
         review_p.add_argument("--reviewer", required=True, help="your name, recorded with the decision")
         review_p.add_argument("--comment", default="", help="why, recorded with the decision")
+    for command in sub.choices.values():  # every sub-command, including any added above this line
+        add_common_options(command, defaults=False)
     args = parser.parse_args(argv)
     try:
         if args.command == "list":

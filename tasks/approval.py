@@ -96,7 +96,8 @@ def review(run: Any, release: Release, decision: GateDecision, gate_cfg: Any) ->
     log.warning("version %s of %s awaits approval: the run pauses for the form in the Prefect UI (up to %d s); "
                 "report: %s", version, name, gate_cfg.approval_timeout, report)
     try:
-        answer = pause_flow_run(wait_for_input=form, timeout=gate_cfg.approval_timeout, key=f"approval-{version}")
+        answer = pause_flow_run(wait_for_input=form, timeout=gate_cfg.approval_timeout,
+                                key=f"approval-{version.lower()}")  # input keys: lower-case letters, digits, dashes
     except FlowPauseTimeout:
         why = f"no reviewer answered within gate.approval_timeout={gate_cfg.approval_timeout} s; not promoted"
         registry.expire(workdir, name, version, why)

@@ -57,6 +57,15 @@ class DataConfig(Section):
     min_per_class: int = Field(5, ge=1)
     conflicts: Literal["error", "drop", "majority"] = "error"
     max_train_rows: int = Field(0, ge=0)
+    # "auto": a tab for .tsv, detected (csv.Sniffer) for .csv; or comma, semicolon, tab, pipe, one character
+    delimiter: str = "auto"
+
+    @field_validator("delimiter", mode="before")
+    @classmethod
+    def _parse_delimiter(cls, value: Any) -> Any:
+        from tasks.readers import parse_delimiter
+
+        return parse_delimiter(value)
 
     def cache_fingerprint(self) -> dict[str, Any]:
         """The file counts by its bytes, never by its path; the other settings by value."""
@@ -98,6 +107,9 @@ class AugmentConfig(Section):
     p_rd: float | None = Field(None, ge=0, le=0.5)
     protected_words: tuple[str, ...] = ()
     wordnet_dir: Path = PROJECT_NLTK_DATA
+    # WordNet is English: "auto" augments only the sentences identified as English (py3langid) and counts the
+    # others; "en" takes every sentence as English; any other language code leaves every sentence untouched.
+    language: str = Field("auto", pattern=r"^(auto|[a-z]{2,3})$")
 
     def cache_fingerprint(self) -> dict[str, Any]:
         """Where WordNet is installed does not change what augmentation produces."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +23,7 @@ from schemas.raw import text_schema
 from schemas.tables import predictions_schema
 from tasks import registry
 from tasks.backbone import Backbone, encode_texts, special_ids
-from tasks.errors import Failure, InvalidData
+from tasks.errors import InvalidData
 from tasks.io import atomic_path
 from tasks.readers import read_raw
 from tasks.validate import schema_failures
@@ -48,19 +49,63 @@ def resolve_version(workdir: Path, name: str, model: str) -> Path:
     return folder
 
 
-def read_texts(path: Path, text_col: str, encoding: str, max_chars: int, max_file_mb: int) -> pd.DataFrame:
-    """The input file as read, after checking its text column row by row; raises `InvalidData`."""
-    raw = read_raw(path, encoding, max_file_mb)
+ON_INVALID = ("refuse", "keep")
+
+
+@dataclass
+class Inputs:
+    """Every row of a file to score, in file order: its cells (a row that could not be parsed has empty cells),
+    its location, and why it cannot be scored ("" for a row that can)."""
+
+    frame: pd.DataFrame
+    locations: list[str]
+    reasons: list[str]
+
+    @property
+    def valid(self) -> list[int]:
+        """Positions of the rows that can be scored."""
+        return [i for i, reason in enumerate(self.reasons) if not reason]
+
+
+def read_texts(path: Path, text_col: str, encoding: str = "utf-8", max_chars: int = 2000, max_file_mb: int = 512,
+               delimiter: str = "auto", on_invalid: str = "refuse") -> Inputs:
+    """The input file as read, one entry per row (rows in = rows out), after checking its text column row by row.
+
+    Blank lines between rows are rows (with an empty text), in every file type. With `on_invalid="refuse"`
+    (the default) any invalid row raises `InvalidData` listing every one; with `"keep"` they stay, each with
+    its reason. A fault of the whole file (missing column, undecodable bytes, unreadable CSV) always raises.
+    """
+    if on_invalid not in ON_INVALID:
+        raise ValueError(f"on_invalid must be one of {ON_INVALID}, got {on_invalid!r}")
+    name = str(path)
+    raw = read_raw(path, encoding, max_file_mb, delimiter, blank_lines="rows")
     if text_col not in raw.frame.columns:
-        found = ", ".join(map(str, raw.frame.columns)) or "none"
-        raise InvalidData([Failure(str(path), "file", text_col, f"missing column {text_col!r} (columns found: "
-                                   f"{found}); name the right one with --text-col")])
-    failures = list(raw.failures) + schema_failures(
+        raise InvalidData([raw.missing_column(name, text_col, "--text-col")])
+    unparsed = [f for f in raw.failures if f.location.startswith(("line ", "row "))
+                and not f.rule.startswith("unreadable")]
+    if len(unparsed) != len(raw.failures):
+        raise InvalidData(raw.failures)
+    failures = unparsed + schema_failures(
         text_schema(max_chars), pd.DataFrame({"text": raw.frame[text_col].to_numpy()}, dtype=object),
-        raw.locations, {"text": text_col}, str(path))
-    if failures:
-        raise InvalidData(failures)
-    return raw.frame
+        raw.locations, {"text": text_col}, name)
+    if failures and on_invalid == "refuse":
+        raise InvalidData(sorted(failures, key=lambda f: _number(f.location)))
+    frame, locations = raw.frame.reset_index(drop=True), list(raw.locations)
+    if unparsed:  # rows that could not be parsed keep their place, with empty cells
+        blank = pd.DataFrame([[None] * frame.shape[1]] * len(unparsed), columns=frame.columns, dtype=object)
+        locations += [f.location for f in unparsed]
+        order = np.argsort([_number(loc) for loc in locations], kind="stable")
+        frame = pd.concat([frame, blank], ignore_index=True).iloc[order].reset_index(drop=True)
+        locations = [locations[i] for i in order]
+    why: dict[str, list[str]] = {}
+    for failure in failures:
+        why.setdefault(failure.location, []).append(failure.rule)
+    return Inputs(frame, locations, ["; ".join(why.get(loc, [])) for loc in locations])
+
+
+def _number(location: str) -> int:
+    tail = location.rpartition(" ")[2]
+    return int(tail) if tail.isdigit() else 0
 
 
 def score(folder: Path, texts: list[str], backbone: Backbone) -> tuple[np.ndarray, list[str]]:
@@ -90,24 +135,42 @@ def score(folder: Path, texts: list[str], backbone: Backbone) -> tuple[np.ndarra
 
 
 def predict_file(data: Path, out: Path, folder: Path, text_col: str, backbone: Backbone, encoding: str = "utf-8",
-                 max_chars: int = 2000, max_file_mb: int = 512) -> dict:
-    """Score every row of `data` with the model in `folder`; write `out` atomically; returns figures."""
-    frame = read_texts(data, text_col, encoding, max_chars, max_file_mb)
+                 max_chars: int = 2000, max_file_mb: int = 512, delimiter: str = "auto",
+                 on_invalid: str = "refuse") -> dict:
+    """Score every row of `data` with the model in `folder`; write `out` atomically; returns figures.
+
+    Rows in = rows out, in input order. With `on_invalid="keep"` an invalid row is written with an empty
+    `predicted_label`, empty probabilities and its `reason`; by default any invalid row refuses the file."""
+    inputs = read_texts(data, text_col, encoding, max_chars, max_file_mb, delimiter, on_invalid)
+    valid = inputs.valid
     started = time.perf_counter()
-    proba, labels = score(folder, frame[text_col].astype(str).tolist(), backbone)
+    if valid:
+        proba, labels = score(folder, inputs.frame[text_col].iloc[valid].astype(str).tolist(), backbone)
+    else:
+        labels = list(json.loads((folder / "model.json").read_text())["labels"])
+        proba = np.zeros((0, len(labels)))
     seconds = time.perf_counter() - started
-    result = frame.copy()
-    result["predicted_label"] = [labels[i] for i in proba.argmax(axis=1)]
+    result = inputs.frame.copy()
+    predicted = np.full(len(result), None, dtype=object)
+    predicted[valid] = [labels[i] for i in proba.argmax(axis=1)]
+    result["predicted_label"] = pd.Series(predicted, index=result.index, dtype=object)  # None stays null
     for i, label in enumerate(labels):
-        result[f"prob_{label}"] = proba[:, i]
-    predictions_schema(labels).validate(result)
+        column = np.full(len(result), np.nan)
+        column[valid] = proba[:, i]
+        result[f"prob_{label}"] = column
+    if on_invalid == "keep":
+        result["reason"] = inputs.reasons
+    predictions_schema(labels).validate(result.iloc[valid])
     table = _to_arrow(result)
     with atomic_path(Path(out)) as tmp:
         pq.write_table(table, tmp, compression="zstd")
-    rate = len(result) / seconds if seconds else 0.0
-    log.info("predict: %d rows scored with %s in %.1f s (%.0f sentences/s) -> %s", len(result), folder.name, seconds,
-             rate, out)
-    return {"rows": len(result), "model": folder.name, "seconds": round(seconds, 3), "sentences_per_second": round(rate, 1)}
+    rate = len(valid) / seconds if seconds else 0.0
+    kept = len(result) - len(valid)
+    log.info("predict: %d rows in, %d rows out: %d scored with %s in %.1f s (%.0f sentences/s)%s -> %s", len(result),
+             len(result), len(valid), folder.name, seconds, rate,
+             f", {kept} invalid kept with an empty prediction and a reason" if kept else "", out)
+    return {"rows": len(result), "scored": len(valid), "invalid_kept": kept, "model": folder.name,
+            "seconds": round(seconds, 3), "sentences_per_second": round(rate, 1)}
 
 
 def _to_arrow(frame: pd.DataFrame) -> pa.Table:

@@ -1,5 +1,6 @@
 """End to end on a real Prefect server and process worker: deploy prefect.yaml, run retrain/adhoc, read the
-dashboard's artifacts back through the API, and receive the alert of a failed run on a local webhook."""
+dashboard's artifacts back through the API and see them in the UI in headless Chromium, receive the alert of a
+failed run on a local webhook, and review a gate.approval=manual run through its pause-for-input form."""
 
 from __future__ import annotations
 
@@ -13,9 +14,13 @@ from pathlib import Path
 import pytest
 
 from flows import serve
+from tasks import registry
+from tests import browser
 from tests.conftest import first_per_label, write_csv
 
 OVERRIDES = json.dumps({"train.unfreeze_top": 0, "train.max_epochs": 3, "augment.n_aug": 1, "data.min_per_class": 3})
+MANUAL = {"train.unfreeze_top": 0, "train.max_epochs": 3, "augment.n_aug": 0, "data.min_per_class": 3,
+          "gate.approval": "manual"}
 
 
 def free_port() -> int:
@@ -116,3 +121,102 @@ def test_a_failed_run_alerts_the_webhook(stack, tmp_path):
     assert stack["receiver"].received, "no alert reached the webhook within 90 s"
     alert = stack["receiver"].received[-1]
     assert alert["state"] == "prefect.flow-run.Failed" and alert["flow_run_id"].startswith("prefect.flow-run.")
+
+
+def test_the_prefect_ui_lists_the_runs_artifacts(stack):
+    """The UI is a JavaScript app: Chromium runs it for a while, then the rendered DOM must list our artifacts."""
+    try:
+        browser.chromium_path()
+    except browser.ChromiumMissing as exc:
+        pytest.fail(str(exc))
+    run_id = stack.get("run_id") or pytest.fail("needs the run of test_deployment_run_completes_and_writes_its_summary")
+    ui = stack["api"].removesuffix("/api")
+    dom = ""
+    for budget in (15000, 30000, 60000):  # a loaded machine renders slower: wait longer rather than fail
+        dom = browser.dump_dom(f"{ui}/v2/runs/flow-run/{run_id}?tab=Artifacts", budget_ms=budget)
+        if "default-run-report" in dom:
+            break
+    for key in ("default-metrics", "default-run-report", "default-history", "data-drift"):
+        assert key in dom, f"artifact {key} is not listed on the run's Artifacts tab"
+
+
+def _client(stack):
+    from prefect.client.orchestration import get_client
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    return temporary_settings(updates={PREFECT_API_URL: stack["api"]}), get_client
+
+
+def _start_manual_run(stack, data: Path, workdir: Path):
+    from prefect.deployments import run_deployment
+
+    settings, _ = _client(stack)
+    with settings:
+        return run_deployment("retrain/adhoc", parameters={"data": str(data), "workdir": str(workdir),
+                                                           "overrides": MANUAL}, timeout=0).id
+
+
+def _wait(stack, flow_run_id, until, timeout: float = 600):
+    """Poll the run until `until(state)`; fails with the run's state if it ends first."""
+    settings, get_client = _client(stack)
+    deadline = time.monotonic() + timeout
+    with settings, get_client(sync_client=True) as client:
+        while time.monotonic() < deadline:
+            flow_run = client.read_flow_run(flow_run_id)
+            if flow_run.state and until(flow_run.state):
+                return flow_run
+            if flow_run.state and flow_run.state.is_final():
+                pytest.fail(f"the run ended {flow_run.state.name}: {flow_run.state.message}")
+            time.sleep(1)
+    pytest.fail(f"the run did not reach the expected state within {timeout:.0f} s (last: {flow_run.state})")
+
+
+def _review_through_the_form(stack, flow_run_id, answer: dict) -> str:
+    """What a reviewer does in the UI: read the form's description, submit the form (resume with input)."""
+    from prefect.flow_runs import resume_flow_run
+    from prefect.input.run_input import keyset_from_paused_state
+
+    paused = _wait(stack, flow_run_id, lambda state: state.is_paused())
+    settings, get_client = _client(stack)
+    with settings:
+        with get_client(sync_client=True) as client:
+            keyset = keyset_from_paused_state(paused.state)
+            description = json.loads(client.read_flow_run_input(flow_run_id, keyset["description"]))
+            schema = json.loads(client.read_flow_run_input(flow_run_id, keyset["schema"]))
+        assert {"decision", "reviewer", "comment"} <= set(schema["properties"])
+        resume_flow_run(flow_run_id, run_input=answer)
+    _wait(stack, flow_run_id, lambda state: state.is_completed())
+    return description
+
+
+def test_a_manual_run_pauses_for_review_and_a_rejection_keeps_the_champion(stack, tmp_path):
+    data = write_csv(tmp_path / "slice.csv", first_per_label(30))
+    work = tmp_path / "work"
+    run_id = _start_manual_run(stack, data, work)
+    description = _review_through_the_form(stack, run_id, {"decision": "reject", "reviewer": "carol",
+                                                            "comment": "test split too small"})
+    pending = registry.reviews(work, "default")
+    version = pending[0]["version"]
+    assert "report.html" in description and version in description
+    summary = json.loads((work / "runs" / str(run_id) / "summary.json").read_text())
+    assert summary["gate"]["decision"] == "rejected" and summary["promoted"] is False
+    assert "rejected by carol: test split too small" in summary["gate"]["reason"]
+    assert registry.champion(work, "default") is None and registry.candidate(work, "default") is None
+    assert registry.approval_record(work, "default", version)["reviewer"] == "carol"
+    stack["manual"] = {"data": data, "work": work, "version": version}
+
+
+def test_an_approval_through_the_prefect_client_resumes_the_run_and_promotes(stack):
+    manual = stack.get("manual") or pytest.fail("needs the rejected run of the previous test")
+    # The same data again (every step Cached): the same model passes the gate and waits for review once more.
+    run_id = _start_manual_run(stack, manual["data"], manual["work"])
+    _review_through_the_form(stack, run_id, {"decision": "approve", "reviewer": "dave", "comment": "re-checked"})
+    work, version = manual["work"], manual["version"]
+    summary = json.loads((work / "runs" / str(run_id) / "summary.json").read_text())
+    assert summary["promoted"] is True and summary["gate"]["approval"]["reviewer"] == "dave"
+    assert summary["stages"]["finetune"]["state"] == "Cached"
+    assert registry.champion(work, "default")["version"] == version
+    last = registry.promotion_log(work, "default")[-1]
+    assert (last["version"], last["reviewer"], last["comment"], last["action"]) == (version, "dave", "re-checked",
+                                                                                    "approve")
+    assert "approved" in (registry.version_dir(work, "default", version) / "report.html").read_text()
