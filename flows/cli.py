@@ -74,8 +74,20 @@ def quiet_expected_errors() -> None:
                 handler.addFilter(flt)
 
 
-def report(exc: BaseException, max_listed: int = 50) -> int:
-    """Print a clear message for `exc` on stderr and return the exit code it maps to."""
+# What a refused input leaves behind, by command: each command's own words, never another's.
+NOTHING_DONE = {
+    "retrain": "nothing was trained or promoted; fix the data (or the settings named above) and run again.",
+    "predict": "nothing was scored or written; fix the data (or the settings named above) and run again, or keep "
+               "the invalid rows in the output (empty prediction, a `reason` column) with --on-invalid keep.",
+}
+MAX_LINE = 400  # characters of one reported failure: the report stays readable whatever the values hold
+
+
+def report(exc: BaseException, max_listed: int = 50, command: str = "retrain") -> int:
+    """Print a clear message for `exc` on stderr and return the exit code it maps to.
+
+    The invalid-data report lists at most `max_listed` failures, each cut to `MAX_LINE` characters, then
+    counts the rest, so its size is bounded whatever the file; `command` picks the closing advice."""
     if isinstance(exc, StageFailed) and isinstance(exc.cause, PipelineError):
         exc = exc.cause
     if isinstance(exc, InvalidData):
@@ -84,13 +96,13 @@ def report(exc: BaseException, max_listed: int = 50) -> int:
         print(f"error: invalid input data: {len(failures)} problem{'s' * (len(failures) != 1)} in "
               f"{', '.join(files)}", file=sys.stderr)
         for failure in failures[:max_listed]:
-            print(f"  {failure.describe()}", file=sys.stderr)
+            line = failure.describe()
+            print(f"  {line if len(line) <= MAX_LINE else line[:MAX_LINE] + ' ...'}", file=sys.stderr)
         if len(failures) > max_listed:
             print(f"  ... and {len(failures) - max_listed} more", file=sys.stderr)
         if getattr(exc, "table_path", None):
             print(f"  full table of failures: {exc.table_path}", file=sys.stderr)
-        print("nothing was trained or promoted; fix the data (or the settings named above) and run again.",
-              file=sys.stderr)
+        print(NOTHING_DONE.get(command, NOTHING_DONE["retrain"]), file=sys.stderr)
         return EXIT_DATAERR
     if isinstance(exc, InputNotFound):
         print(f"error: cannot read the input: {exc}", file=sys.stderr)

@@ -31,6 +31,10 @@ def validate_only(cfg: RetrainConfig) -> Path:
     print(f"{meta['source']}: valid. {meta['rows_read']} rows read, {meta['rows_used']} used "
           f"({meta['duplicates_dropped']} duplicates and {meta['conflicts_dropped']} conflicting rows dropped); "
           f"labels {', '.join(meta['labels'])}; split {splits.meta['split_rows']}", file=sys.stderr)
+    for note in meta.get("read_notes", []):
+        print(f"note: {note}", file=sys.stderr)
+    for warning in splits.meta.get("unmeasured_classes", {}).get("warnings", []):
+        print(f"warning: {warning}", file=sys.stderr)
     print(drift_markdown(drifted), file=sys.stderr)
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
     return write_json_atomic(Path(cfg.workdir) / "validation" / f"{stamp}.json", report)

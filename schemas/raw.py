@@ -38,7 +38,8 @@ def text_checks(max_chars: int) -> list[pa.Check]:
         pa.Check(_has_letter, element_wise=True,
                  error="text has no letters (a number or symbols only: are the columns swapped?)"),
         pa.Check(lambda v: not isinstance(v, str) or len(v) <= max_chars, element_wise=True,
-                 error=f"text is longer than data.max_chars={max_chars} characters"),
+                 error=f"text is longer than data.max_chars={max_chars} characters (raise the limit with "
+                       "--set data.max_chars=N)"),
         pa.Check(_no_control_chars, element_wise=True,
                  error="text contains control characters (NUL or similar: a binary or corrupted file?)"),
     ]

@@ -4,6 +4,8 @@ Each copy applies one EDA operation, rotating through the four so that every sen
 randomness is seeded from (seed, source row id, copy index) alone, so the output is byte-identical whatever
 the row order, the number of workers or the process. A copy that comes out unchanged, repeats an earlier
 copy, or equals a validation or test sentence is dropped, so no held-out sentence ever reaches training.
+WordNet is English: a training sentence in another language (py3langid, or `augment.language`) is left
+untouched and counted (`skipped_languages` in the artifact's meta, and the log).
 """
 
 from __future__ import annotations
@@ -75,10 +77,12 @@ def augment_shard(splits: ArtifactRef, cfg: AugmentConfig, seed: int, shard: Sha
     start, stop = shard.bounds(len(frame))
     part = frame.iloc[start:stop]
 
-    started, rows = time.perf_counter(), []
+    started, rows, skipped = time.perf_counter(), [], {}
     for done, row in enumerate(part.itertuples(index=False), start=1):
         rows.append({**row._asdict(), "source_id": row.row_id, "is_augmented": False, "ops": "", "copy": 0})
-        if row.split == "train" and chosen.n_aug:
+        if row.split == "train" and chosen.n_aug and (language := eda.skip_reason(row.text, cfg.language)):
+            skipped[language] = skipped.get(language, 0) + 1  # WordNet is English: left untouched, counted
+        elif row.split == "train" and chosen.n_aug:
             for copy, op, text in copies_of(row.text, row.row_id, chosen, seed, synonyms, heldout,
                                              cfg.protected_words):
                 rows.append({"row_id": sha256_hex(f"aug|{row.row_id}|{copy}")[:16], "text": text,
@@ -90,7 +94,8 @@ def augment_shard(splits: ArtifactRef, cfg: AugmentConfig, seed: int, shard: Sha
             log.info("augment: %d/%d sentences of shard %d/%d, %.0f sentences/s", done, len(part), shard.index + 1,
                      shard.count, done / (time.perf_counter() - started))
     out = pd.DataFrame(rows, columns=AUGMENTED_SCHEMA.names)
-    meta = {"n_aug": chosen.n_aug, "strengths": chosen.strengths, "rows_in": len(part)}
+    meta = {"n_aug": chosen.n_aug, "strengths": chosen.strengths, "rows_in": len(part),
+            "skipped_languages": dict(sorted(skipped.items()))}
     return write_parquet(workdir, "augment-shards", to_arrow(out, AUGMENTED_SCHEMA), meta)
 
 
@@ -106,9 +111,18 @@ def augment_merge(shards: list[ArtifactRef], splits: ArtifactRef, cfg: AugmentCo
     out = AugmentedTable.validate(table.to_pandas())
     added = int(out["is_augmented"].sum())
     chosen = shards[0].meta
+    skipped: dict[str, int] = {}
+    for ref in shards:
+        for language, count in ref.meta.get("skipped_languages", {}).items():
+            skipped[language] = skipped.get(language, 0) + count
     meta = {"rows_in": splits.rows, "rows_out": len(out), "augmented_rows": added, "n_aug": chosen["n_aug"],
-            "strengths": chosen["strengths"], "labels": splits.meta.get("labels"), "shards": len(shards)}
+            "strengths": chosen["strengths"], "labels": splits.meta.get("labels"), "shards": len(shards),
+            "skipped_not_english": sum(skipped.values()), "skipped_languages": dict(sorted(skipped.items()))}
     log.info("augment: %d rows in, %d augmented rows added (n_aug=%d)", splits.rows, added, chosen["n_aug"])
+    if skipped:
+        log.info("augment: %d training sentences left untouched, not English (WordNet is English; "
+                 "augment.language=%s): %s", sum(skipped.values()), cfg.language,
+                 ", ".join(f"{lang} {n}" for lang, n in sorted(skipped.items())))
     return write_parquet(workdir, "augment", to_arrow(out, AUGMENTED_SCHEMA), meta)
 
 

@@ -1,11 +1,13 @@
 """The four EDA operations (Wei & Zou, 2019) on one sentence, with the guards that keep its label true.
 
-Words are whitespace-separated tokens, kept as written. A token is *protected* when changing, moving or
-deleting it could flip or blur the label: negations (not, no, never, n't, without, ...) and the auxiliary
-before a split "n't" (the "ca" of "ca n't"), any configured protected word, numbers, percentages and
-anything with a digit, currency signs, and tickers or acronyms (all capitals). Protected tokens stay where
-they are; only plain lower-case words are candidates for synonyms, and a synonym is never an antonym
-(see `tasks.wordnet`). Randomness comes from a `random.Random` the caller seeds per sentence and copy.
+WordNet is English, so a sentence in another language is never augmented (`skip_reason`, with py3langid or the
+data's declared `augment.language`). Words are whitespace-separated tokens, kept as written. A token is
+*protected* when changing, moving or deleting it could flip or blur the label: negations (not, no, never, n't,
+without, ...) and the auxiliary before a split "n't" (the "ca" of "ca n't"), any configured protected word,
+numbers, percentages and anything with a digit, currency signs, and tickers or acronyms (all capitals).
+Protected tokens stay where they are; only plain lower-case words are candidates for synonyms, and a synonym
+is never an antonym (see `tasks.wordnet`). Randomness comes from a `random.Random` the caller seeds per
+sentence and copy.
 """
 
 from __future__ import annotations
@@ -27,6 +29,23 @@ _TICKER = re.compile(r"^\$?[A-Z][A-Z0-9.:\-]{1,}$")
 
 SynonymLookup = Callable[[str], tuple[str, ...]]
 OPERATIONS = ("sr", "ri", "rs", "rd")
+WORDNET_LANGUAGE = "en"  # WordNet's synonyms are English: EDA may touch English sentences only
+
+
+def language_of(text: str) -> str:
+    """The ISO 639 code of the language of `text`, as py3langid identifies it (offline, its bundled model)."""
+    import py3langid
+
+    return py3langid.classify(text)[0]
+
+
+def skip_reason(text: str, language: str = "auto") -> str | None:
+    """Why EDA must leave `text` untouched (the language it is in), or None if it may augment it.
+
+    `language` is `augment.language`: `auto` identifies each sentence's language; a code names the language
+    of all the data (`en` augments everything, any other leaves everything untouched)."""
+    found = language_of(text) if language == "auto" else language
+    return None if found == WORDNET_LANGUAGE else found
 
 
 def protected_positions(words: list[str], protected_words: Iterable[str] = ()) -> set[int]:

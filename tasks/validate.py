@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import logging
 import math
+import numbers
+import re
+import statistics
 from collections import Counter
 from pathlib import Path
 
@@ -22,7 +25,7 @@ from tasks.config import DataConfig
 from tasks.errors import Failure, InvalidData
 from tasks.identity import normalize_text, row_id
 from tasks.io import ArtifactRef, sha256_file, write_parquet
-from tasks.readers import read_raw
+from tasks.readers import RawTable, read_raw, show_invisible
 
 log = logging.getLogger(__name__)
 
@@ -34,11 +37,14 @@ def validate(data: DataConfig, workdir: Path) -> ArtifactRef:
     conflicts dropped, and lists the label set. Raises `InvalidData` listing every failure found.
     """
     name = str(data.path)
-    raw = read_raw(data.path, data.encoding, data.max_file_mb)
-    frame = _select_columns(raw.frame, data, name)
-    frame["label"] = frame["label"].map(_label_as_text)
+    raw = read_raw(data.path, data.encoding, data.max_file_mb, data.delimiter)
+    frame = _select_columns(raw, data, name)
+    frame["label"] = frame["label"].map(canonical_label)
+    if swapped := _swapped_columns(frame, data, name):
+        raise InvalidData([swapped])
     columns = {"text": data.text_col, "label": data.label_col}
-    failures = list(raw.failures) + schema_failures(raw_schema(data.labels, data.max_chars), frame, raw.locations,
+    given = [canonical_label(label) for label in data.labels] if data.labels else None
+    failures = list(raw.failures) + schema_failures(raw_schema(given, data.max_chars), frame, raw.locations,
                                                     columns, name)
     if failures:
         raise InvalidData(_in_file_order(failures))
@@ -51,7 +57,7 @@ def validate(data: DataConfig, workdir: Path) -> ArtifactRef:
     frame["norm"] = frame["text"].map(normalize_text)
     frame, counts = _resolve_duplicates(frame, data, name)
 
-    labels = list(data.labels) if data.labels else sorted(frame["label"].unique())
+    labels = list(dict.fromkeys(given)) if given else sorted(frame["label"].unique())
     if len(set(frame["label"])) < 2:
         raise InvalidData([Failure(name, "file", data.label_col, f"needs at least 2 classes, found "
                                    f"{sorted(set(frame['label']))}")])
@@ -65,6 +71,9 @@ def validate(data: DataConfig, workdir: Path) -> ArtifactRef:
         "rows_used": len(frame),
         "labels": labels,
         "class_counts": dict(Counter(frame["label"])),
+        "delimiter": raw.delimiter,
+        "blank_lines_skipped": len(raw.blank_lines),
+        "read_notes": raw.notes,
         **counts,
     }
     log.info("validated %s: %d rows read, %d used (%d duplicates, %d conflicting rows dropped)",
@@ -75,29 +84,57 @@ def validate(data: DataConfig, workdir: Path) -> ArtifactRef:
     return write_parquet(workdir, "validate", to_arrow(frame, VALIDATED_SCHEMA), meta)
 
 
-def _select_columns(frame: pd.DataFrame, data: DataConfig, name: str) -> pd.DataFrame:
+def _select_columns(raw: RawTable, data: DataConfig, name: str) -> pd.DataFrame:
+    frame = raw.frame
     found = [str(c) for c in frame.columns]
     missing = [(flag, col) for flag, col in (("--text-col", data.text_col), ("--label-col", data.label_col))
                if col not in found]
     if missing:
-        raise InvalidData([
-            Failure(name, "file", col, f"missing column {col!r} (columns found: {', '.join(found) or 'none'}); "
-                                       f"name the right one with {flag}")
-            for flag, col in missing
-        ])
+        raise InvalidData([raw.missing_column(name, col, flag) for flag, col in missing])
     return pd.DataFrame({"text": frame[data.text_col].to_numpy(), "label": frame[data.label_col].to_numpy()},
                         dtype=object)
 
 
-def _label_as_text(value: object) -> object:
-    """Integer labels (0, 1, 2.0) become their text; everything else is left for the schema to judge."""
-    if isinstance(value, bool):
+_INTEGRAL_TEXT = re.compile(r"^\s*[+-]?\d+(\.0*)?\s*$")
+
+
+def canonical_label(value: object) -> object:
+    """One spelling per label, whatever the file or column type: a number that is integral is that integer's
+    digits (1, 1.0, numpy 1.0, "1.0", " 01 " -> "1"); any other number is its shortest decimal (0.5 -> "0.5");
+    text is kept as written (stripped later). Booleans, nulls and other types are left for the schema to judge."""
+    if isinstance(value, bool) or value is None:
         return value
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, float) and math.isfinite(value) and value.is_integer():
+    if isinstance(value, numbers.Integral):
         return str(int(value))
+    if isinstance(value, numbers.Real):
+        value = float(value)
+        if not math.isfinite(value):
+            return None if math.isnan(value) else value
+        return str(int(value)) if value.is_integer() else repr(value)
+    if isinstance(value, str) and _INTEGRAL_TEXT.match(value):
+        return str(int(value.strip().split(".")[0]))
     return value
+
+
+def _swapped_columns(frame: pd.DataFrame, data: DataConfig, name: str) -> Failure | None:
+    """The likely cause when the text column holds a few short distinct values and the label column long free
+    text: the two columns are swapped. Returns the failure that says so (and how to fix it), or None."""
+    texts = [v for v in frame["text"] if isinstance(v, str) and v.strip()]
+    labels = [v for v in frame["label"] if isinstance(v, str) and v.strip()]
+    if len(texts) < 10 or len(labels) < 10:
+        return None
+    text_values, label_values = set(texts), set(labels)
+    short_texts = len(text_values) <= max(20, len(texts) // 10) and statistics.median(map(len, texts)) <= 20
+    long_labels = (len(label_values) > len(labels) / 2 and statistics.median(map(len, labels)) >= 25
+                   and sum(len(v.split()) >= 4 for v in labels) > len(labels) / 2)
+    if not (short_texts and long_labels):
+        return None
+    shown = ", ".join(repr(v) for v in sorted(text_values)[:5]) + (" ..." if len(text_values) > 5 else "")
+    return Failure(name, "file", data.text_col,
+                   f"the text and label columns look swapped: column {data.text_col!r} (--text-col) holds "
+                   f"{len(text_values)} short distinct values ({shown}) and column {data.label_col!r} (--label-col) "
+                   f"holds {len(label_values)} distinct sentences; run with --text-col {data.label_col} "
+                   f"--label-col {data.text_col}")
 
 
 def schema_failures(schema: pa.DataFrameSchema, frame: pd.DataFrame, locations: list[str],
@@ -137,7 +174,7 @@ def _label_spelling_failures(frame: pd.DataFrame, column: str, name: str) -> lis
                 continue
             for location in frame.loc[frame["label"] == variant, "location"]:
                 failures.append(Failure(name, location, column, f"label {variant!r} differs from {main!r} "
-                                        f"({counts[main]} rows) only in case or spacing; use one spelling", variant))
+                                        f"({counts[main]} rows) only in case or spacing; use one spelling", _shorten(variant)))
     return failures
 
 
@@ -178,10 +215,12 @@ def _conflict_failures(frame: pd.DataFrame, conflicting: pd.Index, name: str, co
     failures = []
     for norm in conflicting:
         rows = frame[frame["norm"] == norm]
-        where = ", ".join(f"{loc} ({lab})" for loc, lab in zip(rows["location"], rows["label"]))
+        pairs = [f"{loc} ({_shorten(lab, 30)})" for loc, lab in zip(rows["location"], rows["label"])]
+        where = ", ".join(pairs[:5]) + (f" and {len(pairs) - 5} more" if len(pairs) > 5 else "")
         for location, label in zip(rows["location"], rows["label"]):
             failures.append(Failure(name, location, column, f"the same text has different labels: {where}; fix "
-                                    "the labels, or set data.conflicts=drop or data.conflicts=majority", label))
+                                    "the labels, or set data.conflicts=drop or data.conflicts=majority",
+                                    _shorten(label)))
     return failures
 
 
@@ -193,9 +232,8 @@ def _in_file_order(failures: list[Failure]) -> list[Failure]:
 
 
 def _shorten(value: object, limit: int = 80) -> str:
-    text = "" if value is None else str(value)
-    text = text.replace("\n", "\\n")
-    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
+    """A value as shown in a message: invisible characters escaped, cut to `limit` with its real length."""
+    return show_invisible("" if value is None else str(value), limit)
 
 
 validate_task = step_task(validate)

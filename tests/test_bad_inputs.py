@@ -49,6 +49,10 @@ CORPUS = [
     ("not_parquet.parquet", [], ["file: not a readable Parquet file"]),
     ("too_few_per_class.csv", [], ["class 'negative' has", "fewer than data.min_per_class=5"]),
     ("utf8_read_as_latin1.csv", ["--set", "data.encoding=latin-1"], ["mojibake"]),
+    ("ambiguous_delimiter.csv", [], ["line 1: cannot tell which delimiter", "'text;label,extra'",
+                                     "--set data.delimiter=comma"]),
+    ("swapped_columns.csv", ["--text-col", "label", "--label-col", "text"],
+     ["1 problem in", "the text and label columns look swapped", "run with --text-col text --label-col label"]),
 ]
 
 

@@ -65,6 +65,10 @@ def main() -> None:
         "not_parquet.parquet": b"text,label\nthis is a CSV wearing a Parquet name,positive\n",
         "too_few_per_class.csv": csv_lines(GOOD).encode(),
         "utf8_read_as_latin1.csv": csv_lines(GOOD + [("Nestl\u00e9 results were steady", "neutral")]).encode(),
+        # the header holds two delimiters and the rows settle neither: the message names data.delimiter
+        "ambiguous_delimiter.csv": b"text;label,extra\nProfit, rose; strongly, up;positive\nSales fell;negative,x,y\n",
+        # the real-files issue's 180 rows, read with --text-col label --label-col text
+        "swapped_columns.csv": (HERE.parent / "real" / "baseline_180.csv").read_bytes(),
     }
     for name, data in files.items():
         (HERE / name).write_bytes(data)
