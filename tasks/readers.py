@@ -155,7 +155,8 @@ def _decode(data: bytes, encoding: str, name: str) -> str:
     if not is_utf8 and not data.isascii() and _is_utf8(data):
         raise InvalidData([Failure(name, "file", "", f"the file is valid UTF-8 with non-ASCII characters, but "
                                    f"data.encoding={encoding} was given: reading it that way would garble them "
-                                   "(mojibake); drop the data.encoding setting")])
+                                   "(mojibake); read it as UTF-8: drop the data.encoding setting, or "
+                                   "--set data.encoding=utf-8")])
     try:
         return data.decode(codec)
     except LookupError:

@@ -90,6 +90,16 @@ def test_an_explicit_delimiter_wins_and_a_wrong_one_shows_the_header_escaped(tmp
     assert "data.delimiter must be auto, comma, semicolon, tab, pipe" in capsys.readouterr().err
 
 
+def test_a_tsv_named_file_with_commas_says_how_to_set_the_delimiter(tmp_path: Path):
+    path = tmp_path / "data.tsv"
+    path.write_text("text,label\nProfit rose,positive\nSales fell,negative\n")
+    with pytest.raises(InvalidData) as caught:
+        validate(DataConfig(path=path), tmp_path)
+    rule = caught.value.failures[0].rule
+    assert "(columns found: 'text,label')" in rule and "--set data.delimiter=comma" in rule
+    assert validate(DataConfig(path=path, delimiter="comma", min_per_class=1), tmp_path).rows == 2
+
+
 def test_commas_inside_a_semicolon_file_and_a_one_column_file(tmp_path: Path):
     path = tmp_path / "eu.csv"
     path.write_text("text;label\nSales rose, strongly;positive\nProfit, as expected, fell;negative\n")
