@@ -92,10 +92,14 @@ def learning_curves(history: dict[str, dict[str, list[float]]]) -> str | None:
     fig, axes = plt.subplots(2, len(phases), figsize=(5 * len(phases), 6), squeeze=False)
     for column, (phase, curve) in enumerate(phases):
         epochs = np.arange(1, len(curve["loss"]) + 1)
-        for row, (metric, title) in enumerate((("loss", "loss"), ("accuracy", "accuracy"))):
+        panels = (("loss", (("loss", "train"), ("val_loss", "validation"))),
+                  ("accuracy and macro-F1", (("accuracy", "train accuracy"), ("val_accuracy", "validation accuracy"),
+                                             ("macro_f1", "train macro-F1"), ("val_macro_f1", "validation macro-F1"))))
+        for row, (title, series) in enumerate(panels):
             ax = axes[row][column]
-            for key, label, style in ((metric, "train", "-o"), (f"val_{metric}", "validation", "-s")):
+            for key, label in series:
                 if curve.get(key):
+                    style = "-s" if key.startswith("val_") else "-o"
                     ax.plot(epochs[: len(curve[key])], curve[key], style, label=label, markersize=4)
             ax.set_title(f"{phase}: {title}")
             ax.set_xlabel("epoch")
@@ -266,12 +270,16 @@ def render(folder: Path, lineage: dict[str, Any], summary: dict[str, Any], appro
         body.append(_p(f"Split: {split.get('split_rows', split)}"))
     drift = summary.get("drift")
     if drift:
-        rows = [[check_name, check.get("test"), f"{check.get('p_value', float('nan')):.3g}",
-                 "yes" if check.get("drift") else "no"] for check_name, check in (drift.get("checks") or {}).items()]
-        body.append(f'<p>Drift against the last successful run: <b class="drift">{html.escape(str(drift.get("status")))}'
+        # One comparison (older summaries) or several (`comparisons`: vs the last run, vs the champion's data).
+        comparisons = drift.get("comparisons") or {"last run": drift}
+        rows = [[baseline, check_name, check.get("test"), f"{check.get('p_value', float('nan')):.3g}",
+                 "yes" if check.get("drift") else "no"]
+                for baseline, comparison in comparisons.items()
+                for check_name, check in (comparison.get("checks") or {}).items()]
+        body.append(f'<p>Drift: <b class="drift">{html.escape(str(drift.get("status")))}'
                     f'</b> {html.escape(str(drift.get("reason", "")))}</p>')
         if rows:
-            body.append(_table(["check", "test", "p-value", "drift"], rows))
+            body.append(_table(["against", "check", "test", "p-value", "drift"], rows))
     else:
         body.append(_p("Drift: not recorded for this run."))
     sections.append(_section("Data", "".join(body)))
@@ -280,7 +288,8 @@ def render(folder: Path, lineage: dict[str, Any], summary: dict[str, Any], appro
     curves = learning_curves(card.get("history") or {})
     sections.append(_section("Learning curves", (_img(curves, "learning curves") if curves else
                                                  _p("No training history recorded.")) + _p(
-        f"Best epoch {card.get('best_epoch', '?')}; early stopping restored its weights.")))
+        f"Best epoch {card.get('best_epoch', '?')} of {card.get('epochs_run', '?')}: the weights kept are that "
+        f"epoch's (validation loss {card.get('best_val_loss', '?')}).")))
 
     # Confusion matrix
     cm = test["confusion_matrix"]
@@ -316,13 +325,16 @@ def render(folder: Path, lineage: dict[str, Any], summary: dict[str, Any], appro
     if plot := gate_plot(gate):
         body.append(_img(plot, "gate bootstrap distribution"))
     if gate.get("difference") is not None and gate.get("lower_bound") is not None:
-        margin = gate["difference"] - gate["lower_bound"]
+        margin = gate.get("detectable_difference") or gate["difference"] - gate["lower_bound"]
         body.append(_p(f"Test: {gate.get('test')}; n = {gate.get('n')}; difference {gate['difference']:+.4f}, "
                        f"{gate.get('confidence', 0.95):.0%} interval "
                        f"[{', '.join(f'{v:+.4f}' for v in gate.get('interval') or [])}], McNemar p = "
-                       f"{gate.get('mcnemar_p', float('nan')):.3g}. Smallest detectable difference: {margin:.4f} macro-F1 (the "
-                       f"one-sided margin: a true gain below it cannot be told from resampling noise on this test "
-                       f"split)."))
+                       f"{gate.get('mcnemar_p', float('nan')):.3g}. Smallest detectable difference: {margin:.4f} macro-F1 "
+                       + (f"(the true gain the gate promotes with {gate.get('power') or 0.8:.0%} power on these rows)."
+                          if gate.get("detectable_difference") else
+                          "(the one-sided margin: a smaller true gain cannot be told from resampling noise).")))
+        if gate.get("detectable_note"):
+            body.append(_p(f"What this test split can detect: {gate['detectable_note']}."))
     body.append(_p(f"Compared against: {gate.get('champion_version') or 'the majority-class predictor (no champion)'}."))
     sections.append(_section("Gate", "".join(body)))
 
