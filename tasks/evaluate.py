@@ -63,7 +63,11 @@ def bootstrap_intervals(y_true: np.ndarray, y_pred: np.ndarray, n_labels: int, s
 
 def classification_metrics(y_true: np.ndarray, proba: np.ndarray, labels: list[str]) -> dict:
     """Accuracy, macro-F1 (each with a bootstrap 95 % interval), per-class precision/recall/F1, confusion
-    matrix, log loss, expected calibration error, and the majority-class baseline."""
+    matrix, log loss, expected calibration error, and the majority-class baseline.
+
+    A class with no test row is not measured: its per-class entry says `"measured": false`, it is listed in
+    `unmeasured_classes`, and `macro_f1` (scikit-learn, zero_division=0) counts it as 0, as the contract has
+    it; `macro_f1_measured` is the macro-F1 over the measured classes only (None if none is)."""
     from sklearn.metrics import (accuracy_score, confusion_matrix, f1_score, log_loss,
                                  precision_recall_fscore_support)
 
@@ -76,15 +80,17 @@ def classification_metrics(y_true: np.ndarray, proba: np.ndarray, labels: list[s
         "n": int(len(y_true)),
         "accuracy": float(accuracy_score(y_true, y_pred)),
         "macro_f1": float(f1_score(y_true, y_pred, labels=ids, average="macro", zero_division=0)),
+        "macro_f1_measured": float(f1[support > 0].mean()) if (support > 0).any() else None,
         "log_loss": float(log_loss(y_true, labels=ids,  # clipped at 1e-7, then renormalised to sum to 1
                                    y_proba=np.clip(proba, 1e-7, 1) / np.clip(proba, 1e-7, 1).sum(axis=1, keepdims=True))),
         "ece": expected_calibration_error(y_true, proba),
         "ci95": bootstrap_intervals(y_true, y_pred, len(labels)) if len(y_true) else {},
         "per_class": {
             label: {"precision": float(precision[i]), "recall": float(recall[i]), "f1": float(f1[i]),
-                    "support": int(support[i])}
+                    "support": int(support[i]), "measured": bool(support[i] > 0)}
             for i, label in enumerate(labels)
         },
+        "unmeasured_classes": [label for i, label in enumerate(labels) if support[i] == 0],
         "confusion_matrix": {"labels": labels, "rows_true_cols_predicted":
                              confusion_matrix(y_true, y_pred, labels=ids).tolist()},
         "majority_baseline": {

@@ -172,6 +172,10 @@ def _decide(y, challenger, baseline, labels, cfg: GateConfig, common: dict, cham
     verdict = "better" if promote else "not better with confidence"
     reason = (f"challenger macro-F1 {f1:.4f} vs {against} {base:.4f}: difference {boot['difference']:+.4f}, "
               f"{cfg.confidence:.0%} lower bound {boot['lower_bound']:+.4f} -> {verdict}")
+    if unmeasured := [label for k, label in enumerate(labels) if not (y == k).any()]:
+        reason += (f". Not measured: {', '.join(map(repr, unmeasured))} "
+                   f"{'has' if len(unmeasured) == 1 else 'have'} no test rows, so this comparison does not cover "
+                   f"{'it' if len(unmeasured) == 1 else 'them'} (macro-F1 counts each as 0 for both models)")
     log.info("gate: %s", reason)
     note = detectable_note(boot, len(y), sum(discordant.values()), cfg)
     log.log(logging.WARNING if boot["detectable_difference"] > cfg.detectable_warn_above else logging.INFO,

@@ -147,6 +147,7 @@ def run_markdown(summary: dict[str, Any]) -> str:
              f"- labels: {', '.join(data['labels'])}"]
     if split := summary.get("split"):
         lines.append(f"- split: {split['split_rows']}")
+        lines += [f"- warning: {warning}" for warning in (split.get("unmeasured_classes") or {}).get("warnings", [])]
     lines += ["", "## Validation and drift", "Validation passed: every row met every rule."]
     if drift := summary.get("drift"):
         lines += ["", drift_markdown(drift).replace("# Data drift", "Drift")]
@@ -166,8 +167,12 @@ def run_markdown(summary: dict[str, Any]) -> str:
     labels = test["confusion_matrix"]["labels"]
     lines += ["", "## Evaluation on the test split",
               f"accuracy **{test['accuracy']:.4f}**, macro-F1 **{test['macro_f1']:.4f}** on {test['n']} sentences "
-              f"(majority baseline {test['majority_baseline']['accuracy']:.4f} / {test['majority_baseline']['macro_f1']:.4f})",
-              "", "| true \\ predicted | " + " | ".join(labels) + " |", "|---|" + "---|" * len(labels)]
+              f"(majority baseline {test['majority_baseline']['accuracy']:.4f} / {test['majority_baseline']['macro_f1']:.4f})"]
+    if unmeasured := test.get("unmeasured_classes"):
+        measured_f1 = test.get("macro_f1_measured")
+        lines += ["", f"Not measured (no test rows): {', '.join(map(repr, unmeasured))}; macro-F1 counts each as 0"
+                  + (f"; over the measured classes it is {measured_f1:.4f}" if measured_f1 is not None else "")]
+    lines += ["", "| true \\ predicted | " + " | ".join(labels) + " |", "|---|" + "---|" * len(labels)]
     lines += [f"| {label} | " + " | ".join(str(v) for v in row) + " |"
               for label, row in zip(labels, test["confusion_matrix"]["rows_true_cols_predicted"])]
     lines += ["", "## Promotion"]

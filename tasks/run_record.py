@@ -200,7 +200,9 @@ class RunRecord:
         if split := self.refs.get("split"):
             out["split"] = split.meta
         if augmented := self.refs.get("augment"):
-            out["augment"] = {k: augmented.meta[k] for k in ("rows_in", "rows_out", "augmented_rows", "n_aug", "strengths")}
+            out["augment"] = {k: augmented.meta[k] for k in ("rows_in", "rows_out", "augmented_rows", "n_aug", "strengths",
+                                                             "skipped_not_english", "skipped_languages")
+                              if k in augmented.meta}  # the skipped counts: artifacts from before they existed lack them
         if tokenized := self.refs.get("tokenize"):
             out["tokenize"] = {k: tokenized.meta[k] for k in ("sequence_length", "truncated_rows", "truncated_share")}
         if features := self.refs.get("embed"):
