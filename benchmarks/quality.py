@@ -39,7 +39,8 @@ CONFIGS = {  # key -> (description, overrides on top of the defaults and data.co
     "sel-blocks2e-4": ("selection: blocks at 2e-4", {"train.finetune_learning_rate": 2e-4}),
     "sel-head1e-4": ("selection: head at 1e-4 (= blocks)", {"train.learning_rate": 1e-4}),
     "sel-cw": ("selection: balanced class weights", {"train.class_weights": True}),
-    "sel-frozen-head3e-3": ("selection: frozen, head at 3e-3", {"train.unfreeze_top": 0, "train.learning_rate": 3e-3}),
+    "sel-frozen-head1e-2": ("selection: frozen, head at 1e-2", {"train.unfreeze_top": 0, "train.learning_rate": 1e-2}),
+    "sel-frozen-head1e-3": ("selection: frozen, head at 1e-3", {"train.unfreeze_top": 0, "train.learning_rate": 1e-3}),
 }
 RUNS = Path(__file__).resolve().parent / "quality-runs.json"
 

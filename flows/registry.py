@@ -5,6 +5,7 @@
     .venv/bin/python -m flows.registry promote  VERSION [--reason TEXT] [--workdir DIR] [--name NAME]
     .venv/bin/python -m flows.registry rollback [--workdir DIR] [--name NAME]
     .venv/bin/python -m flows.registry prune    [--keep N] [--dry-run] [--workdir DIR]
+    .venv/bin/python -m flows.registry reevaluate VERSION|champion [--data PATH] [--workdir DIR] [--name NAME]
     .venv/bin/python -m flows.registry approve  VERSION --reviewer NAME [--comment TEXT] [--workdir DIR] [--name NAME]
     .venv/bin/python -m flows.registry reject   VERSION --reviewer NAME [--comment TEXT] [--workdir DIR] [--name NAME]
 
@@ -26,6 +27,7 @@ from pathlib import Path
 
 from flows import cli
 from tasks import registry
+from tasks import reevaluation
 from tasks.prune import prune
 
 
@@ -66,6 +68,7 @@ def show(workdir: Path, name: str, version: str) -> dict:
     return {"version": version, "path": str(folder), "lineage": json.loads((folder / "lineage.json").read_text()),
             "metrics": json.loads((folder / "metrics.json").read_text()),
             "card": {k: v for k, v in card.items() if k != "history"},
+            "reevaluated": reevaluation.latest(folder),
             "report": str((folder / "report.html").resolve()) if (folder / "report.html").is_file() else None,
             "approval": registry.approval_record(workdir, name, version),
             "reviews": registry.reviews(workdir, name, version)}
@@ -111,6 +114,12 @@ def main(argv: list[str] | None = None) -> int:
     prune_p = sub.add_parser("prune", help="delete old versions and unused artifacts and cache entries")
     prune_p.add_argument("--keep", type=int, default=3, help="newest versions and runs to keep (default 3)")
     prune_p.add_argument("--dry-run", action="store_true", help="say what would be removed, remove nothing")
+    reevaluate_p = sub.add_parser("reevaluate", help="score a version again on its recorded test rows and log the "
+                                                     "new metrics beside the recorded ones (nothing is overwritten)")
+    reevaluate_p.add_argument("version", help="a version, or `champion`")
+    reevaluate_p.add_argument("--data", type=cli.path_arg, default=None,
+                              help="the data the version was trained on, for versions that did not record their "
+                                   "test texts (default: the dataset path in its lineage)")
     for verdict, what in (("approve", "promote the candidate awaiting approval (gate.approval=manual)"),
                           ("reject", "reject the candidate awaiting approval; the champion stays")):
         review_p = sub.add_parser(verdict, help=what)
@@ -131,6 +140,10 @@ def main(argv: list[str] | None = None) -> int:
             print(json.dumps(registry.rollback(args.workdir, args.name), indent=2))
         elif args.command == "prune":
             print(json.dumps(prune(args.workdir, args.keep, args.dry_run), indent=2))
+        elif args.command == "reevaluate":
+            from tasks.reevaluation import reevaluate
+
+            print(json.dumps(reevaluate(args.workdir, args.name, args.version, data=args.data), indent=2))
         elif args.command in ("approve", "reject"):
             print(json.dumps(review(args.workdir, args.name, args.version, args.command, args.reviewer, args.comment),
                              indent=2))

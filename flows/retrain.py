@@ -53,8 +53,8 @@ def retrain(
         tokenized = run.sharded("tokenize", tokenize_shard_task, tokenize_merge_task, augmented, cfg.tokenize, backbone)
         features = run.sharded("embed", embed_shard_task, embed_merge_task, tokenized, backbone, cfg.train.unfreeze_top)
         model = run.step("finetune", finetune_task, features, cfg.train, cfg.seed, backbone)
-        evaluation = run.step("evaluate", evaluate_task, model, features)
-        decision = run.step("gate", gate_task, evaluation, augmented, cfg.gate, cfg.model.name, backbone, split=cfg.split)
+        evaluation = run.step("evaluate", evaluate_task, model, features, augmented)
+        decision = run.step("gate", gate_task, evaluation, features, cfg.gate, cfg.model.name, backbone, split=cfg.split)
         release = run.step("promote", promote_task, model, evaluation, decision, cfg.model.name,
                            run.lineage(validated), approval=cfg.gate.approval)
         approval.review(run, release, decision, cfg.gate)  # report.html; gate.approval=manual: a reviewer decides

@@ -136,20 +136,40 @@ class TokenizeConfig(Section):
 
 
 class TrainConfig(Section):
-    """Phase 1 trains the head on frozen embeddings; with unfreeze_top > 0, phase 2 trains the top blocks too."""
+    """The training recipe (tasks/finetune.py explains each piece). Head and top blocks train together."""
 
-    unfreeze_top: int = Field(2, ge=0, le=6)
-    max_epochs: int = Field(40, ge=1)
-    patience: int = Field(10, ge=0)
+    unfreeze_top: int = Field(2, ge=0, le=6, description="top blocks trained with the head (0: head alone)")
+    # The step budget: epochs = clamp(ceil(min_steps / steps per epoch), min_epochs, max_epochs) when blocks
+    # train; the head alone trains max_epochs. Early stopping on validation macro-F1 may end it sooner.
+    min_steps: int = Field(400, ge=1)
+    min_epochs: int = Field(4, ge=1)
+    max_epochs: int = Field(20, ge=1)
+    patience: int = Field(3, ge=0, description="epochs without a gain in validation macro-F1 before stopping")
+    min_val_per_class: int = Field(10, ge=0, description="fewer validation rows of a class: no selection, "
+                                                         "the whole budget is trained and the last epoch kept")
     batch_size: int = Field(32, ge=1)
-    learning_rate: float = Field(3e-3, gt=0)
-    finetune_learning_rate: float = Field(5e-5, gt=0)
-    finetune_patience: int = Field(2, ge=0)
+    chunk_batches: int = Field(4, ge=1, description="batches per random chunk sorted by length")
+    # "auto": 1e-3 when blocks train with the head; 3e-2 for the head alone, which starts from random on
+    # unit-length embeddings and must move far in few steps (chosen on validation: benchmarks/quality.py)
+    learning_rate: float | Literal["auto"] = Field("auto", union_mode="left_to_right",
+                                                   description="peak learning rate of the head")
+    finetune_learning_rate: float = Field(1e-4, gt=0, description="peak learning rate of the top block")
+    layer_decay: float = Field(1.0, gt=0, le=1, description="learning-rate factor per block further down")
+    weight_decay: float = Field(0.01, ge=0, description="AdamW's decoupled weight decay")
+    warmup: float = Field(0.1, ge=0, lt=1, description="share of the steps spent warming up linearly")
+    clip_norm: float = Field(1.0, ge=0, description="gradient clipping at this global norm (0: none)")
     dropout: float = Field(0.1, ge=0, lt=1)
     hidden_units: int = Field(0, ge=0)
     l1: float = Field(0.0, ge=0)
-    l2: float = Field(1e-5, ge=0)
-    class_weights: bool = True
+    l2: float = Field(0.0, ge=0)
+    class_weights: bool = False
+
+    def head_learning_rate(self) -> float:
+        """`learning_rate` as a number: "auto" is 1e-3 with trainable blocks, 3e-2 for the head alone."""
+        if self.learning_rate != "auto":
+            return float(self.learning_rate)
+        return 1e-3 if self.unfreeze_top else 3e-2
+
     # float16 compute for the trainable blocks: "auto" = on exactly where a GPU is visible (tasks.hardware)
     mixed_precision: bool | Literal["auto"] = Field("auto", union_mode="left_to_right")
 

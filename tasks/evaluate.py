@@ -19,8 +19,9 @@ import pyarrow.parquet as pq
 
 from schemas.tables import predictions_schema
 from tasks.caching import step_task
-from tasks.finetune import SplitFeatures, load_classifier, predict_features
-from tasks.io import ArtifactRef, artifact_dir, staging, store_dir, write_json_atomic
+from tasks.finetune import SplitFeatures, load_classifier
+from tasks.inference import predict_stored
+from tasks.io import ArtifactRef, artifact_dir, read_parquet, staging, store_dir, write_json_atomic
 
 log = logging.getLogger(__name__)
 METRICS_FILE = "metrics.json"
@@ -101,18 +102,19 @@ def classification_metrics(y_true: np.ndarray, proba: np.ndarray, labels: list[s
     }
 
 
-def evaluate(model: ArtifactRef, features: ArtifactRef, workdir: Path) -> ArtifactRef:
+def evaluate(model: ArtifactRef, features: ArtifactRef, augmented: ArtifactRef, workdir: Path) -> ArtifactRef:
     """Score `model` on the test rows of `features`; write `metrics.json` and `predictions.parquet`.
 
-    Returns the reference of the evaluation folder; `meta` holds the test metrics.
+    `predictions.parquet` has one row per test sentence, in the features' row order: `row_id`, `text` (from
+    `augmented`), `label`, `predicted_label` and one `prob_<label>` per label, so errors can be read and
+    the rows re-scored. Returns the reference of the evaluation folder; `meta` holds the test metrics.
     """
     labels = list(features.meta["labels"])
     test = SplitFeatures(features, workdir, "test")
-    proba = predict_features(load_classifier(model, workdir), test, int(features.meta["cut"]))
-    proba /= proba.sum(axis=1, keepdims=True)  # float32 softmax sums drift by ~1e-7
+    proba = predict_stored(load_classifier(model, workdir), test.embeddings, test.hidden, int(features.meta["cut"]))
     y_test = test.labels
     metrics = classification_metrics(y_test, proba, labels)
-    predictions = pd.DataFrame({"row_id": test.row_ids})
+    predictions = pd.DataFrame({"row_id": test.row_ids, "text": test_texts(augmented, workdir, test.row_ids)})
     predictions["label"] = [labels[i] for i in y_test]
     predictions["predicted_label"] = [labels[i] for i in proba.argmax(axis=1)]
     for i, label in enumerate(labels):
@@ -128,6 +130,12 @@ def evaluate(model: ArtifactRef, features: ArtifactRef, workdir: Path) -> Artifa
     log.info("evaluate: test accuracy %.4f, macro-F1 %.4f on %d sentences (majority baseline %.4f)",
              metrics["accuracy"], metrics["macro_f1"], metrics["n"], metrics["majority_baseline"]["accuracy"])
     return ref
+
+
+def test_texts(augmented: ArtifactRef, workdir: Path, row_ids) -> list[str]:
+    """The texts of `row_ids` (in that order) from the augmented table."""
+    table = read_parquet(augmented, workdir, columns=["row_id", "text"]).to_pandas().set_index("row_id")
+    return table.loc[list(row_ids), "text"].tolist()
 
 
 def read_metrics(evaluation: ArtifactRef, workdir: Path) -> dict:

@@ -11,7 +11,8 @@ The recipe, and the trap each piece avoids (measured in benchmarks/quality.py, s
   measurements: 0.788 -> 0.805 test macro-F1 at seed 1 by training jointly).
 - AdamW, weight decay decoupled from the gradient (Loshchilov & Hutter 2019, "Decoupled Weight Decay
   Regularization"), not applied to biases and LayerNorm, as BERT's recipe does (Devlin et al. 2019).
-- A learning rate per part: the head at `learning_rate` (it starts from random), the blocks at
+- A learning rate per part: the head at `learning_rate` (it starts from random; "auto" is 1e-3 beside
+  trainable blocks, 3e-2 alone, where it must move far from random in few steps), the blocks at
   `finetune_learning_rate`, each lower block by a further factor `layer_decay` (layer-wise decay, Howard &
   Ruder 2018 "ULMFiT"; Clark et al. 2020 "ELECTRA").
 - Linear warm-up over `warmup` of the steps, then cosine decay to 0 (keras CosineDecay): a random head's
@@ -178,7 +179,7 @@ def _train(train: SplitFeatures, val: SplitFeatures, weights: dict[int, float], 
         predict_val = lambda: predict_in_order(  # noqa: E731
             lambda rows: trainer.predict_on_batch(val.embeddings[rows]), np.zeros(len(val.labels)), 1024)
     optimizer = PartwiseAdamW(
-        learning_rate_schedule(cfg.learning_rate, plan["steps"], cfg.warmup),
+        learning_rate_schedule(cfg.head_learning_rate(), plan["steps"], cfg.warmup),
         multipliers=block_multipliers(trained_backbone, cut, cfg) if trains_blocks else {},
         weight_decay=cfg.weight_decay, global_clipnorm=cfg.clip_norm or None)
     trainer.compile(optimizer=keras.optimizers.LossScaleOptimizer(optimizer) if mixed else optimizer,
@@ -200,7 +201,7 @@ def block_multipliers(backbone, cut: int, cfg: TrainConfig) -> dict[str, float]:
     from tasks.model import transformer_blocks
 
     blocks = transformer_blocks(backbone)
-    base = cfg.finetune_learning_rate / cfg.learning_rate
+    base = cfg.finetune_learning_rate / cfg.head_learning_rate()
     return {block.name: base * cfg.layer_decay ** (len(blocks) - 1 - index)
             for index, block in enumerate(blocks) if index >= cut}
 

@@ -21,15 +21,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-import pandas as pd
 import pyarrow.parquet as pq
 from pydantic import BaseModel
 
 from tasks import registry
-from tasks.backbone import Backbone, encode_texts, special_ids
+from tasks.backbone import Backbone, encode_for_model, find_backbone
 from tasks.caching import step_task
 from tasks.config import GateConfig, SplitConfig
-from tasks.io import ArtifactRef, read_parquet
+from tasks.io import ArtifactRef
 
 log = logging.getLogger(__name__)
 
@@ -51,13 +50,13 @@ class GateDecision(BaseModel):
     interval: list[float] | None = None
     mcnemar_p: float | None = None
     discordant: dict[str, int] | None = None
+    champion_scored_on: str | None = None
+    difference_histogram: dict[str, list[float]] | None = None  # the resampled differences (edges, counts), for the report
     standard_error: float | None = None  # of the macro-F1 difference, from the paired bootstrap
     promotion_threshold: float | None = None  # the observed gain needed to promote: the one-sided half-width
     detectable_difference: float | None = None  # the true gain promoted with probability `power` (see paired_bootstrap)
     power: float | None = None
     detectable_note: str | None = None
-
-    difference_histogram: dict[str, list[float]] | None = None  # the resampled differences (edges, counts), for the report
 
 
 def macro_f1_many(y_true: np.ndarray, y_pred: np.ndarray, n_labels: int) -> np.ndarray:
@@ -110,11 +109,21 @@ def mcnemar(y: np.ndarray, challenger: np.ndarray, baseline: np.ndarray) -> tupl
     return p, {"challenger_only_right": only_challenger, "baseline_only_right": only_baseline}
 
 
-def champion_probabilities(workdir: Path, name: str, version: str, texts: list[str], labels: list[str],
-                           backbone: Backbone) -> np.ndarray | str:
-    """The champion's probabilities for `texts`, columns in `labels` order; or why it cannot be compared."""
-    from tasks.finetune import load_classifier_file
-    from tasks.model import length_batches, pad_batch
+def champion_probabilities(workdir: Path, name: str, version: str, labels: list[str], backbone: Backbone,
+                           features: ArtifactRef, row_ids: np.ndarray, texts: list[str]) -> tuple[np.ndarray, str] | str:
+    """The champion's class probabilities for the challenger's test rows, float64 (n, len(labels)) with
+    columns in `labels` order and rows in `row_ids` order, and how they were computed; or, as a string, why
+    the champion cannot be compared.
+
+    Where the champion's frozen part is the challenger's (same backbone, same sequence length, and it trained
+    no block below the first block the stored features feed), the champion runs on the *same stored test
+    features* the challenger was evaluated on, through the same code: identical models then score
+    identically, by construction, and no frozen block runs again. Otherwise the whole saved champion runs on
+    the test texts, tokenized as it was trained. Both paths go through `tasks.inference`, in row order.
+    """
+    from tasks.finetune import SplitFeatures, load_classifier_file
+    from tasks.inference import predict_stored, predict_token_ids
+    from tasks.model import transformer_blocks
 
     folder = registry.version_dir(workdir, name, version)
     card = json.loads((folder / "model.json").read_text())
@@ -122,18 +131,24 @@ def champion_probabilities(workdir: Path, name: str, version: str, texts: list[s
         return f"the label set changed ({', '.join(card['labels'])} -> {', '.join(labels)})"
     if card.get("backbone_sha256") != backbone.sha256:
         return "the backbone changed, so the champion's inputs are not the challenger's"
-    length = int(card["tokenizer"]["sequence_length"])
-    cls_id, sep_id, _ = special_ids(backbone.path)
-    sequences = [[cls_id, *ids[: length - 2], sep_id] for ids in encode_texts(backbone.path, texts)]
     model = load_classifier_file(folder / "model.keras")
-    proba = np.zeros((len(texts), len(labels)))
+    length = int(card["tokenizer"]["sequence_length"])
+    champion_cut = len(transformer_blocks(find_backbone(model))) - int(card["unfreeze_top"])
+    cut = int(features.meta["cut"])
+    if length == int(features.meta["sequence_length"]) and cut <= champion_cut:
+        test = SplitFeatures(features, workdir, "test")
+        if list(test.row_ids) != list(row_ids):
+            raise ValueError("the stored test features and the evaluation's predictions list different rows; "
+                             "re-run evaluate (its artifact does not belong to these features)")
+        proba, how = predict_stored(model, test.embeddings, test.hidden, cut), "stored test features"
+    else:
+        proba = predict_token_ids(model, encode_for_model(backbone.path, texts, length))
+        how = "whole saved model on the test texts"
     order = [card["labels"].index(label) for label in labels]
-    for rows in length_batches(np.array([len(s) for s in sequences]), 64):
-        proba[rows] = model.predict_on_batch(pad_batch([sequences[i] for i in rows]))[:, order]
-    return proba
+    return proba[:, order], how
 
 
-def gate(evaluation: ArtifactRef, augmented: ArtifactRef, cfg: GateConfig, name: str, backbone: Backbone,
+def gate(evaluation: ArtifactRef, features: ArtifactRef, cfg: GateConfig, name: str, backbone: Backbone,
          workdir: Path, split: SplitConfig | None = None) -> GateDecision:
     """Decide whether the evaluated challenger should replace the current champion of `name`."""
     predictions = pq.read_table(evaluation.resolve(workdir) / "predictions.parquet").to_pandas()
@@ -149,16 +164,18 @@ def gate(evaluation: ArtifactRef, augmented: ArtifactRef, cfg: GateConfig, name:
     registry.verify(workdir, name, current["version"])
     if split is not None and (why := split_change(workdir, name, current["version"], split)):
         return _split_changed(why, y, challenger, labels, evaluation, cfg, common, current["version"])
-    texts = _test_texts(augmented, workdir, predictions["row_id"])
-    baseline = champion_probabilities(workdir, name, current["version"], texts, labels, backbone)
-    if isinstance(baseline, str):
+    scored = champion_probabilities(workdir, name, current["version"], labels, backbone, features,
+                                    predictions["row_id"].to_numpy(), predictions["text"].tolist())
+    if isinstance(scored, str):
         promote = cfg.on_label_change == "promote"
         return GateDecision(promote=promote, decision="promote" if promote else "keep champion",
-                            reason=f"not comparable with champion {current['version']}: {baseline}; "
+                            reason=f"not comparable with champion {current['version']}: {scored}; "
                                    f"gate.on_label_change={cfg.on_label_change}",
                             champion_version=current["version"], **{**common, "test": "none (not comparable)"})
-    return _decide(y, challenger, baseline.argmax(axis=1), labels, cfg, common, current["version"],
-                   f"champion {current['version']}")
+    baseline, how = scored
+    log.info("gate: champion %s scored on the %s", current["version"], how)
+    return _decide(y, challenger, baseline.argmax(axis=1), labels, cfg, {**common, "champion_scored_on": how},
+                   current["version"], f"champion {current['version']}")
 
 
 def _decide(y, challenger, baseline, labels, cfg: GateConfig, common: dict, champion_version: str | None,
@@ -230,11 +247,6 @@ def _split_changed(why: str, y, challenger, labels, evaluation: ArtifactRef, cfg
                         reason=f"not comparable with champion {version}: {why}; "
                                f"gate.on_split_change={cfg.on_split_change}",
                         champion_version=version, **{**common, "test": "none (not comparable)"})
-
-
-def _test_texts(augmented: ArtifactRef, workdir: Path, row_ids: pd.Series) -> list[str]:
-    table = read_parquet(augmented, workdir, columns=["row_id", "text"]).to_pandas().set_index("row_id")
-    return table.loc[row_ids.to_numpy(), "text"].tolist()
 
 
 gate_task = step_task(gate, cached=False)

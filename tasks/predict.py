@@ -22,7 +22,7 @@ import pyarrow.parquet as pq
 from schemas.raw import text_schema
 from schemas.tables import predictions_schema
 from tasks import registry
-from tasks.backbone import Backbone, encode_texts, special_ids
+from tasks.backbone import Backbone, encode_for_model
 from tasks.errors import InvalidData
 from tasks.io import atomic_path
 from tasks.readers import read_raw
@@ -109,29 +109,18 @@ def _number(location: str) -> int:
 
 
 def score(folder: Path, texts: list[str], backbone: Backbone) -> tuple[np.ndarray, list[str]]:
-    """Class probabilities of `texts` under the model in `folder`, and its labels (column order)."""
+    """Class probabilities, float64 (len(texts), k) in the order of `texts`, of the model in `folder`, and its
+    labels (the column order). Raises `RegistryError` if the model was trained on another backbone."""
     from tasks.finetune import load_classifier_file
-    from tasks.model import length_batches, pad_batch
+    from tasks.inference import predict_token_ids
 
     card = json.loads((folder / "model.json").read_text())
     if card.get("backbone_sha256") != backbone.sha256:
         raise registry.RegistryError(f"{folder.name} was trained on another backbone (sha256 "
                                      f"{card.get('backbone_sha256', '?')[:12]}); install that one, or retrain")
-    length = int(card["tokenizer"]["sequence_length"])
-    cls_id, sep_id, _ = special_ids(backbone.path)
-    sequences = [[cls_id, *ids[: length - 2], sep_id] for ids in encode_texts(backbone.path, texts)]
+    sequences = encode_for_model(backbone.path, texts, int(card["tokenizer"]["sequence_length"]))
     model = load_classifier_file(folder / "model.keras")
-    proba = np.zeros((len(texts), len(card["labels"])))
-    batches = length_batches(np.array([len(s) for s in sequences]), BATCH)
-    started = time.perf_counter()
-    for number, rows in enumerate(batches, start=1):
-        proba[rows] = model.predict_on_batch(pad_batch([sequences[i] for i in rows]))
-        if number % 20 == 0 or number == len(batches):
-            done = sum(len(b) for b in batches[:number])
-            log.info("predict: batch %d/%d, %d/%d sentences, %.0f sentences/s", number, len(batches), done,
-                     len(texts), done / (time.perf_counter() - started))
-    proba /= proba.sum(axis=1, keepdims=True)
-    return proba, list(card["labels"])
+    return predict_token_ids(model, sequences, BATCH, progress="predict"), list(card["labels"])
 
 
 def predict_file(data: Path, out: Path, folder: Path, text_col: str, backbone: Backbone, encoding: str = "utf-8",

@@ -158,12 +158,16 @@ def run_markdown(summary: dict[str, Any]) -> str:
         lines += ["", "## Backbone", f"{embed['computed']} sentences computed, {embed['reused']} from the feature cache "
                   f"(unfreeze_top={embed['unfreeze_top']})"]
     if training := summary.get("training"):
-        lines += ["", "## Training", f"best epoch {training['best_epoch']} of {training['epochs_run']} "
-                  f"(val loss {training['best_val_loss']}); phases {training.get('phases')}"]
+        budget = training.get("budget") or {}
+        lines += ["", "## Training", f"epoch {training['best_epoch']} of {training['epochs_run']} kept: "
+                  f"{training.get('selection', 'best epoch')} (val macro-F1 {training.get('best_val_macro_f1')}, "
+                  f"val loss {training['best_val_loss']}); budget {budget.get('epochs')} epochs of "
+                  f"{budget.get('steps_per_epoch')} steps"]
         for phase, curve in training.get("history", {}).items():
-            lines += ["", f"| {phase} epoch | loss | val loss | val accuracy |", "|---|---|---|---|"]
-            lines += [f"| {i + 1} | {l:.4f} | {v:.4f} | {a:.3f} |" for i, (l, v, a) in
-                      enumerate(zip(curve["loss"], curve["val_loss"], curve.get("val_accuracy", curve["val_loss"])))]
+            lines += ["", f"| {phase} epoch | loss | val loss | val accuracy | val macro-F1 |", "|---|---|---|---|---|"]
+            lines += [f"| {i + 1} | {l:.4f} | {v:.4f} | {a:.3f} | {f:.3f} |" for i, (l, v, a, f) in
+                      enumerate(zip(curve["loss"], curve["val_loss"], curve.get("val_accuracy", curve["val_loss"]),
+                                    curve.get("val_macro_f1", curve["val_loss"])))]
     labels = test["confusion_matrix"]["labels"]
     lines += ["", "## Evaluation on the test split",
               f"accuracy **{test['accuracy']:.4f}**, macro-F1 **{test['macro_f1']:.4f}** on {test['n']} sentences "

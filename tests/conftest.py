@@ -93,3 +93,66 @@ def run_cli(module: str, *args: str, home: Path, timeout: int = 600, env: dict |
         out.seek(0)
         err.seek(0)
         return subprocess.CompletedProcess(process.args, process.returncode, out.read(), err.read())
+
+
+def assert_four_paths_agree(workdir: Path, version_folder: Path, tmp: Path) -> dict[str, float]:
+    """One answer, four paths (CONTRACT.md's invariant), on a registered version's test rows:
+    (a) evaluate's stored-feature probabilities (its predictions.parquet), (b) the gate's re-scoring of the
+    version as champion (on the stored test features, and as the whole saved model on the texts),
+    (c) `python -m flows.predict` on the same texts, (d) the exported SavedModel's `serve`.
+    Each agrees with (a) to 2e-3 row by row, and gives the same label wherever (a)'s top two probabilities
+    are more than 5e-3 apart. Returns the largest absolute difference of each path."""
+    import json
+
+    import numpy as np
+    import pandas as pd
+    import pyarrow.parquet as pq
+    import tensorflow as tf
+
+    from flows import predict as predict_cli
+    from tasks.backbone import Backbone, encode_for_model
+    from tasks.finetune import load_classifier_file
+    from tasks.gate import champion_probabilities
+    from tasks.inference import pad_batch, predict_in_order, predict_token_ids
+    from tasks.io import ArtifactRef
+
+    card = json.loads((version_folder / "model.json").read_text())
+    labels = card["labels"]
+    evaluated = pq.read_table(version_folder / "predictions.parquet").to_pandas()
+    texts = evaluated["text"].tolist()
+    a = evaluated[[f"prob_{label}" for label in labels]].to_numpy()
+    backbone = Backbone.resolve(None)
+    name, version = version_folder.parent.parent.name, version_folder.name
+    features = ArtifactRef(path=f"artifacts/embed/{card['features_sha256'][:16]}.parquet",
+                           sha256=card["features_sha256"],
+                           meta={"cut": 6 - card["unfreeze_top"], "labels": labels,
+                                 "sequence_length": card["tokenizer"]["sequence_length"]})
+    assert features.is_intact(workdir), "the run's features artifact is gone"
+    b_stored, how = champion_probabilities(workdir, name, version, labels, backbone, features,
+                                           evaluated["row_id"].to_numpy(), texts)
+    assert how == "stored test features"
+    sequences = encode_for_model(backbone.path, texts, card["tokenizer"]["sequence_length"])
+    b_whole = predict_token_ids(load_classifier_file(version_folder / "model.keras"), sequences)
+
+    pd.DataFrame({"sentence": texts}).to_csv(tmp / "to_score.csv", index=False)
+    assert predict_cli.main(["--data", str(tmp / "to_score.csv"), "--out", str(tmp / "scored.parquet"),
+                             "--workdir", str(workdir), "--name", name, "--model", version,
+                             "--text-col", "sentence"]) == 0
+    scored = pq.read_table(tmp / "scored.parquet").to_pandas()
+    assert scored["sentence"].tolist() == texts  # rows in = rows out, in order
+    c = scored[[f"prob_{label}" for label in labels]].to_numpy()
+
+    exported = tf.saved_model.load(str(version_folder / "saved_model"))  # kept alive: `serve` uses its variables
+    d = predict_in_order(lambda rows: exported.serve(pad_batch([sequences[i] for i in rows])).numpy(),
+                         [len(s) for s in sequences])
+
+    top2 = np.sort(a, axis=1)[:, -2:]
+    clear = (top2[:, 1] - top2[:, 0]) > 5e-3
+    gaps = {}
+    for path, proba in {"gate (stored features)": b_stored, "gate (whole model)": b_whole, "flows.predict": c,
+                        "SavedModel serve": d}.items():
+        gaps[path] = float(np.abs(proba - a).max())
+        assert gaps[path] <= 2e-3, f"{path} differs from evaluate's probabilities by {gaps[path]:.2e}"
+        assert (proba.argmax(axis=1) == a.argmax(axis=1))[clear].all(), f"{path} predicts another label"
+    assert (evaluated["predicted_label"].to_numpy() == np.array(labels)[a.argmax(axis=1)]).all()
+    return gaps

@@ -16,7 +16,7 @@ from flows import registry as registry_cli
 from flows.retrain import retrain
 from tasks import registry
 from tasks.gate import macro_f1_many, mcnemar, paired_bootstrap
-from tests.conftest import first_per_label, write_csv
+from tests.conftest import assert_four_paths_agree, first_per_label, write_csv
 
 BASE = {"train.unfreeze_top": 0, "augment.n_aug": 0, "data.min_per_class": 3, "data.conflicts": "drop"}
 
@@ -137,8 +137,12 @@ def test_a_stronger_challenger_is_promoted_with_its_evidence(runs):
 
 
 def test_an_unchanged_rerun_does_not_promote(runs):
+    """The invariant that catches scoring-path bugs: an identical model scores identically, so the gate's
+    difference against its own champion is exactly 0."""
     summary = runs["unchanged"]
-    assert summary["promoted"] is False and abs(summary["gate"]["difference"]) < 0.01
+    assert summary["promoted"] is False and summary["gate"]["difference"] == 0.0
+    assert summary["gate"]["champion_scored_on"] == "stored test features"
+    assert summary["gate"]["challenger_macro_f1"] == summary["gate"]["baseline_macro_f1"]
     assert summary["model"]["version"] == runs["strong"]["model"]["version"]  # registered once
     assert registry.champion(runs["workdir"], "default")["version"] == runs["strong"]["model"]["version"]
 
@@ -148,6 +152,32 @@ def test_a_weakened_challenger_is_rejected(runs):
     assert summary["promoted"] is False and summary["gate"]["decision"] == "keep champion"
     assert summary["gate"]["champion_version"] == runs["strong"]["model"]["version"]
     assert registry.champion(runs["workdir"], "default")["version"] == runs["strong"]["model"]["version"]
+
+
+def test_four_paths_agree_with_a_frozen_backbone(runs, tmp_path):
+    champion = registry.version_dir(runs["workdir"], "default", runs["strong"]["model"]["version"])
+    gaps = assert_four_paths_agree(runs["workdir"], champion, tmp_path)
+    assert max(gaps.values()) < 1e-4  # nothing float16 on this path: the head sees the same float32 embedding
+
+
+def test_reevaluation_is_a_new_logged_record_that_matches_the_evaluation(runs):
+    from tasks.reevaluation import LOG, latest, recorded_texts, reevaluate
+
+    version = runs["strong"]["model"]["version"]
+    folder = registry.version_dir(runs["workdir"], "default", version)
+    before = {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()}
+    entry = reevaluate(runs["workdir"], "default", version)
+    recorded = json.loads((folder / "metrics.json").read_text())["test"]
+    assert entry["new"]["accuracy"] == pytest.approx(recorded["accuracy"], abs=1e-9)
+    assert entry["new"]["macro_f1"] == pytest.approx(recorded["macro_f1"], abs=1e-9)
+    assert entry["changed_predictions"] == 0 and latest(folder)["test"]["n"] == recorded["n"]
+    assert {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()} == before  # nothing overwritten
+    registry.verify(runs["workdir"], "default", version)
+    logged = (registry.model_root(runs["workdir"], "default") / LOG).read_text().splitlines()
+    assert json.loads(logged[-1])["version"] == version
+    # A version registered before predictions recorded their texts: found again in the lineage's dataset.
+    old = pq.read_table(folder / "predictions.parquet").to_pandas()
+    assert recorded_texts(folder, old.drop(columns=["text"]), None) == old["text"].tolist()
 
 
 def test_predict_matches_the_evaluation_and_sums_to_one(runs, capsys):

@@ -10,7 +10,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from tests.conftest import first_per_label, run_cli, write_csv
+from tests.conftest import assert_four_paths_agree, first_per_label, run_cli, write_csv
 
 STAGES = ("validate", "split", "augment", "tokenize", "embed", "finetune", "evaluate", "promote")
 
@@ -23,7 +23,7 @@ def trained(tmp_path_factory):
     """
     home = tmp_path_factory.mktemp("flow")
     data = write_csv(home / "slice.csv", first_per_label(50))
-    args = ("--data", str(data), "--workdir", (home / "work").as_uri(), "--set", "train.max_epochs=3",
+    args = ("--data", str(data), "--workdir", (home / "work").as_uri(), "--set", "train.max_epochs=10",
             "--set", "augment.n_aug=1")
     first = run_cli("flows.retrain", *args, home=home)
     second = run_cli("flows.retrain", *args, home=home)
@@ -84,6 +84,7 @@ def test_registered_model_is_self_contained(trained):
     again = _summary(second)
     assert champion["version"] == version.name, "an unchanged re-run must not replace the champion"
     assert again["promoted"] is False and again["gate"]["decision"] != "promote"
+    assert again["gate"]["difference"] == 0.0  # the same model scores identically on every path
     import tasks.layers  # noqa: F401
 
     model = keras.saving.load_model(version / "model.keras", safe_mode=True)
@@ -109,6 +110,13 @@ def test_registered_model_is_self_contained(trained):
     metrics = json.loads((version / "metrics.json").read_text())["test"]
     assert metrics["ci95"]["accuracy"][0] <= metrics["accuracy"] <= metrics["ci95"]["accuracy"][1]
     assert 0 <= metrics["ece"] <= 1 and metrics["log_loss"] > 0
+
+
+def test_four_paths_agree_with_two_blocks_unfrozen(trained, prefect_api, tmp_path):
+    home, first, _ = trained
+    version = Path(_summary(first)["model"]["path"])
+    assert json.loads((version / "model.json").read_text())["unfreeze_top"] == 2
+    assert_four_paths_agree(home / "work", version, tmp_path)
 
 
 def test_object_storage_url_is_refused_with_the_fix(tmp_path: Path):

@@ -1,0 +1,141 @@
+"""Learning curve: quality against the number of labelled rows, ours against the baselines, on one test split.
+
+A user with n labelled rows is simulated by a file holding n training rows (8, 16, 32, 64 per class, or 250,
+500, 1,000 stratified, or all), validation rows in the split's own proportion to them (a user with 250 rows has
+~35 for validation, so selection is as noisy as theirs), and the whole test split, which stays the same at
+every size. The split is a hash of each sentence, so every row keeps its split in the smaller file. Each
+seed draws another sample of rows and trains with that seed. Methods, all on the same rows:
+- TF-IDF (1-2 grams) + logistic regression, C and class weighting chosen on the validation rows;
+- logistic regression on the frozen backbone's pooled embeddings, chosen the same way;
+- ours with `train.unfreeze_top=0` (head alone) and ours with the defaults (top 2 blocks).
+Mean ± sd of test accuracy and macro-F1 over seeds (5 up to 64 per class, 3 above), and the wall time of ours.
+Writes the "learning_curve" section of RESULTS.md and docs/learning-curve.png.
+
+    .venv/bin/python benchmarks/learning_curve.py [--sizes 8pc,16pc,32pc,64pc,250,500,1000,all] [--seeds N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import flows  # noqa: E402,F401
+from benchmarks.quality import baselines, train_and_score  # noqa: E402
+from benchmarks.results import table, write_section  # noqa: E402
+
+SIZES = ["8pc", "16pc", "32pc", "64pc", "250", "500", "1000", "all"]
+RUNS = Path(__file__).resolve().parent / "learning-curve-runs.json"
+PLOT = ROOT / "docs" / "learning-curve.png"
+METHODS = {"tfidf": "TF-IDF + LR", "lr": "frozen embeddings + LR", "frozen": "ours, frozen (unfreeze_top=0)",
+           "default": "ours, default (top 2 blocks)"}
+
+
+def sample(frame, size: str, seed: int):
+    """The rows of a simulated user's file: n training rows, validation rows in proportion, every test row."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    train, val, test = (frame[frame["split"] == s] for s in ("train", "val", "test"))
+    if size == "all":
+        return frame
+    if size.endswith("pc"):
+        per_class = int(size[:-2])
+        picked = [rows.index[rng.permutation(len(rows))[:per_class]] for _, rows in train.groupby("label")]
+    else:
+        share = int(size) / len(train)
+        picked = [rows.index[rng.permutation(len(rows))[:max(1, round(share * len(rows)))]]
+                  for _, rows in train.groupby("label")]
+    chosen_train = train.loc[np.concatenate(picked)]
+    share_val = len(val) / len(train) * len(chosen_train) / len(val)
+    chosen_val = val.loc[np.concatenate([rows.index[rng.permutation(len(rows))[:max(1, round(share_val * len(rows)))]]
+                                         for _, rows in val.groupby("label")])]
+    return frame.loc[chosen_train.index.union(chosen_val.index).union(test.index)]
+
+
+def main() -> None:
+    import pyarrow.parquet as pq
+
+    from tasks.config import RetrainConfig
+    from tasks.split import split
+    from tasks.validate import validate
+
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", default=",".join(SIZES))
+    parser.add_argument("--seeds", type=int, default=0, help="seeds per size (default: 5 up to 64 per class, else 3)")
+    args = parser.parse_args()
+    runs = json.loads(RUNS.read_text()) if RUNS.exists() else []
+    with tempfile.TemporaryDirectory() as tmp:
+        workdir = Path(tmp) / "work"  # one feature cache: each sentence's frozen features are computed once
+        cfg = RetrainConfig.from_parameters(workdir=workdir, overrides={"data.conflicts": "drop"})
+        splits = split(validate(cfg.data, workdir), cfg.split, 0, cfg.data.min_per_class, workdir)
+        frame = pq.read_table(splits.resolve(workdir), columns=["text", "label", "split"]).to_pandas()
+        for size in [s.strip() for s in args.sizes.split(",") if s.strip()]:
+            seeds = range(1, 1 + (args.seeds or (5 if size.endswith("pc") else 3)))
+            for seed in seeds:
+                if any(r["size"] == size and r["seed"] == seed for r in runs):
+                    continue
+                data = Path(tmp) / f"{size}-{seed}.csv"
+                rows = sample(frame, size, seed)
+                rows[["text", "label"]].to_csv(data, index=False)
+                overrides = {"seed": seed, "data.min_per_class": 1}
+                result = {"size": size, "seed": seed, "train_rows": int((rows["split"] == "train").sum())}
+                for name, b in baselines(workdir, overrides, data).items():
+                    result["tfidf" if name.startswith("TF-IDF") else "lr"] = {k: b[k] for k in ("accuracy", "macro_f1")}
+                for method, extra in (("frozen", {"train.unfreeze_top": 0}), ("default", {})):
+                    result[method] = train_and_score(workdir, {**overrides, **extra}, data)
+                print(json.dumps(result), file=sys.stderr, flush=True)
+                runs.append(result)
+                RUNS.write_text(json.dumps(runs, indent=1))
+    write(runs)
+
+
+def write(runs: list[dict]) -> None:
+    """The RESULTS.md section and the plot, from the raw runs."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    sd = (lambda v: statistics.stdev(v) if len(v) > 1 else 0.0)
+    rows, curves = [], {m: [] for m in METHODS}
+    sizes = [s for s in SIZES if any(r["size"] == s for r in runs)]
+    for size in sizes:
+        group = [r for r in runs if r["size"] == size]
+        row = [size.replace("pc", " per class"), statistics.mean(r["train_rows"] for r in group), len(group)]
+        for method in METHODS:
+            f1 = [r[method]["macro_f1"] for r in group]
+            acc = [r[method]["accuracy"] for r in group]
+            row.append(f"{statistics.mean(acc):.3f} / {statistics.mean(f1):.3f} ± {sd(f1):.3f}")
+            curves[method].append((statistics.mean(r["train_rows"] for r in group), statistics.mean(f1), sd(f1)))
+        row.append(f"{statistics.mean(r['default']['seconds'] for r in group):.0f}")
+        rows.append(row)
+    body = table(["training rows", "mean n", "seeds", *[f"{m}: acc / macro-F1 ± sd" for m in METHODS.values()],
+                  "ours default s"], [[str(x) if not isinstance(x, float) else f"{x:.0f}" for x in r] for r in rows])
+    body += ("\n\nSame test split at every size (the whole bundled test split); validation rows in proportion to "
+             "the training rows. Raw runs: benchmarks/learning-curve-runs.json; plot: docs/learning-curve.png.")
+    write_section("learning_curve", body)
+    figure, axis = plt.subplots(figsize=(7, 4.2))
+    for method, label in METHODS.items():
+        xs, ys, es = zip(*curves[method]) if curves[method] else ((), (), ())
+        axis.errorbar(xs, ys, yerr=es, marker="o", capsize=3, label=label)
+    axis.set_xscale("log")
+    axis.set_xlabel("labelled training rows (log scale)")
+    axis.set_ylabel("test macro-F1")
+    axis.set_title("Learning curve, Financial PhraseBank (same test split)")
+    axis.grid(alpha=0.3)
+    axis.legend(loc="lower right", fontsize=8)
+    figure.tight_layout()
+    PLOT.parent.mkdir(exist_ok=True)
+    figure.savefig(PLOT, dpi=110)
+
+
+if __name__ == "__main__":
+    main()
