@@ -15,7 +15,10 @@ re-scores the champion, and a *suspended* run that times out is failed by the se
 service without any of our code running, so the candidate would never be withdrawn in the registry nor the
 reason written to summary.json. `pause_flow_run` keeps the process (a sleeping Python process on the process
 pool: cheap), returns the reviewer's answer in place, and raises `FlowPauseTimeout` in our code at the
-deadline, so every outcome is recorded the same way.
+deadline, so every outcome is recorded the same way. (At that deadline the server's pause-expiration service
+may mark the run Failed, "paused and never resumed", a few seconds before the process notices, which fires the
+failure alert; the process then withdraws the candidate, writes summary.json with the reason, and the run ends
+Completed.)
 """
 
 from __future__ import annotations

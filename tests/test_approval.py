@@ -19,7 +19,7 @@ from tasks.report import history_row, run_markdown
 from tests import browser
 from tests.conftest import first_per_label, run_cli, write_csv
 
-MANUAL = ["--set", "train.unfreeze_top=0", "--set", "train.max_epochs=3", "--set", "augment.n_aug=0",
+MANUAL = ["--set", "train.unfreeze_top=0", "--set", "augment.n_aug=0",
           "--set", "data.min_per_class=3", "--set", "gate.approval=manual"]
 
 

@@ -19,8 +19,8 @@ from tests import browser
 from tests.conftest import first_per_label, write_csv
 
 OVERRIDES = json.dumps({"train.unfreeze_top": 0, "train.max_epochs": 3, "augment.n_aug": 1, "data.min_per_class": 3})
-MANUAL = {"train.unfreeze_top": 0, "train.max_epochs": 3, "augment.n_aug": 0, "data.min_per_class": 3,
-          "gate.approval": "manual"}
+# The head alone on stored embeddings: its default epochs (early-stopped) cost seconds and clear the gate.
+MANUAL = {"train.unfreeze_top": 0, "augment.n_aug": 0, "data.min_per_class": 3, "gate.approval": "manual"}
 
 
 def free_port() -> int:
@@ -147,13 +147,13 @@ def _client(stack):
     return temporary_settings(updates={PREFECT_API_URL: stack["api"]}), get_client
 
 
-def _start_manual_run(stack, data: Path, workdir: Path):
+def _start_manual_run(stack, data: Path, workdir: Path, **overrides):
     from prefect.deployments import run_deployment
 
     settings, _ = _client(stack)
     with settings:
         return run_deployment("retrain/adhoc", parameters={"data": str(data), "workdir": str(workdir),
-                                                           "overrides": MANUAL}, timeout=0).id
+                                                           "overrides": {**MANUAL, **overrides}}, timeout=0).id
 
 
 def _wait(stack, flow_run_id, until, timeout: float = 600):
@@ -204,6 +204,29 @@ def test_a_manual_run_pauses_for_review_and_a_rejection_keeps_the_champion(stack
     assert registry.champion(work, "default") is None and registry.candidate(work, "default") is None
     assert registry.approval_record(work, "default", version)["reviewer"] == "carol"
     stack["manual"] = {"data": data, "work": work, "version": version}
+
+
+def test_an_unanswered_review_times_out_without_promoting(stack):
+    manual = stack.get("manual") or pytest.fail("needs the rejected run of the previous test")
+    run_id = _start_manual_run(stack, manual["data"], manual["work"], **{"gate.approval_timeout": 3})
+    _wait(stack, run_id, lambda state: state.is_paused())
+    # At the deadline the server's pause-expiration service may mark the run Failed ("paused and never resumed")
+    # before the paused process notices; the process then withdraws the candidate, writes its summary and ends
+    # the run Completed with the reason.
+    path = manual["work"] / "runs" / str(run_id) / "summary.json"
+    deadline = time.monotonic() + 120
+    while not path.is_file() and time.monotonic() < deadline:
+        time.sleep(1)
+    summary = json.loads(path.read_text())
+    settings, get_client = _client(stack)
+    with settings, get_client(sync_client=True) as client:
+        while (state := client.read_flow_run(run_id).state) and not state.is_completed() and time.monotonic() < deadline:
+            time.sleep(1)
+    assert state.is_completed(), state
+    assert summary["gate"]["decision"] == "approval timed out" and summary["promoted"] is False
+    assert "gate.approval_timeout=3" in summary["gate"]["reason"]
+    assert registry.approval_record(manual["work"], "default", manual["version"])["status"] == "expired"
+    assert registry.champion(manual["work"], "default") is None and registry.candidate(manual["work"], "default") is None
 
 
 def test_an_approval_through_the_prefect_client_resumes_the_run_and_promotes(stack):
