@@ -23,6 +23,7 @@ Completed.)
 
 from __future__ import annotations
 
+import json
 import logging
 from typing import Any, Literal
 
@@ -78,7 +79,7 @@ def review(run: Any, release: Release, decision: GateDecision, gate_cfg: Any) ->
     so summary.json, the run report and the history say it. Returns the (possibly updated) release.
     """
     workdir, name, version = run.workdir, release.name, release.version
-    report = model_report.write_report(workdir, name, version, run.summary())
+    report = _write_report(run, release)
     if not release.awaiting_approval:
         return release
     how = commands(name, version, workdir.resolve())
@@ -129,8 +130,16 @@ def review(run: Any, release: Release, decision: GateDecision, gate_cfg: Any) ->
             log.warning("version %s of %s %s", version, name, why)
             outcome = _record(run, release, decision, "rejected", why, promoted=False,
                               approval={"status": "rejected", **details})
-    model_report.write_report(workdir, name, version, run.summary())  # now with the review
+    _write_report(run, release)  # now with the review
     return outcome
+
+
+def _write_report(run: Any, release: Release):
+    """The version's report, with the data section of the run that registered it (a re-run of the same model
+    returns the existing version: its report keeps describing the run that trained it)."""
+    lineage = json.loads((registry.version_dir(run.workdir, release.name, release.version) / "lineage.json").read_text())
+    own = str(lineage.get("run_id")) == str(run.run_id)
+    return model_report.write_report(run.workdir, release.name, release.version, run.summary() if own else None)
 
 
 def _record(run: Any, release: Release, decision: GateDecision, verdict: str, reason: str, promoted: bool,
