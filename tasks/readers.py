@@ -257,14 +257,10 @@ def _read_delimited(text: str, name: str, fmt: str, chosen: tuple[str, str], bla
                 header = [h.strip() for h in fields]
                 continue
             if _is_blank(fields):
-                pending.append(start)  # a row, or the end of the file: known when a row follows
+                # a row, or the end of the file: known when a row follows (or, scoring, when it holds spaces)
+                pending.append((start, fields))
                 continue
-            for number in pending:  # blank lines between rows
-                if blank_lines == "rows":
-                    records.append([""] * len(header))
-                    locations.append(f"line {number}")
-                else:
-                    skipped.append(f"line {number}")
+            _flush_blank(pending, len(pending), blank_lines, header, records, locations, skipped)
             pending = []
             if len(fields) != len(header):
                 failures.append(Failure(name, f"line {start}", "", f"row has {len(fields)} fields, the header "
@@ -277,6 +273,11 @@ def _read_delimited(text: str, name: str, fmt: str, chosen: tuple[str, str], bla
         failures.append(Failure(name, f"line {reader.line_num}", "", f"unreadable {fmt.upper()}: {exc}"))
     if header is None:
         raise InvalidData([Failure(name, "file", "", "file has no header row")])
+    if blank_lines == "rows":
+        # Scoring: trailing empty lines end the file, but a trailing line of spaces is a row the user wrote
+        # (rows in = rows out: it is refused, or kept with a reason, never dropped without a word).
+        written = [i for i, (_, fields) in enumerate(pending) if any(fields)]
+        _flush_blank(pending, written[-1] + 1 if written else 0, blank_lines, header, records, locations, skipped)
     notes = [f"columns separated by '{show_invisible(delimiter)}' ({how})"]
     drop = [i for i, h in enumerate(header) if not h and all(not r[i].strip() for r in records)]
     if drop:
@@ -286,6 +287,17 @@ def _read_delimited(text: str, name: str, fmt: str, chosen: tuple[str, str], bla
     _check_header(header, name)
     frame = pd.DataFrame.from_records(records, columns=header) if records else pd.DataFrame(columns=header)
     return RawTable(frame.astype(object), locations, failures, notes, delimiter, skipped)
+
+
+def _flush_blank(pending: list[tuple[int, list[str]]], count: int, blank_lines: str, header: list[str],
+                 records: list, locations: list, skipped: list) -> None:
+    """The first `count` pending blank lines: rows of empty fields (scoring) or skipped lines (training)."""
+    for number, fields in pending[:count]:
+        if blank_lines == "rows":
+            records.append((list(fields) + [""] * len(header))[: len(header)] if fields else [""] * len(header))
+            locations.append(f"line {number}")
+        else:
+            skipped.append(f"line {number}")
 
 
 def _unnamed_note(positions: list[int]) -> str:
