@@ -14,7 +14,7 @@ from tasks.config import RetrainConfig
 from tasks.drift import drift
 from tasks.io import write_json_atomic
 from tasks.report import drift_markdown
-from tasks.run_record import latest_success
+from tasks.run_record import champion_training_data, latest_success
 from tasks.split import split
 from tasks.validate import validate
 
@@ -23,7 +23,8 @@ def validate_only(cfg: RetrainConfig) -> Path:
     """Validate and split `cfg.data`; print the report on stderr and return the path of its JSON copy."""
     validated = validate(cfg.data, cfg.workdir)
     reference_run, reference = latest_success(cfg.workdir)
-    drifted = drift(validated, reference, cfg.validate_, cfg.workdir).meta["report"]
+    drifted = drift(validated, reference, cfg.validate_, cfg.workdir,
+                    champion_data=champion_training_data(cfg.workdir, cfg.model.name)).meta["report"]
     splits = split(validated, cfg.split, cfg.data.max_train_rows, cfg.data.min_per_class, cfg.workdir)
     report = {"dataset": str(Path(cfg.data.path).resolve()), "validated": validated.meta, "split": splits.meta,
               "drift": {**drifted, "reference_run_id": reference_run}}

@@ -1,8 +1,8 @@
 """Pruning a workdir: old model versions, and artifacts, cache records and cached features nothing uses.
 
 What is kept: for every model name, the champion, the version before it and the `keep` newest versions; the
-artifacts of the `keep` most recent runs and of the last successful run (the drift reference); the feature
-cache entries of the sentences those runs tokenized. Anything younger than `grace_seconds` is kept too, so a
+artifacts of the `keep` most recent runs, of the last successful run and each champion's training data (the
+two drift baselines); the feature cache entries of the sentences those runs tokenized. Anything younger than `grace_seconds` is kept too, so a
 run in progress (whose artifacts no summary names yet) loses nothing.
 """
 
@@ -20,7 +20,7 @@ import pyarrow.parquet as pq
 from tasks import registry
 from tasks.caching import evict_if_stale, records_dir
 from tasks.feature_cache import FeatureCache, cache_root, sentence_key
-from tasks.run_record import latest_success
+from tasks.run_record import champion_training_data, latest_success
 
 GRACE_SECONDS = 3600
 
@@ -54,6 +54,9 @@ def prune(workdir: Path, keep: int = 3, dry_run: bool = False, grace_seconds: in
     _, reference = latest_success(workdir)
     if reference:
         used.add(reference.path)
+    for name in registry.model_names(workdir):  # drift's second baseline: what each champion was trained on
+        if champion_data := champion_training_data(workdir, name):
+            used.add(champion_data.path)
     cutoff = time.time() - grace_seconds
     for path in sorted((workdir / "artifacts").glob("*/*")):
         relative = path.relative_to(workdir).as_posix()

@@ -234,3 +234,20 @@ def test_a_changed_label_set_follows_the_policy(runs):
                                       overrides={**BASE, "train.max_epochs": 3})).read_text())
     assert summary["gate"]["test"].startswith("none") and "label set changed" in summary["gate"]["reason"]
     assert summary["promoted"] is True
+
+
+def test_prune_keeps_the_data_the_champion_was_trained_on(tmp_path: Path):
+    """Drift compares new data with the champion's training data: pruning must not delete it."""
+    from tasks.prune import prune
+
+    _fake_version(tmp_path, "v1")
+    lineage = registry.version_dir(tmp_path, "m", "v1") / "lineage.json"
+    lineage.write_text(json.dumps({"model_sha256": "v1", "validated_sha256": "ab" * 32}))
+    registry.promote(tmp_path, "m", "v1", "test")
+    kept = tmp_path / "artifacts" / "validate" / f"{'ab' * 8}.parquet"
+    gone = tmp_path / "artifacts" / "validate" / f"{'cd' * 8}.parquet"
+    for path in (kept, gone):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"data")
+    prune(tmp_path, keep=0, grace_seconds=0)
+    assert kept.exists() and not gone.exists()
