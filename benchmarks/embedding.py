@@ -87,7 +87,7 @@ def epoch_times(backbone) -> list[list[str]]:
     from tasks.backbone import fresh_backbone
     from tasks.config import TrainConfig
     from tasks.embed import run_bottom
-    from tasks.model import HiddenStateBatches, build_classifier, build_head, build_top, length_batches, pad_batch
+    from tasks.model import TrainingBatches, build_classifier, build_head, build_top, length_batches, pad_batch
 
     sequences, _ = bundled_sequences(backbone)
     sequences = sequences[:1000]
@@ -98,7 +98,7 @@ def epoch_times(backbone) -> list[list[str]]:
     head = build_head(3, TrainConfig())
     top = build_top(fresh_backbone(backbone.path), head, 4)
     top.compile(optimizer=keras.optimizers.Adam(5e-5), loss=keras.losses.SparseCategoricalCrossentropy())
-    cached_data = HiddenStateBatches(hidden, labels, weights, 32, 0, shuffle=True)
+    cached_data = TrainingBatches(hidden, labels, weights, 32, 0)
     top.fit(cached_data, epochs=1, verbose=0)  # warm-up: tracing
     started = time.perf_counter()
     top.fit(cached_data, epochs=1, verbose=0)
