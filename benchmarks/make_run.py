@@ -31,6 +31,7 @@ def main() -> None:
         warm_s, warm = timed_run(Path(tmp) / "workdir")
         _, challenger = timed_run(Path(tmp) / "workdir", "--set", "seed=2")
         predict_s, predicted = timed_predict(Path(tmp))
+        second_path = reevaluate(Path(tmp) / "workdir", cold["model"]["version"])
     test = cold["metrics"]["test"]
     rows = [["cold (fresh workdir)", f"{cold_s:.0f}", f"{test['accuracy']:.3f}", f"{test['macro_f1']:.3f}",
              test["n"]],
@@ -44,7 +45,12 @@ def main() -> None:
         f"(train.unfreeze_top={cold['config']['train']['unfreeze_top']}, augment.n_aug="
         f"{cold['config']['augment']['n_aug']}), set-up excluded.\n\n"
         + table(["run", "wall s", "test accuracy", "test macro-F1", "test n"], rows)
-        + f"\n\nWarm / cold wall time: {warm_s / cold_s:.2f}\n\n"
+        + f"\n\nWarm / cold wall time: {warm_s / cold_s:.2f}. The warm run's gate against its identical champion: "
+          f"difference {warm['gate']['difference']}, decision {warm['gate']['decision']!r}.\n\n"
+          f"Second path: `registry reevaluate` of the cold run's model (the whole saved model on the recorded test "
+          f"texts) gives accuracy {second_path['new']['accuracy']:.4f} / macro-F1 {second_path['new']['macro_f1']:.4f} "
+          f"against evaluate's {second_path['recorded']['accuracy']:.4f} / {second_path['recorded']['macro_f1']:.4f} "
+          f"({second_path['changed_predictions']} of {second_path['n']} predictions differ).\n\n"
         + table(["stage", "cold state", "cold s", "warm state", "warm s"], stages)
     )
     gates = [[name, summary["gate"]["decision"],
@@ -64,6 +70,17 @@ def main() -> None:
 
 def _f(value) -> str:
     return "-" if value is None else f"{value:+.3f}" if abs(value) < 1 else f"{value:.3f}"
+
+
+def reevaluate(workdir: Path, version: str) -> dict:
+    """`python -m flows.registry reevaluate VERSION`: the second scoring path; returns its log entry."""
+    import json
+
+    result = subprocess.run([sys.executable, "-m", "flows.registry", "reevaluate", version, "--workdir", str(workdir)],
+                            cwd=ROOT, capture_output=True, text=True)
+    if result.returncode != 0:
+        sys.exit(f"reevaluate failed:\n{result.stderr[-3000:]}")
+    return json.loads(result.stdout)
 
 
 def timed_predict(tmp: Path) -> tuple[float, int]:

@@ -43,6 +43,7 @@ CONFIGS = {  # key -> (description, overrides on top of the defaults and data.co
     "sel-frozen-head1e-3": ("selection: frozen, head at 1e-3", {"train.unfreeze_top": 0, "train.learning_rate": 1e-3}),
 }
 RUNS = Path(__file__).resolve().parent / "quality-runs.json"
+BASELINES = Path(__file__).resolve().parent / "quality-baselines.json"  # deterministic: computed once
 
 
 def prepare(workdir: Path, overrides: dict, data: Path | None = None):
@@ -132,7 +133,8 @@ def main() -> None:
     runs = json.loads(RUNS.read_text()) if RUNS.exists() else []
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp) / "work"  # one feature cache for all: the frozen part is computed once per cut
-        base = baselines(workdir)
+        base = json.loads(BASELINES.read_text()) if BASELINES.exists() else baselines(workdir)
+        BASELINES.write_text(json.dumps(base, indent=1))
         for key in only:
             _, overrides = CONFIGS[key]
             for seed in seeds:
