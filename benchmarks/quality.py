@@ -127,6 +127,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", default="1,2,3")
     parser.add_argument("--only", default="", help=f"comma-separated subset of {','.join(CONFIGS)} (default: all)")
+    parser.add_argument("--report-only", action="store_true", help="rewrite the RESULTS.md section from the raw "
+                                                                   "runs, train nothing")
     args = parser.parse_args()
     seeds = [int(s) for s in args.seeds.split(",")]
     only = [key.strip() for key in args.only.split(",") if key.strip()] or list(CONFIGS)
@@ -135,7 +137,7 @@ def main() -> None:
         workdir = Path(tmp) / "work"  # one feature cache for all: the frozen part is computed once per cut
         base = json.loads(BASELINES.read_text()) if BASELINES.exists() else baselines(workdir)
         BASELINES.write_text(json.dumps(base, indent=1))
-        for key in only:
+        for key in [] if args.report_only else only:
             _, overrides = CONFIGS[key]
             for seed in seeds:
                 if any(r["config"] == key and r["seed"] == seed for r in runs):

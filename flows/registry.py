@@ -56,14 +56,8 @@ def list_versions(workdir: Path, name: str) -> str:
 
 def show(workdir: Path, name: str, version: str) -> dict:
     """Everything the registry knows about one version (`champion` for the current one)."""
-    if version == "champion":
-        current = registry.champion(workdir, name)
-        if current is None:
-            raise registry.RegistryError(f"model {name!r} has no champion yet")
-        version = current["version"]
-    folder = registry.version_dir(workdir, name, version)
-    if not folder.is_dir():
-        raise registry.RegistryError(f"model {name!r} has no version {version!r}; see `python -m flows.registry list`")
+    folder = registry.resolve_version(workdir, name, version, check=False)  # a damaged version is shown too
+    version = folder.name
     card = json.loads((folder / "model.json").read_text())
     return {"version": version, "path": str(folder), "lineage": json.loads((folder / "lineage.json").read_text()),
             "metrics": json.loads((folder / "metrics.json").read_text()),

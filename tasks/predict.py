@@ -22,6 +22,7 @@ import pyarrow.parquet as pq
 from schemas.raw import text_schema
 from schemas.tables import predictions_schema
 from tasks import registry
+from tasks.registry import resolve_version  # noqa: F401  (the CLI's entry point to the registry)
 from tasks.backbone import Backbone, encode_for_model
 from tasks.errors import InvalidData
 from tasks.io import atomic_path
@@ -30,23 +31,6 @@ from tasks.validate import schema_failures
 
 log = logging.getLogger(__name__)
 BATCH = 64
-
-
-def resolve_version(workdir: Path, name: str, model: str) -> Path:
-    """The folder of `model` (`champion` or a version) of `name`, after checking every file against the hashes
-    recorded at registration; raises `RegistryError` if there is none or it was altered."""
-    if model == "champion":
-        current = registry.champion(workdir, name)
-        if current is None:
-            raise registry.RegistryError(f"model {name!r} has no champion in {workdir}: run the retrain flow first, "
-                                         "or name a version with --model")
-        model = current["version"]
-    folder = registry.version_dir(workdir, name, model)
-    if not (folder / "model.keras").is_file():
-        raise registry.RegistryError(f"model {name!r} has no version {model!r} in {workdir}; see "
-                                     "`python -m flows.registry list`")
-    registry.verify(workdir, name, model)  # every file still has the hash recorded at registration
-    return folder
 
 
 ON_INVALID = ("refuse", "keep")

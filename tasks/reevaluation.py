@@ -74,15 +74,8 @@ def reevaluate(workdir: Path, name: str, version: str, backbone: Backbone | None
     from tasks.evaluate import classification_metrics
     from tasks.predict import score
 
-    if version == "champion":
-        current = registry.champion(workdir, name)
-        if current is None:
-            raise registry.RegistryError(f"model {name!r} has no champion yet")
-        version = current["version"]
-    folder = registry.version_dir(workdir, name, version)
-    if not (folder / "model.keras").is_file():
-        raise registry.RegistryError(f"model {name!r} has no version {version!r}; see `python -m flows.registry list`")
-    registry.verify(workdir, name, version)
+    folder = registry.resolve_version(workdir, name, version)
+    version = folder.name
     if backbone is None:
         lineage = json.loads((folder / "lineage.json").read_text())
         backbone = Backbone.resolve(lineage.get("config", {}).get("model", {}).get("backbone"))

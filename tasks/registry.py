@@ -142,6 +142,25 @@ def register(model: ArtifactRef, evaluation: ArtifactRef, name: str, lineage: di
         return version
 
 
+def resolve_version(workdir: Path, name: str, model: str, check: bool = True) -> Path:
+    """The folder of `model` (`champion` or a version) of `name`, after checking every file against the hashes
+    recorded at registration (unless `check` is False: to show a damaged version); raises `RegistryError` if
+    there is none or it was altered."""
+    if model == "champion":
+        current = champion(workdir, name)
+        if current is None:
+            raise RegistryError(f"model {name!r} has no champion in {workdir}: run the retrain flow first, "
+                                "or name a version")
+        model = current["version"]
+    folder = version_dir(workdir, name, model)
+    if not (folder / "model.keras").is_file():
+        raise RegistryError(f"model {name!r} has no version {model!r} in {workdir}; see "
+                            "`python -m flows.registry list`")
+    if check:
+        verify(workdir, name, model)  # every file still has the hash recorded at registration
+    return folder
+
+
 def verify(workdir: Path, name: str, version: str) -> None:
     """Raise `RegistryError` unless every file recorded at registration still has its recorded hash."""
     folder = version_dir(workdir, name, version)
