@@ -35,17 +35,17 @@ def run_bottom(preset: Path, sequences: list[list[int]], cut: int,
                batch_size: int = BATCH) -> tuple[np.ndarray, list[np.ndarray] | None]:
     """Pooled embeddings (n, 384) float32 and, if `cut < 6`, each sentence's block-`cut` input
     (n_tokens, 384) float16, both in the order of `sequences` (length-grouped batches, `tasks.inference`)."""
-    from tasks.inference import pad_batch, predict_in_order
+    from tasks.inference import forward, pad_batch, predict_in_order
     from tasks.model import build_bottom
 
     embeddings = np.zeros((len(sequences), 384), dtype=np.float32)
     hidden: list[np.ndarray] | None = [np.zeros((0, 384), np.float16)] * len(sequences) if cut < N_BLOCKS else None
     if not sequences:
         return embeddings, hidden
-    bottom = build_bottom(load_backbone(preset), cut)
+    bottom = forward(build_bottom(load_backbone(preset), cut))
 
     def run_batch(rows: np.ndarray) -> dict[str, np.ndarray]:
-        out = bottom.predict_on_batch(pad_batch([sequences[i] for i in rows]))
+        out = bottom(pad_batch([sequences[i] for i in rows]))
         result = {"embedding": out["embedding"]}
         if hidden is not None:  # each row's real tokens only, as stored on disk
             result["hidden"] = np.empty(len(rows), dtype=object)
@@ -89,15 +89,23 @@ def cached_features(backbone: Backbone, sequences: list[list[int]], cut: int,
 
 def embed_shard(tokenized: ArtifactRef, backbone: Backbone, unfreeze_top: int, shard: Shard,
                 workdir: Path) -> ArtifactRef:
-    """Make sure the feature cache holds every sentence of one shard, running the backbone on those it lacks.
+    """Make sure the feature cache holds the sentences of one shard, running the backbone on those it lacks.
 
-    Returns a small JSON artifact with the shard's counts (sentences, distinct, computed, reused).
+    The batches are planned over the whole table (its distinct sentences, grouped by length) and a shard
+    computes a contiguous range of whole batches: each sentence is then computed in the same batch, and so
+    to the same bits, whichever runner ran it and however many shards there were (padding is masked, but a
+    batch of another shape sums in another order, which moves float32 results in the last bits, enough to
+    change a trained model). Returns a small JSON artifact with the shard's counts.
     """
+    from tasks.inference import length_batches
+
     table = read_parquet(tokenized, workdir, columns=["token_ids"])
-    start, stop = shard.bounds(table.num_rows)
-    sequences = table.column("token_ids").slice(start, stop - start).to_pylist()
-    _, _, counts = cached_features(backbone, sequences, N_BLOCKS - unfreeze_top, workdir)
-    return store_json(workdir, "embed-shards", counts, rows=stop - start, meta={"backbone_runs": counts})
+    distinct = list({sentence_key(s): s for s in table.column("token_ids").to_pylist()}.values())
+    batches = length_batches([len(s) for s in distinct], BATCH)
+    start, stop = shard.bounds(len(batches))
+    mine = [distinct[i] for batch in batches[start:stop] for i in batch]  # length order: run_bottom keeps the batches
+    _, _, counts = cached_features(backbone, mine, N_BLOCKS - unfreeze_top, workdir)
+    return store_json(workdir, "embed-shards", counts, rows=len(mine), meta={"backbone_runs": counts})
 
 
 def embed_merge(shards: list[ArtifactRef], tokenized: ArtifactRef, backbone: Backbone, unfreeze_top: int,
@@ -119,8 +127,8 @@ def embed_merge(shards: list[ArtifactRef], tokenized: ArtifactRef, backbone: Bac
         "n_tokens": table.column("n_tokens"),
         "hidden": pa.array([h.tobytes() for h in hidden] if hidden else [None] * table.num_rows, pa.binary()),
     }, schema=FEATURES_SCHEMA)
-    counts = {key: sum(ref.meta["backbone_runs"][key] for ref in shards)
-              for key in ("sentences", "distinct", "computed", "reused")}
+    counts = {"sentences": table.num_rows, **{key: sum(ref.meta["backbone_runs"][key] for ref in shards)
+                                              for key in ("distinct", "computed", "reused")}}
     meta = {"labels": tokenized.meta["labels"], "sequence_length": tokenized.meta["sequence_length"],
             "backbone_sha256": backbone.sha256, "cut": cut, "rows_in": table.num_rows, "rows_out": table.num_rows,
             "backbone_runs": counts, "shards": len(shards)}

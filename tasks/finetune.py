@@ -156,7 +156,7 @@ def _train(train: SplitFeatures, val: SplitFeatures, weights: dict[int, float], 
     trained blocks, the trained head and the step budget used."""
     import keras
 
-    from tasks.inference import pad_hidden, predict_in_order
+    from tasks.inference import forward, pad_hidden, predict_in_order
     from tasks.model import (EpochLog, PartwiseAdamW, TrainingBatches, ValidationScores, build_head, build_top,
                              learning_rate_schedule)
 
@@ -168,16 +168,16 @@ def _train(train: SplitFeatures, val: SplitFeatures, weights: dict[int, float], 
         with dtype_policy(mixed):  # only the backbone's blocks: pooling and the softmax stay float32
             trained_backbone = fresh_backbone(backbone.path)
         trainer = build_top(trained_backbone, head, cut)
-        inputs, val_lengths = train.hidden, [len(h) for h in val.hidden]
+        inputs, val_lengths, run = train.hidden, [len(h) for h in val.hidden], forward(trainer)
         predict_val = lambda: predict_in_order(  # noqa: E731
-            lambda rows: trainer.predict_on_batch(pad_hidden([val.hidden[i] for i in rows])), val_lengths)
+            lambda rows: run(pad_hidden([val.hidden[i] for i in rows])), val_lengths)
     else:
         trained_backbone = load_backbone(backbone.path)
         # Train through a wrapper that shares the head's layers: the saved classifier then carries no optimizer.
         trainer = keras.Model(head.inputs, head.outputs, name="head_trainer")
-        inputs = train.embeddings
+        inputs, run = train.embeddings, forward(trainer)
         predict_val = lambda: predict_in_order(  # noqa: E731
-            lambda rows: trainer.predict_on_batch(val.embeddings[rows]), np.zeros(len(val.labels)), 1024)
+            lambda rows: run(val.embeddings[rows]), np.zeros(len(val.labels)), 1024)
     optimizer = PartwiseAdamW(
         learning_rate_schedule(cfg.head_learning_rate(), plan["steps"], cfg.warmup),
         multipliers=block_multipliers(trained_backbone, cut, cfg) if trains_blocks else {},

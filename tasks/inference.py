@@ -111,6 +111,25 @@ def _allocate(first: Any, n: int) -> np.ndarray:
     return np.zeros((n, *first.shape[1:]), dtype=first.dtype)
 
 
+def forward(model):
+    """`model`'s inference pass as one TensorFlow graph with every batch and sequence dimension unknown, called
+    with numpy inputs and returning numpy outputs (an array, or a dict of arrays for a dict-output model).
+
+    Why not `model.predict_on_batch`: it traces a graph for the first batch's exact shape and a relaxed one
+    once shapes vary, and the two can differ in the last bits of float32; a batch then scored first in one
+    process and third in another (a Dask shard against the threads runner) got other features. One graph for
+    every shape makes a row's output independent of what ran before it.
+    """
+    import tensorflow as tf
+
+    structure = model.input
+    if isinstance(structure, (list, tuple)) and len(structure) == 1:  # one input given as a list: take it bare
+        structure = structure[0]
+    spec = tf.nest.map_structure(lambda t: tf.TensorSpec(t.shape, t.dtype), structure)
+    graph = tf.function(lambda x: model(x, training=False), input_signature=[spec])
+    return lambda batch: tf.nest.map_structure(lambda t: t.numpy(), graph(batch))
+
+
 def predict_token_ids(model, sequences: Sequence[Sequence[int]], batch_size: int = BATCH,
                       progress: str | None = None) -> np.ndarray:
     """Class probabilities, float64 (n, k) in input order, of a whole classifier (token ids in, as saved in
@@ -119,7 +138,8 @@ def predict_token_ids(model, sequences: Sequence[Sequence[int]], batch_size: int
     k = int(model.output_shape[-1])
     if not len(sequences):
         return np.zeros((0, k))
-    proba = predict_in_order(lambda rows: model.predict_on_batch(pad_batch([sequences[i] for i in rows])),
+    run = forward(model)
+    proba = predict_in_order(lambda rows: run(pad_batch([sequences[i] for i in rows])),
                              [len(s) for s in sequences], batch_size, progress).astype(np.float64)
     return proba / proba.sum(axis=1, keepdims=True)
 
@@ -142,12 +162,12 @@ def predict_stored(classifier, embeddings: np.ndarray, hidden: Sequence[np.ndarr
     if cut >= len(transformer_blocks(backbone)):
         if not len(embeddings):
             return np.zeros((0, k))
-        proba = predict_in_order(lambda rows: head.predict_on_batch(embeddings[rows]), np.zeros(len(embeddings)),
-                                 1024).astype(np.float64)
+        run = forward(head)
+        proba = predict_in_order(lambda rows: run(embeddings[rows]), np.zeros(len(embeddings)), 1024).astype(np.float64)
     else:
         if not hidden:
             return np.zeros((0, k))
-        top = build_top(backbone, head, cut)
-        proba = predict_in_order(lambda rows: top.predict_on_batch(pad_hidden([hidden[i] for i in rows])),
+        run = forward(build_top(backbone, head, cut))
+        proba = predict_in_order(lambda rows: run(pad_hidden([hidden[i] for i in rows])),
                                  [len(h) for h in hidden], batch_size).astype(np.float64)
     return proba / proba.sum(axis=1, keepdims=True)

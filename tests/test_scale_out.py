@@ -48,9 +48,11 @@ def test_dask_run_brought_up_a_real_local_api_and_used_a_cluster_and_shards(both
     assert all(state == "Completed" for state in dask["stages"]["embed"]["shards"])
 
 
-def test_augmented_and_tokenized_data_are_identical(both):
+def test_augmented_tokenized_and_embedded_data_are_identical(both):
+    """Byte for byte, the frozen features too: embed plans its batches over the whole table, so each sentence
+    is computed in the same batch however the rows are sharded."""
     root, threads, dask, _ = both
-    for step in ("augment", "tokenize"):
+    for step in ("augment", "tokenize", "embed"):
         assert threads["artifacts"][step]["sha256"] == dask["artifacts"][step]["sha256"], step
     one = pq.read_table(root / "threads" / threads["artifacts"]["tokenize"]["path"]).to_pandas()
     two = pq.read_table(root / "dask" / dask["artifacts"]["tokenize"]["path"]).to_pandas()
