@@ -64,11 +64,3 @@ def dtype_policy(mixed: bool) -> Iterator[str]:
         yield name
     finally:
         keras.config.set_dtype_policy(previous)
-
-
-def optimizer(learning_rate: float, mixed: bool):
-    """Adam; under mixed precision wrapped in loss scaling, so small float16 gradients do not underflow to 0."""
-    import keras
-
-    adam = keras.optimizers.Adam(learning_rate)
-    return keras.optimizers.LossScaleOptimizer(adam) if mixed else adam
