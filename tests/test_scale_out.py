@@ -9,7 +9,6 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from flows.retrain import retrain
 from tasks.sharding import Shard
 from tests.conftest import first_per_label, run_cli, write_csv
 
@@ -25,19 +24,23 @@ def test_shards_cover_every_row_once():
 
 
 @pytest.fixture(scope="module")
-def both(prefect_api, tmp_path_factory):
-    """The same data run twice: in-process with threads, and from the command line with `--set runner=dask`
-    and no configured API, so the run must bring up its own real local API for the Dask worker processes."""
+def both(tmp_path_factory):
+    """The same data run twice from the command line: with threads, and with `--set runner=dask` and no
+    configured API, so the run must bring up its own real local API for the Dask worker processes."""
     root = tmp_path_factory.mktemp("scale")
     data = write_csv(root / "d.csv", first_per_label(40))
-    threads = json.loads(Path(retrain(data=str(data), workdir=str(root / "threads"), overrides=FAST)).read_text())
-    sets = {**FAST, "runner": "dask", "dask.workers": 2, "dask.shards": 3}
-    result = run_cli("flows.retrain", "--data", str(data), "--workdir", str(root / "dask"),
-                     *[arg for key, value in sets.items() for arg in ("--set", f"{key}={value}")],
-                     home=root, env={"PREFECT_API_URL": ""})
-    assert result.returncode == 0, result.stderr[-3000:]
-    dask = json.loads(Path(result.stdout.strip().splitlines()[-1]).read_text())
-    return root, threads, dask, result.stderr
+    # Both runs in fresh processes, as users run them: a model trained in this test process, after the suite's other
+    # trainings, can differ from one trained in a fresh process (see the closing note of issue 16's stop).
+    def run(workdir: str, sets: dict, env: dict | None = None):
+        result = run_cli("flows.retrain", "--data", str(data), "--workdir", str(root / workdir),
+                         *[arg for key, value in sets.items() for arg in ("--set", f"{key}={value}")],
+                         home=root / workdir, env=env)
+        assert result.returncode == 0, result.stderr[-3000:]
+        return json.loads(Path(result.stdout.strip().splitlines()[-1]).read_text()), result.stderr
+
+    threads, _ = run("threads", FAST)
+    dask, stderr = run("dask", {**FAST, "runner": "dask", "dask.workers": 2, "dask.shards": 3}, {"PREFECT_API_URL": ""})
+    return root, threads, dask, stderr
 
 
 def test_dask_run_brought_up_a_real_local_api_and_used_a_cluster_and_shards(both):
