@@ -74,6 +74,7 @@ def classification_metrics(y_true: np.ndarray, proba: np.ndarray, labels: list[s
 
     ids = list(range(len(labels)))
     y_pred = proba.argmax(axis=1)
+    clipped = np.clip(proba, 1e-7, 1)  # log loss: clipped at 1e-7, then renormalised to sum to 1
     precision, recall, f1, support = precision_recall_fscore_support(y_true, y_pred, labels=ids, zero_division=0)
     majority = int(np.bincount(y_true, minlength=len(labels)).argmax()) if len(y_true) else 0
     baseline = np.full_like(y_true, majority)
@@ -82,8 +83,7 @@ def classification_metrics(y_true: np.ndarray, proba: np.ndarray, labels: list[s
         "accuracy": float(accuracy_score(y_true, y_pred)),
         "macro_f1": float(f1_score(y_true, y_pred, labels=ids, average="macro", zero_division=0)),
         "macro_f1_measured": float(f1[support > 0].mean()) if (support > 0).any() else None,
-        "log_loss": float(log_loss(y_true, labels=ids,  # clipped at 1e-7, then renormalised to sum to 1
-                                   y_proba=np.clip(proba, 1e-7, 1) / np.clip(proba, 1e-7, 1).sum(axis=1, keepdims=True))),
+        "log_loss": float(log_loss(y_true, clipped / clipped.sum(axis=1, keepdims=True), labels=ids)),
         "ece": expected_calibration_error(y_true, proba),
         "ci95": bootstrap_intervals(y_true, y_pred, len(labels)) if len(y_true) else {},
         "per_class": {
