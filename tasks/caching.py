@@ -5,7 +5,9 @@ A step's cache key covers everything that changes its output and nothing else:
   backbone by its weights hash (anything with `cache_fingerprint()`), never by a path string;
 - its own parameters (config sections, seed) as JSON;
 - the version of the code it runs: a hash of the step's module and every project module it imports,
-  followed transitively, so editing one step's helper re-runs that step and what depends on it only.
+  followed transitively, so editing one step's helper re-runs that step and what depends on it only;
+- the versions of the third-party libraries those modules import (and, for Keras steps, the accelerator):
+  upgrading TensorFlow re-runs what TensorFlow computed, not validation.
 The `workdir` argument is left out: it says where, not what.
 
 Before a cached result is used, its record is checked: it must be our JSON (never a pickle) and the artifact
@@ -18,8 +20,13 @@ from __future__ import annotations
 import ast
 import errno
 import functools
+import importlib.metadata
+import importlib.util
 import json
 import logging
+import os
+import platform
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -82,10 +89,17 @@ def _module_file(name: str) -> Path | None:
     return None
 
 
-def _imported_modules(path: Path, module: str) -> set[str]:
+def _imports(path: Path, module: str) -> frozenset[str]:
+    """Every module name `path` imports (at top level or inside functions), relative imports resolved."""
+    stat = path.stat()
+    return _parsed_imports(str(path), stat.st_mtime_ns, stat.st_size, module)
+
+
+@functools.lru_cache(maxsize=512)  # keyed by the file's mtime and size: an edited file is parsed again
+def _parsed_imports(path: str, _mtime_ns: int, _size: int, module: str) -> frozenset[str]:
     found = set()
-    package = module if path.name == "__init__.py" else module.rpartition(".")[0]
-    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+    package = module if path.endswith("__init__.py") else module.rpartition(".")[0]
+    for node in ast.walk(ast.parse(Path(path).read_text(encoding="utf-8"))):
         if isinstance(node, ast.Import):
             found.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom):
@@ -95,7 +109,11 @@ def _imported_modules(path: Path, module: str) -> set[str]:
                 base = ".".join([*parent, base] if base else parent)
             found.add(base)
             found.update(f"{base}.{alias.name}" for alias in node.names)
-    return {name for name in found if name.split(".")[0] in PROJECT_PACKAGES and _module_file(name)}
+    return frozenset(found)
+
+
+def _imported_modules(path: Path, module: str) -> set[str]:
+    return {name for name in _imports(path, module) if name.split(".")[0] in PROJECT_PACKAGES and _module_file(name)}
 
 
 def module_closure(module: str) -> list[str]:
@@ -114,6 +132,70 @@ def code_version(module: str) -> str:
     """Hash of the source of `module` and of every project module it imports, transitively."""
     parts = [f"{name}:{sha256_hex(_module_file(name).read_text(encoding='utf-8'))}" for name in module_closure(module)]
     return sha256_hex(*parts)
+
+
+# Import names whose distribution has another name; anything else not found by its own name is looked up
+# in `importlib.metadata.packages_distributions()` (complete, but ~1 s: it reads every installed RECORD).
+DISTRIBUTION_OF = {"sklearn": "scikit-learn", "yaml": "PyYAML", "keras_hub": "keras-hub",
+                   "tensorflow_text": "tensorflow-text", "dateutil": "python-dateutil"}
+
+
+@functools.lru_cache(maxsize=None)
+def distributions_of(import_name: str) -> tuple[str, ...]:
+    """The installed distributions that provide the top-level module `import_name` (empty if none)."""
+    name = DISTRIBUTION_OF.get(import_name, import_name)
+    if distribution_version(name) != "absent":
+        return (name,)
+    if importlib.util.find_spec(import_name) is None:  # not installed (an optional backend such as jax)
+        return ()
+    return tuple(importlib.metadata.packages_distributions().get(import_name, ()))
+
+
+@functools.lru_cache(maxsize=None)
+def distribution_version(name: str) -> str:
+    """The installed version of a distribution (PyPI name), or "absent"."""
+    try:
+        return importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        return "absent"
+
+
+# Keras runs on a backend that its modules import only at run time: a Keras step computes with TensorFlow.
+IMPLIED = {"keras": ("tensorflow",), "keras_hub": ("tensorflow", "tensorflow-text")}
+
+
+@functools.lru_cache(maxsize=None)  # installed libraries do not change under a running process
+def library_versions(module: str) -> dict[str, str]:
+    """{distribution: version} of every third-party library that `module` and its project imports use.
+
+    Part of the cache key, so that upgrading, say, TensorFlow re-runs the steps that compute with it and
+    only those; the standard library is left out (it changes with the interpreter, keyed separately).
+    """
+    names = set()
+    for name in module_closure(module):
+        names |= {imported.split(".")[0] for imported in _imports(_module_file(name), name)}
+    names -= {*PROJECT_PACKAGES, *sys.stdlib_module_names, "__future__"}
+    dists = {dist for name in names for dist in distributions_of(name)}
+    dists |= {implied for name in names for implied in IMPLIED.get(name, ())}
+    return {dist: distribution_version(dist) for dist in sorted(dists)}  # a fresh dict: callers may keep it
+
+
+def accelerator() -> dict[str, Any]:
+    """The hardware a TensorFlow step computes on, as far as it changes results: the NVIDIA GPUs the process
+    may use (`CUDA_VISIBLE_DEVICES`, the driver's device list). Read without importing TensorFlow, so a
+    warm re-run that finds everything cached stays fast. Keys on this rather than on `mixed_precision:
+    auto`, whose meaning (float16 on a GPU, float32 on a CPU) depends on it."""
+    gpus = Path("/proc/driver/nvidia/gpus")
+    return {"nvidia_gpus": sorted(p.name for p in gpus.iterdir()) if gpus.is_dir() else [],
+            "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
+            "python": platform.python_version(), "machine": platform.machine()}
+
+
+def runtime_version(module: str) -> dict[str, Any]:
+    """What a step's output depends on besides its code and inputs: library versions, and for steps that
+    compute with Keras the accelerator."""
+    libraries = library_versions(module)
+    return {"libraries": libraries, **({"accelerator": accelerator()} if "keras" in libraries else {})}
 
 
 # ----------------------------------------------------------------------------------------------- cache keys
@@ -136,13 +218,15 @@ def fingerprint(value: Any) -> Any:
 
 @dataclass
 class StepCache(CachePolicy):
-    """Key = step name + code version + fingerprints of the inputs; stale or foreign records are evicted."""
+    """Key = step name + code version + library versions (+ accelerator) + fingerprints of the inputs; stale or
+    foreign records are evicted."""
 
     def compute_key(self, task_ctx, inputs: dict[str, Any], flow_parameters: dict[str, Any], **kwargs: Any) -> str:
         fn = task_ctx.task.fn
         payload = {
             "step": task_ctx.task.name,
             "code": code_version(fn.__module__),
+            "runtime": runtime_version(fn.__module__),
             "inputs": {name: fingerprint(v) for name, v in sorted(inputs.items()) if name not in IGNORED_INPUTS},
         }
         key = f"{task_ctx.task.name}-{sha256_hex(json.dumps(payload, sort_keys=True))[:40]}"

@@ -163,6 +163,9 @@ class TrainConfig(Section):
     l1: float = Field(0.0, ge=0)
     l2: float = Field(0.0, ge=0)
     class_weights: bool = False
+    ensemble: int = Field(1, ge=1, le=10, description="seed ensemble: k models trained by this recipe with seeds "
+                                                      "seed..seed+k-1 on the same features, saved as one model "
+                                                      "that averages their probabilities (1: one model)")
 
     def head_learning_rate(self) -> float:
         """`learning_rate` as a number: "auto" is 1e-3 with trainable blocks, 3e-2 for the head alone."""

@@ -12,6 +12,7 @@ tokens it is about 3x faster than at 64).
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 
@@ -21,8 +22,9 @@ import pyarrow as pa
 from schemas.tables import FEATURES_SCHEMA
 from tasks.backbone import Backbone, load_backbone
 from tasks import faults
-from tasks.caching import step_task
+from tasks.caching import runtime_version, step_task
 from tasks.feature_cache import FeatureCache, sentence_key
+from tasks.identity import sha256_hex
 from tasks.io import ArtifactRef, read_parquet, store_json, write_parquet
 from tasks.sharding import WHOLE, Shard
 
@@ -58,6 +60,13 @@ def run_bottom(preset: Path, sequences: list[list[int]], cut: int,
     return out["embedding"].astype(np.float32), (list(out["hidden"]) if hidden is not None else None)
 
 
+def feature_source(backbone: Backbone) -> str:
+    """The feature cache's name for what computes the features: the backbone's weights and the runtime
+    (library versions, accelerator) of this step, so an upgraded TensorFlow never serves old numbers."""
+    runtime = sha256_hex(json.dumps(runtime_version(__name__), sort_keys=True))
+    return f"{backbone.sha256[:16]}-{runtime[:8]}"
+
+
 def cached_features(backbone: Backbone, sequences: list[list[int]], cut: int,
                     workdir: Path) -> tuple[np.ndarray, list[np.ndarray] | None, dict[str, int]]:
     """Embeddings (and block-`cut` inputs) of `sequences`: from the feature cache, computing only what is missing.
@@ -66,8 +75,9 @@ def cached_features(backbone: Backbone, sequences: list[list[int]], cut: int,
     """
     keys = [sentence_key(s) for s in sequences]
     distinct = dict(zip(keys, sequences))
-    embedding_cache = FeatureCache(workdir, backbone.sha256, "embedding")
-    hidden_cache = FeatureCache(workdir, backbone.sha256, f"hidden-cut{cut}") if cut < N_BLOCKS else None
+    source = feature_source(backbone)
+    embedding_cache = FeatureCache(workdir, source, "embedding")
+    hidden_cache = FeatureCache(workdir, source, f"hidden-cut{cut}") if cut < N_BLOCKS else None
     have_embedding = embedding_cache.get(set(distinct))
     have_hidden = hidden_cache.get(set(distinct)) if hidden_cache else {}
     missing = [k for k in distinct if k not in have_embedding or (hidden_cache and k not in have_hidden)]

@@ -22,13 +22,13 @@ from tasks.caching import step_task
 from tasks.finetune import SplitFeatures, load_classifier
 from tasks.inference import predict_stored
 from tasks.io import ArtifactRef, artifact_dir, read_parquet, staging, store_dir, write_json_atomic
+from tasks.metrics import bootstrap_intervals
 
 log = logging.getLogger(__name__)
 METRICS_FILE = "metrics.json"
 PREDICTIONS_FILE = "predictions.parquet"
 
 
-BOOTSTRAP_SAMPLES = 1000
 ECE_BINS = 15
 
 
@@ -44,22 +44,6 @@ def expected_calibration_error(y_true: np.ndarray, proba: np.ndarray, bins: int 
         if members.any():
             gap += members.mean() * abs(correct[members].mean() - confidence[members].mean())
     return float(gap)
-
-
-def bootstrap_intervals(y_true: np.ndarray, y_pred: np.ndarray, n_labels: int, samples: int = BOOTSTRAP_SAMPLES,
-                        seed: int = 0) -> dict[str, list[float]]:
-    """95 % percentile-bootstrap intervals of accuracy and macro-F1 over resampled test rows (fixed seed)."""
-    from sklearn.metrics import f1_score
-
-    rng = np.random.default_rng(seed)
-    ids = list(range(n_labels))
-    accuracy, macro_f1 = [], []
-    for _ in range(samples):
-        rows = rng.integers(0, len(y_true), len(y_true))
-        accuracy.append(float((y_true[rows] == y_pred[rows]).mean()))
-        macro_f1.append(float(f1_score(y_true[rows], y_pred[rows], labels=ids, average="macro", zero_division=0)))
-    return {"accuracy": [float(np.percentile(accuracy, 2.5)), float(np.percentile(accuracy, 97.5))],
-            "macro_f1": [float(np.percentile(macro_f1, 2.5)), float(np.percentile(macro_f1, 97.5))]}
 
 
 def classification_metrics(y_true: np.ndarray, proba: np.ndarray, labels: list[str]) -> dict:

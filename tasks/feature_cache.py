@@ -1,7 +1,7 @@
 """Per-sentence cache of what the frozen backbone computes, shared by every run and dataset in a workdir.
 
-An entry is keyed by (backbone weights hash, the part of the network it came from, hash of the sentence's
-own truncated token ids). The key leaves out the padded length on purpose: with padding masked, a sentence's
+An entry is keyed by (what computed it: the backbone's weights hash and the versions of the libraries that ran
+it, the part of the network it came from, hash of the sentence's own truncated token ids). The key leaves out the padded length on purpose: with padding masked, a sentence's
 output does not depend on how far its batch was padded (a test checks it), so appending rows that change the
 chosen sequence length invalidates nothing but the sentences whose own truncation changed.
 
@@ -9,7 +9,8 @@ Storage is append-only: each run adds one immutable Parquet segment holding only
 under a temporary name and renamed, with page checksums. Concurrent runs add separate segments; a segment
 that fails to read (truncated, garbled) is moved aside and its entries are simply computed again.
 
-    <workdir>/cache/features/<backbone sha[:16]>/<part>/<segment sha[:16]>.parquet
+    <workdir>/cache/features/<source>/<part>/<segment sha[:16]>.parquet
+    source = <backbone sha[:16]>-<hash of the library versions and accelerator[:8]> (`tasks.embed.feature_source`)
     part = "embedding" (pooled sentence embedding, float32) or "hidden-cut<k>" (input of block k, float16)
 """
 
@@ -45,8 +46,8 @@ def cache_root(workdir: Path) -> Path:
 class FeatureCache:
     """One part ("embedding" or "hidden-cut<k>") of one backbone's cached outputs."""
 
-    def __init__(self, workdir: Path, backbone_sha: str, part: str):
-        self.folder = cache_root(workdir) / backbone_sha[:16] / part
+    def __init__(self, workdir: Path, source: str, part: str):
+        self.folder = cache_root(workdir) / source / part
         self.dtype = DTYPES.get(part, np.float16)
 
     def segments(self) -> list[Path]:

@@ -27,6 +27,10 @@ The recipe, and the trap each piece avoids (measured in benchmarks/quality.py, s
   training stops after `patience` epochs without a gain. A validation split with fewer than
   `min_val_per_class` rows of some class cannot select (one sentence moves macro-F1 by points): then the
   whole budget is trained and the last epoch kept, and the card and run report say so.
+- Seed ensembles (`train.ensemble = k`, default 1): k members trained one after another by this recipe on the
+  same stored features (the frozen part still computed once), member i with seed `seed + i`, each keeping its
+  own best epoch; one saved model runs the shared frozen bottom once and averages the k members'
+  probabilities (`tasks.model.build_ensemble`). Measured in benchmarks/ensemble.py.
 """
 
 from __future__ import annotations
@@ -80,32 +84,68 @@ def finetune(features: ArtifactRef, cfg: TrainConfig, seed: int, backbone: Backb
     """Train the classifier by the recipe above; save it (`model.keras`) and its card (`model.json`).
 
     Returns the reference of the model folder; `meta` has the best epoch, how it was selected, the
-    validation figures and the per-epoch curves.
+    validation figures and the per-epoch curves. With `cfg.ensemble = k > 1`, k members train by the same
+    recipe on the same stored features, member i with seed `seed + i` (each the model a single run with that
+    seed trains), each keeping its own best epoch on validation; the saved model averages their probabilities
+    (`tasks.model.build_ensemble`), and the validation figures are the ensemble's (the members' validation
+    probabilities averaged the same way), each member's beside them under `ensemble`.
     """
     import keras
 
-    from tasks.model import build_classifier, save_reproducibly
+    from tasks.model import build_classifier, build_ensemble, save_reproducibly
 
     labels = list(features.meta["labels"])
     cut = int(features.meta["cut"])
     train, val = SplitFeatures(features, workdir, "train"), SplitFeatures(features, workdir, "val")
     weights = class_weights(train.labels, len(labels)) if cfg.class_weights else {i: 1.0 for i in range(len(labels))}
     selection = selection_rule(val.labels, labels, cfg.min_val_per_class)
-    keras.utils.set_random_seed(seed)
     gpus = visible_gpus()
     mixed = resolve_mixed_precision(cfg.mixed_precision, gpus)
-    with strategy(gpus):
-        curve, trained_backbone, head, plan = _train(train, val, weights, cfg, seed, backbone, cut, len(labels), mixed,
-                                                     select=selection is None)
+    phase = "joint" if cut < N_BLOCKS else "head"
+    # Keras names unnamed layers from per-process counters ("dropout_6" once an embed step has built a backbone
+    # in this process), and the names are written into the saved file: start from a clean slate so the file
+    # depends on the model alone, whichever runner or process trained it.
+    keras.backend.clear_session()
+    members = []
+    for index in range(cfg.ensemble):
+        member_seed = seed + index
+        keras.utils.set_random_seed(member_seed)
+        with strategy(gpus):
+            curve, trained_backbone, head, plan, val_proba = _train(
+                train, val, weights, cfg, member_seed, backbone, cut, len(labels), mixed, select=selection is None,
+                val_probabilities=cfg.ensemble > 1)
+        scores = curve["val_macro_f1"]
+        best = int(np.argmax(scores)) if selection is None else len(scores) - 1
+        history = {k: [round(float(v), 5) for v in vals] for k, vals in curve.items()}
+        members.append({"seed": member_seed, "backbone": trained_backbone, "head": head, "val_proba": val_proba,
+                        "history": history, "plan": plan,
+                        "summary": {"best_epoch": best + 1, "epochs_run": len(scores),
+                                    "best_val_loss": round(float(curve["val_loss"][best]), 5),
+                                    "best_val_macro_f1": round(float(scores[best]), 5),
+                                    "best_val_accuracy": round(float(curve["val_accuracy"][best]), 5)}})
+        if cfg.ensemble > 1:
+            log.info("finetune: member %d of %d (seed %d): epoch %d of %d kept, val macro-F1 %.4f", index + 1,
+                     cfg.ensemble, member_seed, best + 1, len(scores), scores[best])
 
-    scores = curve["val_macro_f1"]
-    best = int(np.argmax(scores)) if selection is None else len(scores) - 1
-    history = {"joint" if cut < N_BLOCKS else "head": {k: [round(float(v), 5) for v in vals] for k, vals in curve.items()}}
-    summary = {"best_epoch": best + 1, "epochs_run": len(scores), "best_val_loss": round(float(curve["val_loss"][best]), 5),
-               "best_val_macro_f1": round(float(scores[best]), 5),
-               "best_val_accuracy": round(float(curve["val_accuracy"][best]), 5),
-               "selection": selection or "best epoch by validation macro-F1", "budget": plan,
-               "phases": {phase: len(c["loss"]) for phase, c in history.items()}}
+    rule = selection or "best epoch by validation macro-F1"
+    if cfg.ensemble == 1:
+        member = members[0]
+        history = {phase: member["history"]}
+        summary = {**member["summary"], "selection": rule, "budget": member["plan"],
+                   "phases": {p: len(c["loss"]) for p, c in history.items()}}
+        classifier = build_classifier(member["backbone"], member["head"])
+    else:
+        history = {f"{phase}, member {i} (seed {m['seed']})": m["history"] for i, m in enumerate(members, start=1)}
+        figures = ensemble_figures(np.mean([m["val_proba"] for m in members], axis=0), val.labels, len(labels))
+        summary = {"best_epoch": [m["summary"]["best_epoch"] for m in members],
+                   "epochs_run": [m["summary"]["epochs_run"] for m in members],
+                   "best_val_loss": figures["val_loss"], "best_val_macro_f1": figures["val_macro_f1"],
+                   "best_val_accuracy": figures["val_accuracy"],
+                   "selection": f"{rule}, per member; the saved model averages the members' probabilities",
+                   "budget": members[0]["plan"], "phases": {p: len(c["loss"]) for p, c in history.items()},
+                   "ensemble": {"members": cfg.ensemble, **figures,
+                                "member_figures": [{"seed": m["seed"], **m["summary"]} for m in members]}}
+        classifier = build_ensemble([m["backbone"] for m in members], [m["head"] for m in members], cut)
     card = {
         "labels": labels,
         "backbone_sha256": backbone.sha256,
@@ -118,16 +158,30 @@ def finetune(features: ArtifactRef, cfg: TrainConfig, seed: int, backbone: Backb
         "features_sha256": features.sha256,
         **summary,
     }
-    classifier = build_classifier(trained_backbone, head)
     with staging(artifact_dir(workdir, "finetune"), is_dir=True) as folder:
         save_reproducibly(classifier, folder / MODEL_FILE)
         write_json_atomic(folder / CARD_FILE, card)
         ref = store_dir(workdir, "finetune", folder, rows=len(train.labels),
                         meta={"labels": labels, "cut": cut, "history": history, **summary,
                               "rows_in": int(len(train.labels) + len(val.labels))})
-    log.info("finetune: epoch %d of %d kept (%s): val macro-F1 %.4f, val accuracy %.4f", best + 1, len(scores),
-             summary["selection"], scores[best], curve["val_accuracy"][best])
+    if cfg.ensemble == 1:
+        log.info("finetune: epoch %d of %d kept (%s): val macro-F1 %.4f, val accuracy %.4f", summary["best_epoch"],
+                 summary["epochs_run"], summary["selection"], summary["best_val_macro_f1"],
+                 summary["best_val_accuracy"])
+    else:
+        log.info("finetune: ensemble of %d (seeds %s): val macro-F1 %.4f, val accuracy %.4f", cfg.ensemble,
+                 ", ".join(str(m["seed"]) for m in members), summary["best_val_macro_f1"], summary["best_val_accuracy"])
     return ref
+
+
+def ensemble_figures(proba: np.ndarray, y_val: np.ndarray, n_labels: int) -> dict[str, float]:
+    """Validation loss, accuracy and macro-F1 of averaged probabilities, computed as for one model each epoch
+    (`tasks.model.ValidationScores`)."""
+    from tasks.model import ValidationScores
+
+    logs: dict[str, float] = {}
+    ValidationScores(lambda: proba, y_val).on_epoch_end(0, logs)
+    return {key: round(float(logs[key]), 5) for key in ("val_loss", "val_accuracy", "val_macro_f1")}
 
 
 def selection_rule(y_val: np.ndarray, labels: list[str], min_per_class: int) -> str | None:
@@ -151,19 +205,20 @@ def epochs_for(n_rows: int, cfg: TrainConfig, trains_blocks: bool) -> tuple[int,
 
 
 def _train(train: SplitFeatures, val: SplitFeatures, weights: dict[int, float], cfg: TrainConfig, seed: int,
-           backbone: Backbone, cut: int, n_labels: int, mixed: bool, select: bool):
+           backbone: Backbone, cut: int, n_labels: int, mixed: bool, select: bool, val_probabilities: bool = False):
     """Train the head (and the top blocks) jointly; returns the per-epoch curve, the backbone holding the
-    trained blocks, the trained head and the step budget used."""
+    trained blocks, the trained head, the step budget used and (if `val_probabilities`) the kept weights'
+    validation probabilities (else None)."""
     import keras
 
     from tasks.inference import forward, pad_hidden, predict_in_order
     from tasks.model import (EpochLog, PartwiseAdamW, TrainingBatches, ValidationScores, build_head, build_top,
-                             learning_rate_schedule)
+                             learning_rate_schedule, seed_dropout)
 
     trains_blocks = cut < N_BLOCKS
     epochs, steps_per_epoch = epochs_for(len(train.labels), cfg, trains_blocks)
     plan = {"epochs": epochs, "steps_per_epoch": steps_per_epoch, "steps": epochs * steps_per_epoch}
-    head = build_head(n_labels, cfg, train.embeddings.shape[1])
+    head = build_head(n_labels, cfg, train.embeddings.shape[1], seed=seed)
     if trains_blocks:
         with dtype_policy(mixed):  # only the backbone's blocks: pooling and the softmax stay float32
             trained_backbone = fresh_backbone(backbone.path)
@@ -178,6 +233,7 @@ def _train(train: SplitFeatures, val: SplitFeatures, weights: dict[int, float], 
         inputs, run = train.embeddings, forward(trainer)
         predict_val = lambda: predict_in_order(  # noqa: E731
             lambda rows: run(val.embeddings[rows]), np.zeros(len(val.labels)), 1024)
+    seed_dropout(trainer, seed)
     optimizer = PartwiseAdamW(
         learning_rate_schedule(cfg.head_learning_rate(), plan["steps"], cfg.warmup),
         multipliers=block_multipliers(trained_backbone, cut, cfg) if trains_blocks else {},
@@ -191,8 +247,11 @@ def _train(train: SplitFeatures, val: SplitFeatures, weights: dict[int, float], 
                                                        restore_best_weights=True))
     callbacks.append(EpochLog(epochs, f"finetune/top{N_BLOCKS - cut}" if trains_blocks else "finetune/head"))
     batches = TrainingBatches(inputs, train.labels, sample_weight, cfg.batch_size, seed, cfg.chunk_batches)
-    curve = trainer.fit(batches, epochs=epochs, verbose=0, callbacks=callbacks).history
-    return curve, trained_backbone, head, plan
+    # shuffle=False: the batches already shuffle from `seed`; Keras' own shuffle of a PyDataset's batch order
+    # draws from Python's global `random`, which the Prefect engine's threads draw from too, so the order
+    # (and the model) would depend on what else ran in the process.
+    curve = trainer.fit(batches, epochs=epochs, shuffle=False, verbose=0, callbacks=callbacks).history
+    return curve, trained_backbone, head, plan, (predict_val() if val_probabilities else None)
 
 
 def block_multipliers(backbone, cut: int, cfg: TrainConfig) -> dict[str, float]:

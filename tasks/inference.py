@@ -153,21 +153,19 @@ def predict_stored(classifier, embeddings: np.ndarray, hidden: Sequence[np.ndarr
     `hidden` holds each row's block-`cut` input, (n_tokens, hidden_size), when blocks are unfrozen.
     Equals the whole classifier on the token ids to 2e-3 (the stored inputs are float16).
     """
-    from tasks.backbone import find_backbone
-    from tasks.model import build_top, transformer_blocks
+    from tasks.model import stored_part
 
-    head = classifier.get_layer("head")
-    k = int(head.output_shape[-1])
-    backbone = find_backbone(classifier)
-    if cut >= len(transformer_blocks(backbone)):
+    part, takes_hidden = stored_part(classifier, cut)  # a single model's head or top, or an ensemble's members
+    k = int(part.output_shape[-1])
+    if not takes_hidden:
         if not len(embeddings):
             return np.zeros((0, k))
-        run = forward(head)
+        run = forward(part)
         proba = predict_in_order(lambda rows: run(embeddings[rows]), np.zeros(len(embeddings)), 1024).astype(np.float64)
     else:
         if not hidden:
             return np.zeros((0, k))
-        run = forward(build_top(backbone, head, cut))
+        run = forward(part)
         proba = predict_in_order(lambda rows: run(pad_hidden([hidden[i] for i in rows])),
                                  [len(h) for h in hidden], batch_size).astype(np.float64)
     return proba / proba.sum(axis=1, keepdims=True)

@@ -79,7 +79,7 @@ def build_bottom(backbone, cut: int) -> keras.Model:
     return keras.Model(inputs, outputs, name="bottom")
 
 
-def build_top(backbone, head: keras.Model, cut: int) -> keras.Model:
+def build_top(backbone, head: keras.Model, cut: int, name: str = "top") -> keras.Model:
     """{"hidden", "padding_mask"} -> probabilities: blocks cut..5 of `backbone`, pooling, `head`."""
     hidden = keras.Input(shape=(None, backbone.hidden_dim), name="hidden")
     mask = keras.Input(shape=(None,), dtype="int32", name="padding_mask")
@@ -87,28 +87,169 @@ def build_top(backbone, head: keras.Model, cut: int) -> keras.Model:
     for block in transformer_blocks(backbone)[cut:]:
         x = block(x, padding_mask=mask)
     x = L2Normalize(name="top_normalize")(MaskedMeanPooling(name="top_mean_pool")(x, mask))
-    return keras.Model({"hidden": hidden, "padding_mask": mask}, head(x), name="top")
+    return keras.Model({"hidden": hidden, "padding_mask": mask}, head(x), name=name)
 
 
-def build_head(n_labels: int, cfg: TrainConfig, input_dim: int = HIDDEN) -> keras.Model:
-    """embedding -> class probabilities: dropout, an optional hidden layer, softmax with L1/L2 on its kernel."""
+def build_head(n_labels: int, cfg: TrainConfig, input_dim: int = HIDDEN, seed: int = 0,
+               name: str = "head") -> keras.Model:
+    """embedding (batch, input_dim) float32 -> class probabilities (batch, n_labels): dropout, an optional
+    hidden layer, softmax with L1/L2 on its kernel. Its initial weights and dropout masks follow `seed` alone."""
+    seeds = iter(range(seed % 2**20 * 1000 + 1, seed % 2**20 * 1000 + 10))
+    glorot = lambda: keras.initializers.GlorotUniform(seed=next(seeds))  # noqa: E731
     inputs = keras.Input(shape=(input_dim,), name="embedding")
-    x = keras.layers.Dropout(cfg.dropout, name="head_dropout")(inputs)
+    x = keras.layers.Dropout(cfg.dropout, seed=next(seeds), name="head_dropout")(inputs)
     if cfg.hidden_units:
-        x = keras.layers.Dense(cfg.hidden_units, activation="gelu", name="head_hidden",
+        x = keras.layers.Dense(cfg.hidden_units, activation="gelu", name="head_hidden", kernel_initializer=glorot(),
                                kernel_regularizer=keras.regularizers.L1L2(cfg.l1, cfg.l2))(x)
-        x = keras.layers.Dropout(cfg.dropout, name="head_hidden_dropout")(x)
-    outputs = keras.layers.Dense(n_labels, activation="softmax", name="head_output",
+        x = keras.layers.Dropout(cfg.dropout, seed=next(seeds), name="head_hidden_dropout")(x)
+    outputs = keras.layers.Dense(n_labels, activation="softmax", name="head_output", kernel_initializer=glorot(),
                                  kernel_regularizer=keras.regularizers.L1L2(cfg.l1, cfg.l2))(x)
-    return keras.Model(inputs, outputs, name="head")
+    return keras.Model(inputs, outputs, name=name)
+
+
+def seed_dropout(model: keras.Model, seed: int) -> None:
+    """Give every random layer of `model` (the backbone blocks' dropout) a state drawn from `seed` alone.
+
+    Why: a Keras layer built without a seed draws one from Python's global `random` when it is made
+    (`keras.random.SeedGenerator`), and the Prefect engine, the Dask client and any other thread in the
+    process draw from that same generator; a model trained after a different history of draws, in a
+    different process, is a different model. Re-seeding after construction makes training depend on `seed`
+    and the data only.
+    """
+    layers = model._flatten_layers(include_self=True, recursive=True)  # noqa: SLF001 (Keras' own layer walk)
+    generators = [g for layer in layers for g in getattr(layer, "_seed_generators", [])]
+    for index, generator in enumerate(generators):
+        generator.state.assign(np.array([(seed * 100_003 + index + 1) % (2**31 - 1), 0], dtype=generator.state.dtype))
 
 
 def build_classifier(backbone, head: keras.Model) -> keras.Model:
     """The servable model: token ids and padding mask in, class probabilities out (nothing trainable)."""
     backbone.trainable = False
     head.trainable = False
+    # A fixed name: Keras numbers unnamed layers per process ("bert_backbone_1" after an embed step ran in
+    # the same process), which would make the saved file depend on what ran before, not on the model.
+    backbone.name = "backbone"
     inputs = token_inputs()
     return keras.Model(inputs, head(pooled(backbone, inputs)), name="classifier")
+
+
+def build_shared_bottom(backbone, cut: int) -> keras.Model:
+    """token ids -> the input of block `cut` (token level): the frozen part an ensemble's members share, the
+    backbone's own layers in the backbone's order (as `build_bottom` computes the stored `hidden`)."""
+    inputs = token_inputs()
+    token_ids, mask = inputs["token_ids"], inputs["padding_mask"]
+    x = backbone.get_layer("token_embedding")(token_ids)
+    positions = backbone.get_layer("position_embedding")(x)
+    segments = backbone.get_layer("segment_embedding")(ZerosLike(name="segment_ids")(token_ids))
+    x = backbone.get_layer("embeddings_add")((x, positions, segments))
+    x = backbone.get_layer("embeddings_dropout")(backbone.get_layer("embeddings_layer_norm")(x))
+    for block in transformer_blocks(backbone)[:cut]:
+        x = block(x, padding_mask=mask)
+    return keras.Model(inputs, x, name="bottom")
+
+
+def build_ensemble(backbones: list, heads: list[keras.Model], cut: int) -> keras.Model:
+    """The servable model of a seed ensemble (`train.ensemble = k`): token ids and padding mask in, the mean of
+    the k members' class probabilities out (nothing trainable).
+
+    Member i is its own trained top (blocks cut..5 of `backbones[i]`, pooling, `heads[i]`) on one shared frozen
+    bottom, computed once: `bottom` (embeddings and blocks 0..cut-1 of `backbones[0]`, untrained in every
+    member) -> `ensemble` ({"hidden", "padding_mask"} -> `member_1` ... `member_k` -> their mean). With no
+    block trained (cut = 6) the members differ in their heads alone: `build_classifier` of the backbone and
+    a `head` that averages the k heads, the single model's layout. `stored_part` finds either layout's part
+    that runs on stored features.
+    """
+    for backbone in backbones:
+        backbone.trainable = False
+    for index, head in enumerate(heads, start=1):
+        head.trainable = False
+        head.name = f"member_{index}" if cut >= N_BLOCKS else "head"
+    if cut >= N_BLOCKS:
+        embedding = keras.Input(shape=(heads[0].inputs[0].shape[-1],), name="embedding")
+        mean = keras.layers.Average(name="ensemble_mean")([head(embedding) for head in heads])
+        return build_classifier(backbones[0], keras.Model(embedding, mean, name="head"))
+    hidden = keras.Input(shape=(None, backbones[0].hidden_dim), name="hidden")
+    mask = keras.Input(shape=(None,), dtype="int32", name="padding_mask")
+    members = [build_top(backbone, head, cut, name=f"member_{index}")
+               for index, (backbone, head) in enumerate(zip(backbones, heads), start=1)]
+    mean = keras.layers.Average(name="ensemble_mean")([m({"hidden": hidden, "padding_mask": mask}) for m in members])
+    ensemble = keras.Model({"hidden": hidden, "padding_mask": mask}, mean, name="ensemble")
+    inputs = token_inputs()
+    bottom = build_shared_bottom(backbones[0], cut)
+    return keras.Model(inputs, ensemble({"hidden": bottom(inputs), "padding_mask": inputs["padding_mask"]}),
+                       name="classifier")
+
+
+def _is_ensemble_of_tops(classifier) -> bool:
+    return any(layer.name == "ensemble" for layer in classifier.layers)
+
+
+def encoder_depth(classifier) -> int:
+    """The number of transformer blocks between a saved classifier's token ids and its pooling (6 here): the
+    backbone's, or an ensemble's shared bottom plus one member's top."""
+    if _is_ensemble_of_tops(classifier):
+        member = classifier.get_layer("ensemble").get_layer("member_1")
+        return len(transformer_blocks(classifier.get_layer("bottom"))) + len(transformer_blocks(member))
+    from tasks.backbone import find_backbone
+
+    return len(transformer_blocks(find_backbone(classifier)))
+
+
+def stored_part(classifier, cut: int) -> tuple[keras.Model, bool]:
+    """The part of a saved classifier that runs on stored features cut at block `cut`, and whether it takes the
+    token-level input of block `cut` ({"hidden", "padding_mask"}; else the pooled embedding, when `cut` is
+    the encoder's depth). A single model: its head alone, or `build_top` of its backbone from `cut`. An
+    ensemble of tops: its `ensemble` part, preceded by the shared bottom's blocks cut.. when `cut` is lower
+    than the first block its members trained. `cut` must not be above that block (the features would hold
+    the output of a block the ensemble trained)."""
+    if not _is_ensemble_of_tops(classifier):
+        from tasks.backbone import find_backbone
+
+        head, backbone = classifier.get_layer("head"), find_backbone(classifier)
+        if cut >= len(transformer_blocks(backbone)):
+            return head, False
+        return build_top(backbone, head, cut), True
+    ensemble, bottom = classifier.get_layer("ensemble"), classifier.get_layer("bottom")
+    shared = transformer_blocks(bottom)
+    if cut > len(shared):
+        raise ValueError(f"features cut at block {cut} hold the output of blocks the ensemble trained "
+                         f"(its members train from block {len(shared)})")
+    if cut == len(shared):
+        return ensemble, True
+    hidden = keras.Input(shape=(None, HIDDEN), name="hidden")
+    mask = keras.Input(shape=(None,), dtype="int32", name="padding_mask")
+    x = hidden
+    for block in shared[cut:]:
+        x = block(x, padding_mask=mask)
+    return keras.Model({"hidden": hidden, "padding_mask": mask}, ensemble({"hidden": x, "padding_mask": mask}),
+                       name="top"), True
+
+
+def members_of(classifier, cut: int) -> list[keras.Model]:
+    """Each member of a saved ensemble as its own part on stored features cut at block `cut` (the layout
+    `stored_part` takes): for checking the ensemble against its members and scoring them one by one."""
+    if _is_ensemble_of_tops(classifier):
+        ensemble, bottom = classifier.get_layer("ensemble"), classifier.get_layer("bottom")
+        members = [layer for layer in ensemble.layers if layer.name.startswith("member_")]
+        if cut == len(transformer_blocks(bottom)):
+            return members
+        out = []
+        for member in members:
+            hidden = keras.Input(shape=(None, HIDDEN), name="hidden")
+            mask = keras.Input(shape=(None,), dtype="int32", name="padding_mask")
+            x = hidden
+            for block in transformer_blocks(bottom)[cut:]:
+                x = block(x, padding_mask=mask)
+            out.append(keras.Model({"hidden": hidden, "padding_mask": mask},
+                                   member({"hidden": x, "padding_mask": mask}), name=member.name))
+        return out
+    from tasks.backbone import find_backbone
+
+    head, backbone = classifier.get_layer("head"), find_backbone(classifier)
+    heads = [layer for layer in head.layers if layer.name.startswith("member_")] or [head]
+    if cut >= len(transformer_blocks(backbone)):
+        return heads
+    return [build_top(backbone, h, cut, name=h.name) for h in heads]
 
 
 def _renumber_shared_objects(config: object, ids: dict[int, int]) -> object:

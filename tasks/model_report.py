@@ -27,12 +27,12 @@ import numpy as np
 
 from tasks import registry
 from tasks.io import atomic_path
+from tasks.metrics import BOOTSTRAP_SAMPLES, class_intervals
 
 log = logging.getLogger(__name__)
 REPORT_FILE = "report.html"
 SECTIONS = ("Data", "Learning curves", "Confusion matrix", "Per-class precision, recall and F1",
             "Calibration", "Gate", "Lineage", "Approval")
-CLASS_BOOTSTRAP_SAMPLES = 1000
 
 
 def report_path(workdir: Path, name: str, version: str) -> Path:
@@ -128,24 +128,6 @@ def confusion_heatmap(labels: list[str], matrix: list[list[int]]) -> str:
     fig.colorbar(image, ax=ax, label="share of the true class")
     fig.tight_layout()
     return _png(fig)
-
-
-def class_intervals(y: np.ndarray, pred: np.ndarray, n_labels: int, samples: int = CLASS_BOOTSTRAP_SAMPLES,
-                    seed: int = 0) -> dict[str, np.ndarray]:
-    """95 % percentile-bootstrap intervals of per-class precision, recall and F1 (each: n_labels x 2)."""
-    rng = np.random.default_rng(seed)
-    rows = rng.integers(0, len(y), size=(samples, len(y)))
-    ys, ps = y[rows], pred[rows]
-    out = {}
-    tp = np.stack([((ys == k) & (ps == k)).sum(axis=1) for k in range(n_labels)], axis=1).astype(float)
-    fp = np.stack([((ys != k) & (ps == k)).sum(axis=1) for k in range(n_labels)], axis=1).astype(float)
-    fn = np.stack([((ys == k) & (ps != k)).sum(axis=1) for k in range(n_labels)], axis=1).astype(float)
-    precision = np.where(tp + fp > 0, tp / np.maximum(tp + fp, 1), 0.0)
-    recall = np.where(tp + fn > 0, tp / np.maximum(tp + fn, 1), 0.0)
-    f1 = np.where(2 * tp + fp + fn > 0, 2 * tp / np.maximum(2 * tp + fp + fn, 1), 0.0)
-    for key, values in (("precision", precision), ("recall", recall), ("f1", f1)):
-        out[key] = np.stack([np.percentile(values, 2.5, axis=0), np.percentile(values, 97.5, axis=0)], axis=1)
-    return out
 
 
 def per_class_plot(labels: list[str], per_class: dict[str, dict[str, float]], intervals: dict[str, np.ndarray]) -> str:
@@ -306,7 +288,7 @@ def render(folder: Path, lineage: dict[str, Any], summary: dict[str, Any], appro
     ci = {key: "[" + ", ".join(f"{v:.3f}" for v in bounds) + "]" for key, bounds in (test.get("ci95") or {}).items()}
     overall = (f"Accuracy {test['accuracy']:.4f} {ci.get('accuracy', '')}, macro-F1 {test['macro_f1']:.4f} "
                f"{ci.get('macro_f1', '')}; per class: 95 % percentile-bootstrap intervals over "
-               f"{CLASS_BOOTSTRAP_SAMPLES} resamples of the test rows.")
+               f"{BOOTSTRAP_SAMPLES} resamples of the test rows.")
     sections.append(_section("Per-class precision, recall and F1", _img(per_class_plot(labels, test["per_class"], intervals),
                                                                        "per-class scores") +
                              _table(["class", "precision", "recall", "F1", "support"], rows) + _p(overall)))

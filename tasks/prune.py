@@ -74,6 +74,14 @@ def prune(workdir: Path, keep: int = 3, dry_run: bool = False, grace_seconds: in
 
     report["cache_entries"], freed = _compact_feature_cache(workdir, runs, dry_run, cutoff)
     report["bytes"] += freed
+    live = {v["version"] for name in registry.model_names(workdir) for v in registry.versions(workdir, name)}
+    if dry_run:
+        live -= {v for removed in report["versions"].values() for v in removed}
+    for scores in sorted(registry.champion_scores_dir(workdir).glob("*.npz")):  # the gate's cache of champion scores
+        if scores.name.rsplit("-", 1)[0] not in live:
+            report["bytes"] += _size(scores)
+            if not dry_run:
+                scores.unlink(missing_ok=True)
     return report
 
 

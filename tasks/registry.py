@@ -20,12 +20,10 @@ promoting the current champion again changes nothing. The one file of a version 
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import logging
 import os
 import shutil
-import threading
 import time
 from collections.abc import Iterator
 from datetime import datetime, timezone
@@ -49,40 +47,34 @@ class RegistryError(PipelineError):
     """A registry request that cannot be carried out (unknown version, damaged pointer, nothing to roll back to)."""
 
 
-_held = threading.local()
-
-
 @contextlib.contextmanager
 def locked(workdir: Path, name: str, timeout: float = 600) -> Iterator[None]:
-    """Hold the registry lock of `name` (an flock on models/<name>/.lock): one registration or promotion at a
-    time, across processes. Re-entrant within a thread. Waits, saying so, while another run holds it."""
+    """Hold the registry lock of `name` (`filelock` on models/<name>/.lock): one registration or promotion
+    at a time, across processes and threads; re-entrant within a thread. Waits, saying so, while another
+    run holds it; raises RegistryError after `timeout` seconds."""
+    from filelock import FileLock, Timeout
+
     model_root(workdir, name).mkdir(parents=True, exist_ok=True)
     path = (model_root(workdir, name) / ".lock").resolve()
-    held = getattr(_held, "paths", None) or set()
-    _held.paths = held
-    if path in held:
+    lock = FileLock(path, is_singleton=True, preserve_lock_file=True)  # one object per path: re-entrant
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        log.warning("waiting for the registry lock of %r (%s), held by another run", name, path)
+        try:
+            lock.acquire(timeout=timeout, poll_interval=0.2)
+        except Timeout:
+            raise RegistryError(f"the registry lock {path} was held for over {timeout:.0f} s") from None
+    try:
         yield
-        return
-    with open(path, "a") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            log.warning("waiting for the registry lock of %r (%s), held by another run", name, path)
-            deadline = time.monotonic() + timeout
-            while True:
-                try:
-                    fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    break
-                except BlockingIOError:
-                    if time.monotonic() > deadline:
-                        raise RegistryError(f"the registry lock {path} was held for over {timeout:.0f} s") from None
-                    time.sleep(0.2)
-        held.add(path)
-        try:
-            yield
-        finally:
-            held.discard(path)
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    finally:
+        lock.release()
+
+
+def champion_scores_dir(workdir: Path) -> Path:
+    """Where the gate keeps each champion's test-set probabilities (`<version>-<key>.npz`); prune clears those
+    of removed versions."""
+    return Path(workdir) / "cache" / "champion-scores"
 
 
 def model_root(workdir: Path, name: str) -> Path:

@@ -51,6 +51,21 @@ def slice_csv(tmp_path: Path) -> Path:
     return write_csv(tmp_path / "slice.csv", first_per_label(50))
 
 
+# `make test-fast` runs what is left after these (unit and small-slice tests): a test is slow when it loads the
+# backbone, starts a Prefect API, or lives in a module whose tests run the pipeline end to end from the command
+# line, a deployment or a browser.
+SLOW_FIXTURES = {"backbone", "prefect_api"}
+SLOW_MODULES = {"test_approval", "test_deployments", "test_ensemble", "test_orchestration", "test_reliability",
+                "test_retrain_cli", "test_scale_out"}
+
+
+def pytest_collection_modifyitems(items):
+    """Mark the slow tests `slow` (see above); `-m "not slow"` deselects them."""
+    for item in items:
+        if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())) or item.module.__name__.split(".")[-1] in SLOW_MODULES:
+            item.add_marker(pytest.mark.slow)
+
+
 @pytest.fixture(scope="session")
 def backbone():
     """The real all-MiniLM-L6-v2 backbone, loaded offline."""

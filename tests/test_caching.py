@@ -33,6 +33,29 @@ def test_editing_a_helper_changes_only_the_steps_that_import_it(tmp_path: Path, 
     assert after["tokenize"] == before["tokenize"] and after["finetune"] == before["finetune"]
 
 
+def test_a_library_upgrade_re_runs_the_steps_that_compute_with_it_and_only_those(monkeypatch):
+    """The runtime part of a step's key: TensorFlow's version moves embed's and finetune's keys, not
+    validate's; the accelerator is part of a Keras step's key (`mixed_precision: auto` depends on it)."""
+    steps = ("tasks.validate", "tasks.augment", "tasks.embed", "tasks.finetune")
+    before = {step: caching.runtime_version(step) for step in steps}
+    assert before["tasks.embed"]["libraries"]["tensorflow"] == caching.distribution_version("tensorflow") != "absent"
+    assert "tensorflow" not in before["tasks.validate"]["libraries"] and "accelerator" not in before["tasks.validate"]
+    assert "nltk" in before["tasks.augment"]["libraries"] and "accelerator" in before["tasks.finetune"]
+
+    real = caching.distribution_version
+    monkeypatch.setattr(caching, "distribution_version", lambda name: "9.9.9" if name == "tensorflow" else real(name))
+    caching.library_versions.cache_clear()
+    try:
+        after = {step: caching.runtime_version(step) for step in steps}
+    finally:
+        caching.library_versions.cache_clear()
+    assert after["tasks.embed"] != before["tasks.embed"] and after["tasks.finetune"] != before["tasks.finetune"]
+    assert after["tasks.validate"] == before["tasks.validate"] and after["tasks.augment"] == before["tasks.augment"]
+
+    monkeypatch.setattr(caching, "accelerator", lambda: {"nvidia_gpus": ["0000:01:00.0"]})
+    assert caching.runtime_version("tasks.finetune")["accelerator"] != before["tasks.finetune"]["accelerator"]
+
+
 def test_artifacts_count_by_content_not_path():
     one = ArtifactRef(path="a/x.parquet", sha256="f" * 64, rows=3)
     two = ArtifactRef(path="b/y.parquet", sha256="f" * 64, rows=3)

@@ -132,3 +132,33 @@ def test_too_few_validation_rows_train_the_whole_budget_and_keep_the_last_epoch(
     assert model.meta["selection"].startswith("fixed step budget")
     curve = model.meta["history"]["head"]["val_macro_f1"]
     assert _val_macro_f1(model, features, workdir) == pytest.approx(curve[-1], abs=1e-4)
+
+
+def test_the_model_depends_on_the_seed_and_data_only_not_on_other_threads_drawing_random_numbers(frozen_features,
+                                                                                                 backbone):
+    """The Prefect engine and the Dask client draw from Python's global `random` in their own threads while a
+    step trains; Keras draws from it too unless told not to (layer seeds, its shuffle of a PyDataset's batch
+    order). A run beside a busy drawing thread must train the same model, byte for byte, as a quiet one."""
+    import random
+    import threading
+
+    from tasks.finetune import finetune
+
+    workdir, features = frozen_features
+    cfg = TrainConfig(unfreeze_top=0, max_epochs=3, min_val_per_class=1)
+    quiet = finetune(features, cfg, 5, backbone, workdir)
+    stop = threading.Event()
+
+    def draw():
+        while not stop.is_set():
+            random.random()
+
+    thread = threading.Thread(target=draw, daemon=True)
+    thread.start()
+    try:
+        busy = finetune(features, cfg, 5, backbone, workdir)
+    finally:
+        stop.set()
+        thread.join()
+    assert busy.sha256 == quiet.sha256
+    assert finetune(features, cfg, 6, backbone, workdir).sha256 != quiet.sha256  # the seed does matter

@@ -9,37 +9,14 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
-from sklearn.metrics import f1_score
 
 from flows import predict as predict_cli
 from flows import registry as registry_cli
 from flows.retrain import retrain
 from tasks import registry
-from tasks.gate import macro_f1_many, mcnemar, paired_bootstrap
 from tests.conftest import assert_four_paths_agree, first_per_label, write_csv
 
 BASE = {"train.unfreeze_top": 0, "augment.n_aug": 0, "data.min_per_class": 3, "data.conflicts": "drop"}
-
-
-# ------------------------------------------------------------------------------------------ statistics
-
-def test_vectorised_macro_f1_matches_scikit_learn():
-    rng = np.random.default_rng(0)
-    y, p = rng.integers(0, 3, (5, 200)), rng.integers(0, 3, (5, 200))
-    expected = [f1_score(a, b, labels=[0, 1, 2], average="macro", zero_division=0) for a, b in zip(y, p)]
-    np.testing.assert_allclose(macro_f1_many(y, p, 3), expected)
-
-
-def test_bootstrap_and_mcnemar_see_a_real_difference_and_ignore_noise():
-    rng = np.random.default_rng(1)
-    y = rng.integers(0, 3, 600)
-    good = np.where(rng.random(600) < 0.85, y, rng.integers(0, 3, 600))
-    bad = np.where(rng.random(600) < 0.55, y, rng.integers(0, 3, 600))
-    clearly = paired_bootstrap(y, good, bad, 3, 1000, 0.95)
-    assert clearly["lower_bound"] > 0.1 and clearly["interval"][0] > 0
-    assert mcnemar(y, good, bad)[0] < 1e-6
-    twin = np.where(rng.random(600) < 0.85, y, rng.integers(0, 3, 600))
-    assert paired_bootstrap(y, twin, good, 3, 1000, 0.95)["lower_bound"] < 0
 
 
 # ------------------------------------------------------------------------------------------ registry
@@ -101,7 +78,7 @@ def test_a_damaged_champion_pointer_is_reported_not_trusted(tmp_path: Path):
 
 @pytest.fixture(scope="module")
 def runs(prefect_api, tmp_path_factory):
-    """Four real runs in one workdir: strong first, unchanged re-run, weak challenger, stronger challenger."""
+    """Real runs in one workdir: weak first, strong, unchanged re-run (twice), weak challenger."""
     root = tmp_path_factory.mktemp("gate")
     data = write_csv(root / "data.csv", first_per_label(200))
     workdir = root / "work"
@@ -116,6 +93,7 @@ def runs(prefect_api, tmp_path_factory):
     registry.promote(workdir, "default", out["weak_first"]["model"]["version"], "weak champion for the test")
     out["strong"] = run(**{"train.max_epochs": 30})
     out["unchanged"] = run(**{"train.max_epochs": 30})
+    out["unchanged_again"] = run(**{"train.max_epochs": 30})
     out["weak"] = run(**{"data.max_train_rows": 12, "train.max_epochs": 1, "seed": 2})
     return out
 
@@ -145,6 +123,15 @@ def test_an_unchanged_rerun_does_not_promote(runs):
     assert summary["gate"]["challenger_macro_f1"] == summary["gate"]["baseline_macro_f1"]
     assert summary["model"]["version"] == runs["strong"]["model"]["version"]  # registered once
     assert registry.champion(runs["workdir"], "default")["version"] == runs["strong"]["model"]["version"]
+
+
+def test_the_champions_scores_are_computed_once_per_test_split(runs):
+    """A second unchanged re-run reads the champion's test probabilities back (same version, same rows)
+    and still scores it exactly as the challenger."""
+    gate = runs["unchanged_again"]["gate"]
+    assert gate["champion_scored_on"] == "stored test features (cached)"
+    assert gate["difference"] == 0.0 and gate["challenger_macro_f1"] == gate["baseline_macro_f1"]
+    assert gate["challenger_macro_f1"] == runs["unchanged"]["gate"]["challenger_macro_f1"]
 
 
 def test_a_weakened_challenger_is_rejected(runs):
@@ -251,3 +238,23 @@ def test_prune_keeps_the_data_the_champion_was_trained_on(tmp_path: Path):
         path.write_bytes(b"data")
     prune(tmp_path, keep=0, grace_seconds=0)
     assert kept.exists() and not gone.exists()
+
+
+def test_the_registry_lock_is_re_entrant_in_a_thread_and_excludes_other_processes(tmp_path: Path):
+    import subprocess
+    import sys
+
+    with registry.locked(tmp_path, "m"):
+        with registry.locked(tmp_path, "m"):  # re-entrant: a promotion inside a registration
+            pass
+        other = subprocess.run([sys.executable, "-c", (
+            "import sys; from pathlib import Path; from tasks import registry\n"
+            "try:\n    registry.locked(Path(sys.argv[1]), 'm', timeout=0.5).__enter__()\n"
+            "except registry.RegistryError as exc:\n    print(exc); sys.exit(3)\n"), str(tmp_path)],
+            capture_output=True, text=True, cwd=Path(__file__).resolve().parents[1])
+        assert other.returncode == 3 and "was held for over" in other.stdout
+    free = subprocess.run([sys.executable, "-c", (
+        "import sys; from pathlib import Path; from tasks import registry\n"
+        "with registry.locked(Path(sys.argv[1]), 'm', timeout=5):\n    print('held')\n"), str(tmp_path)],
+        capture_output=True, text=True, cwd=Path(__file__).resolve().parents[1])
+    assert free.returncode == 0 and "held" in free.stdout

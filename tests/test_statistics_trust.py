@@ -17,7 +17,8 @@ from scipy.stats import norm
 
 from tasks import registry
 from tasks.config import GateConfig, SplitConfig
-from tasks.gate import gate, paired_bootstrap, split_change
+from tasks.gate import gate, split_change
+from tasks.metrics import paired_bootstrap
 from tasks.io import ArtifactRef, sha256_file
 
 LABELS = ["negative", "neutral", "positive"]
@@ -185,3 +186,4 @@ def test_atomic_writes_fsync_the_file_and_then_its_folder_after_the_rename(tmp_p
         (staged / "x.json").write_text("{}")
         ref = io.store_dir(tmp_path, "folder", staged, rows=0, meta={})
     assert durable(ref.resolve(tmp_path)), events
+

