@@ -84,10 +84,10 @@ class ReferenceStyleEDA:
 
 def main() -> None:
     from tasks.augment import Plan, augment, copies_of
-    from tasks.config import AugmentConfig, DataConfig, SplitConfig
+    from schemas.config import AugmentConfig, DataConfig, SplitConfig
     from tasks.split import split
     from tasks.validate import validate
-    from tasks.wordnet import Synonyms, load_wordnet
+    from core.text.wordnet import Synonyms, load_wordnet
 
     cfg = AugmentConfig(n_aug=N_AUG, alpha=0.05)
     wordnet = load_wordnet(cfg.wordnet_dir)

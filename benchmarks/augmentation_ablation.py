@@ -36,13 +36,13 @@ SETTINGS = {  # name -> augment overrides
 
 def one_run(workdir: Path, size: int, setting: str, seed: int, unfreeze_top: int) -> dict:
     from tasks.augment import augment
-    from tasks.backbone import Backbone
-    from tasks.config import RetrainConfig
+    from core.model.backbone import Backbone
+    from schemas.config import RetrainConfig
     from tasks.embed import embed
     from tasks.evaluate import evaluate
     from tasks.finetune import finetune
     from tasks.split import split
-    from tasks.tokenize import tokenize
+    from tasks.tokenization import tokenize
     from tasks.validate import validate
 
     overrides = {"data.conflicts": "drop", "data.max_train_rows": size, "seed": seed,
@@ -90,7 +90,7 @@ def main() -> None:
     parser.add_argument("--sizes", default="250,500,0", help="data.max_train_rows values (0 = all)")
     parser.add_argument("--seeds", default="1,2,3")
     args = parser.parse_args()
-    from tasks.config import TrainConfig
+    from schemas.config import TrainConfig
 
     unfreeze_top = TrainConfig().unfreeze_top if args.unfreeze_top is None else args.unfreeze_top
     done_file = Path(__file__).resolve().parent / f"ablation-runs-unfreeze{unfreeze_top}.json"

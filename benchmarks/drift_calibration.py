@@ -32,7 +32,7 @@ SCENARIOS = ("same source", "labels re-weighted", "another source", "another sou
 def phrasebank() -> tuple[list[str], list[str], list[str]]:
     """Row ids, texts and labels of the bundled data, one row per distinct sentence (first label kept)."""
     sys.path.insert(0, str(ROOT))
-    from tasks.identity import row_id
+    from core.text.identity import row_id
 
     ids, texts, labels, seen = [], [], [], set()
     with open(PHRASEBANK, encoding="utf-8", newline="") as handle:
@@ -63,7 +63,7 @@ def simulate(scenario: str, repetitions: int, sample_size: int | None = None, pe
     """Per check, the p-values (`<check>`) and the alarms under the default settings (`<check>:alarm`) of
     `repetitions` random cuts, and `any:alarm` (at least one check alarmed: the run's alarm). `sample_size`
     (default: half the data) is the size of each of the two samples before the scenario changes the new one."""
-    from tasks.config import ValidateConfig
+    from schemas.config import ValidateConfig
     from tasks.drift import compare
 
     ids, texts, labels = phrasebank()
@@ -99,7 +99,7 @@ def simulate(scenario: str, repetitions: int, sample_size: int | None = None, pe
 def false_alarm_rates(cuts: int, unseen_cuts: int, seed: int = 1, alpha: float = 0.01) -> dict[str, tuple[int, int]]:
     """(p-values below `alpha`, cuts) per check on `same source` halves, with more cuts than `simulate` for the
     two cheap checks: a sharper estimate of each test's false-alarm rate."""
-    from tasks.config import ValidateConfig
+    from schemas.config import ValidateConfig
     from tasks.drift import label_check, length_check, rng_for, unseen_check
 
     ids, texts, labels = phrasebank()

@@ -24,9 +24,9 @@ from tests.conftest import phrasebank_rows, write_csv  # noqa: E402
 
 
 def bundled_sequences(backbone):
-    from tasks.backbone import encode_texts, special_ids
-    from tasks.tokenize import choose_length
-    from tasks.config import TokenizeConfig
+    from core.model.backbone import encode_texts, special_ids
+    from tasks.tokenization import choose_length
+    from schemas.config import TokenizeConfig
     import numpy as np
 
     texts = [r["text"] for r in phrasebank_rows()]
@@ -38,9 +38,9 @@ def bundled_sequences(backbone):
 
 def throughput(backbone) -> list[list[str]]:
     import numpy as np
-    from tasks.backbone import load_backbone
+    from core.model.backbone import load_backbone
     from tasks.embed import run_bottom
-    from tasks.model import pad_batch
+    from core.model.graph import pad_batch
 
     sequences, length = bundled_sequences(backbone)
     run_bottom(backbone.path, sequences[:64], 6)  # build and trace once, as both paths get a warm-up
@@ -84,10 +84,10 @@ def warm_retrain(tmp: Path) -> list[list[str]]:
 def epoch_times(backbone) -> list[list[str]]:
     import keras
     import numpy as np
-    from tasks.backbone import fresh_backbone
-    from tasks.config import TrainConfig
+    from core.model.backbone import fresh_backbone
+    from schemas.config import TrainConfig
     from tasks.embed import run_bottom
-    from tasks.model import TrainingBatches, build_classifier, build_head, build_top, length_batches, pad_batch
+    from core.model.graph import TrainingBatches, build_classifier, build_head, build_top, length_batches, pad_batch
 
     sequences, _ = bundled_sequences(backbone)
     sequences = sequences[:1000]
@@ -134,8 +134,8 @@ def epoch_times(backbone) -> list[list[str]]:
 
 
 def main() -> None:
-    from tasks.backbone import Backbone
-    from tasks.feature_cache import cache_root
+    from core.model.backbone import Backbone
+    from core.storage.feature_cache import cache_root
 
     backbone = Backbone.resolve(None)
     rates = throughput(backbone)

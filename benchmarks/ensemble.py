@@ -6,9 +6,9 @@ with data.conflicts=drop; its `prepare`, the same feature cache layout), one run
 trains, so the members' figures are checked against quality-runs.json's `top2` runs of those seeds (a second
 path: the same models trained in another process), and the ensemble is compared with the mean ± sd of its own
 three members. Validation figures of the ensemble are those finetune records (members' validation probabilities
-averaged); they are re-computed here through `tasks.inference.predict_stored` on the saved model (another path).
+averaged); they are re-computed here through `core.model.inference.predict_stored` on the saved model (another path).
 Test figures come from the pipeline's evaluate on the saved ensemble; each member is scored on the same stored
-test features through its own part of the saved model (`tasks.model.members_of`).
+test features through its own part of the saved model (`core.model.graph.members_of`).
 
 Cost, measured in the same run: each member's training time (finetune's per-member log lines, timestamped as they
 arrive) against the ensemble's whole finetune (k members, assembling and saving the model), and the inference
@@ -63,7 +63,7 @@ def _f1_acc(y, proba) -> tuple[float, float]:
 def _score_part(part, split, cut: int):
     import numpy as np
 
-    from tasks.inference import forward, pad_hidden, predict_in_order
+    from core.model.inference import forward, pad_hidden, predict_in_order
 
     run = forward(part)
     if cut < 6:
@@ -90,11 +90,11 @@ def run_ensemble(workdir: Path, seed: int, k: int, data: Path | None = None, ext
     import numpy as np
     import pyarrow.parquet as pq
 
-    from tasks.backbone import encode_for_model
+    from core.model.backbone import encode_for_model
     from tasks.evaluate import evaluate
     from tasks.finetune import SplitFeatures, finetune, load_classifier
-    from tasks.inference import predict_stored, predict_token_ids
-    from tasks.model import members_of
+    from core.model.inference import predict_stored, predict_token_ids
+    from core.model.graph import members_of
 
     overrides = {**CONFIGS[CONFIG][1], "seed": seed, "train.ensemble": k, **(extra or {})}
     started = time.perf_counter()
@@ -141,8 +141,8 @@ def run_ensemble(workdir: Path, seed: int, k: int, data: Path | None = None, ext
         member_1 = ensemble.get_layer("member_1")
         single = keras.Model(inputs, member_1({"hidden": bottom(inputs), "padding_mask": inputs["padding_mask"]}))
     else:
-        from tasks.model import build_classifier
-        from tasks.backbone import find_backbone
+        from core.model.graph import build_classifier
+        from core.model.backbone import find_backbone
 
         single = build_classifier(find_backbone(classifier), classifier.get_layer("head").get_layer("member_1"))
     ensemble_infer_s, whole = _timed(lambda: predict_token_ids(classifier, sequences))

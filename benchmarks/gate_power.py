@@ -1,6 +1,6 @@
 """What the gate can detect: the smallest macro-F1 gain its test split detects, on the bundled data and at 250 rows.
 
-The gate's own computation (`tasks.metrics.paired_bootstrap`: (z_0.95 + z_0.80) x the paired-bootstrap standard
+The gate's own computation (`core.metrics.paired_bootstrap`: (z_0.95 + z_0.80) x the paired-bootstrap standard
 error of the macro-F1 difference, 2,000 resamples) on real model pairs, so that the disagreement between the
 two models is a real one. The models are TF-IDF (1-2 grams) + logistic regression, trained in seconds: a
 "weekly" pair, the champion trained on the training rows minus the newest 10 % and the challenger on all of
@@ -40,9 +40,9 @@ def _pair(texts, labels, train, test, kind: str):
 
 def detectable(ids, texts, labels, rows, kind: str) -> dict:
     """The gate's figures for one dataset (the given rows), split as the pipeline splits it."""
-    from tasks.config import GateConfig, SplitConfig
-    from tasks.metrics import paired_bootstrap
-    from tasks.identity import unit_hash
+    from schemas.config import GateConfig, SplitConfig
+    from core.metrics import paired_bootstrap
+    from core.text.identity import unit_hash
 
     split, gate = SplitConfig(), GateConfig()
     draw = {i: unit_hash(split.salt, ids[i]) for i in rows}

@@ -63,7 +63,7 @@ def sample(frame, size: str, seed: int):
 def main() -> None:
     import pyarrow.parquet as pq
 
-    from tasks.config import RetrainConfig
+    from schemas.config import RetrainConfig
     from tasks.split import split
     from tasks.validate import validate
 

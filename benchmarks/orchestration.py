@@ -26,8 +26,8 @@ def plain(workdir: Path) -> None:
     """The pipeline's functions in order, no Prefect: the baseline."""
     import flows  # noqa: F401
     from tasks.augment import augment
-    from tasks.backbone import Backbone
-    from tasks.config import RetrainConfig
+    from core.model.backbone import Backbone
+    from schemas.config import RetrainConfig
     from tasks.drift import drift
     from tasks.embed import embed
     from tasks.evaluate import evaluate
@@ -35,7 +35,7 @@ def plain(workdir: Path) -> None:
     from tasks.gate import gate
     from tasks.promote import promote
     from tasks.split import split
-    from tasks.tokenize import tokenize
+    from tasks.tokenization import tokenize
     from tasks.validate import validate
 
     cfg = RetrainConfig.from_parameters(workdir=workdir, overrides=OVERRIDES)

@@ -62,7 +62,7 @@ def export(out: Path, sizes: list[str], seeds: int) -> None:
     from sklearn.metrics import accuracy_score, f1_score
 
     from benchmarks.learning_curve import sample
-    from tasks.config import RetrainConfig
+    from schemas.config import RetrainConfig
     from tasks.split import split
     from tasks.validate import validate
 

@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def main() -> None:
     sys.path.insert(0, str(ROOT))
     import flows  # noqa: F401
-    from tasks.config import DataConfig
+    from schemas.config import DataConfig
     from tasks.validate import validate
 
     times = []

@@ -12,12 +12,13 @@ import os
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 # The temporary local API can take a while to start on a busy 2-core machine.
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")
-os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "tasks")
+os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "tasks,core")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # Plain step functions also log outside a flow run (--validate-only, tests): nothing to send to the API then.
 os.environ.setdefault("PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW", "ignore")
 
 import logging  # noqa: E402
 
-# Prefect attaches its handlers to the `tasks` logger (above) but not a level: step progress is INFO.
-logging.getLogger("tasks").setLevel(logging.INFO)
+# Prefect attaches its handlers to the `tasks` and `core` loggers (above) but not a level: progress is INFO.
+for _name in ("tasks", "core"):
+    logging.getLogger(_name).setLevel(logging.INFO)

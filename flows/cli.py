@@ -14,14 +14,14 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from tasks.config import ConfigError, known_keys, local_path, parse_assignment
-from tasks.errors import InputNotFound, InvalidData, PipelineError, StageFailed
+from schemas.config import ConfigError, known_keys, local_path, parse_assignment
+from core.run.errors import InputNotFound, InvalidData, PipelineError, StageFailed
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_DATAERR, EXIT_NOINPUT = 0, 1, 2, 65, 66
 
 
 def path_arg(value: str) -> Path:
-    """argparse type of a path option: a local path or a `file://` URL (see `tasks.config.local_path`)."""
+    """argparse type of a path option: a local path or a `file://` URL (see `schemas.config.local_path`)."""
     try:
         return Path(local_path(value))
     except ValueError as exc:
@@ -68,7 +68,7 @@ def _is_expected(exc: BaseException | None) -> bool:
 def quiet_expected_errors() -> None:
     """Install `HideExpectedTracebacks` on every handler of the root and Prefect loggers."""
     flt = HideExpectedTracebacks()
-    for name in ("", "prefect", "prefect.flow_runs", "prefect.task_runs", "tasks"):
+    for name in ("", "prefect", "prefect.flow_runs", "prefect.task_runs", "tasks", "core"):
         for handler in logging.getLogger(name).handlers:
             if flt not in handler.filters:
                 handler.addFilter(flt)

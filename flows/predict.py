@@ -28,10 +28,10 @@ from typing import Any
 from prefect import flow
 
 from flows import cli
-from tasks.backbone import Backbone
-from tasks.config import ConfigError, DataConfig, RetrainConfig
+from core.model.backbone import Backbone
+from schemas.config import ConfigError, DataConfig, RetrainConfig
 from tasks.predict import ON_INVALID, predict_file, resolve_version
-from tasks.readers import require_file
+from core.text.readers import require_file
 
 # The settings of retrain that say how a file is read: the ones predict accepts with --set.
 READING_KEYS = ("data.encoding", "data.delimiter", "data.max_chars", "data.max_file_mb")

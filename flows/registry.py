@@ -26,7 +26,7 @@ import sys
 from pathlib import Path
 
 from flows import cli
-from tasks import registry
+from core.storage import registry
 from tasks import reevaluation
 from tasks.prune import prune
 
@@ -78,7 +78,7 @@ def show(workdir: Path, name: str, version: str) -> dict:
 
 def review(workdir: Path, name: str, version: str, verdict: str, reviewer: str, comment: str) -> dict:
     """Approve or reject the candidate `version`; re-renders its report with the decision."""
-    from tasks import model_report
+    from core.reports import model_report
 
     if verdict == "approve":
         result = {"approved": version, "champion": registry.approve(workdir, name, version, reviewer, comment)}

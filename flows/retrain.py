@@ -17,20 +17,21 @@ from prefect import flow
 from prefect.runtime import flow_run
 
 from flows import cli, local_api
-from tasks import approval, faults
+from tasks import approval
+from core.run import faults
 from tasks.augment import augment_merge_task, augment_shard_task
-from tasks.backbone import Backbone
+from core.model.backbone import Backbone
 from tasks.drift import drift_task
-from tasks.config import ConfigError, RetrainConfig
-from tasks.readers import require_file
+from schemas.config import ConfigError, RetrainConfig
+from core.text.readers import require_file
 from tasks.embed import embed_merge_task, embed_shard_task
 from tasks.evaluate import evaluate_task
 from tasks.finetune import finetune_task
 from tasks.gate import gate_task
 from tasks.promote import promote_task
-from tasks.run_record import RunRecord
+from core.run.runner import StepRunner
 from tasks.split import split_task
-from tasks.tokenize import tokenize_merge_task, tokenize_shard_task
+from tasks.tokenization import tokenize_merge_task, tokenize_shard_task
 from tasks.validate import validate_task
 
 
@@ -45,7 +46,7 @@ def retrain(
     """Re-train the text classifier on `data` and promote it; returns the path of the run's summary.json."""
     cfg = RetrainConfig.from_parameters(data, text_col, label_col, workdir, overrides)
     backbone = Backbone.resolve(cfg.model.backbone)
-    with RunRecord(cfg, run_id=str(flow_run.id)) as run:
+    with StepRunner(cfg, run_id=str(flow_run.id)) as run:
         validated = run.step("validate", validate_task, cfg.data)
         run.step("drift", drift_task, validated, run.reference(), cfg.validate_, champion_data=run.champion_data())
         splits = run.step("split", split_task, validated, cfg.split, cfg.data.max_train_rows, cfg.data.min_per_class)

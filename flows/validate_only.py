@@ -10,11 +10,11 @@ import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
-from tasks.config import RetrainConfig
+from schemas.config import RetrainConfig
 from tasks.drift import drift
-from tasks.io import write_json_atomic
-from tasks.report import drift_markdown
-from tasks.run_record import champion_training_data, latest_success
+from core.storage.artifacts import write_json_atomic
+from core.reports.dashboard import drift_markdown
+from core.run.runner import champion_training_data, latest_success
 from tasks.split import split
 from tasks.validate import validate
 

@@ -3,7 +3,7 @@ decision on a challenger that passed the gate.
 
 - Under a deployment (a server and a worker), the run pauses for input: the Prefect UI shows a form
   (`ApprovalForm`: approve / reject, reviewer, comment) whose description says where the report is. On
-  approval the candidate is promoted atomically (`tasks.registry.approve`, which refuses a version that is no
+  approval the candidate is promoted atomically (`core.storage.registry.approve`, which refuses a version that is no
   longer the latest candidate, whose files changed, or whose champion changed); on rejection or when
   `gate.approval_timeout` passes, the run ends without promoting and says why.
 - From the command line (no deployment), nobody can answer a form: the run ends normally with
@@ -29,7 +29,8 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from tasks import model_report, registry
+from core.reports import model_report
+from core.storage import registry
 from tasks.gate import GateDecision
 from tasks.promote import Release
 
@@ -75,7 +76,7 @@ def in_deployment() -> bool:
 def review(run: Any, release: Release, decision: GateDecision, gate_cfg: Any) -> Release:
     """Write the report of the version `release` registered; with a candidate, obtain (or defer) its review.
 
-    `run` is the flow's `RunRecord`: its `promote` and `gate` records are replaced by what the review decided,
+    `run` is the flow's `StepRunner`: its `promote` and `gate` records are replaced by what the review decided,
     so summary.json, the run report and the history say it. Returns the (possibly updated) release.
     """
     workdir, name, version = run.workdir, release.name, release.version

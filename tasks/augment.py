@@ -19,13 +19,14 @@ from pathlib import Path
 import pandas as pd
 
 from schemas.tables import AUGMENTED_SCHEMA, AugmentedTable, to_arrow
-from tasks import eda, faults
-from tasks.caching import step_task
-from tasks.config import AugmentConfig
-from tasks.identity import normalize_text, sha256_hex
-from tasks.io import ArtifactRef, read_parquet, write_parquet
-from tasks.sharding import WHOLE, Shard
-from tasks.wordnet import Synonyms
+from core.text import eda
+from core.run import faults
+from core.storage.caching import step_task
+from schemas.config import AugmentConfig
+from core.text.identity import normalize_text, sha256_hex
+from core.storage.artifacts import ArtifactRef, read_parquet, write_parquet
+from core.run.sharding import WHOLE, Shard
+from core.text.wordnet import Synonyms
 
 log = logging.getLogger(__name__)
 

@@ -38,11 +38,11 @@ from typing import Any
 
 import numpy as np
 
-from tasks.caching import step_task
-from tasks.config import ValidateConfig
-from tasks.errors import Failure, InvalidData
-from tasks.identity import unit_hash
-from tasks.io import ArtifactRef, read_parquet, store_json
+from core.storage.caching import step_task
+from schemas.config import ValidateConfig
+from core.run.errors import Failure, InvalidData
+from core.text.identity import unit_hash
+from core.storage.artifacts import ArtifactRef, read_parquet, store_json
 
 log = logging.getLogger(__name__)
 WORD = re.compile(r"\w+", re.UNICODE)

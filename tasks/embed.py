@@ -4,7 +4,7 @@ Whatever is frozen gives the same output for a sentence in every epoch, so it is
 - always, the pooled sentence embedding of the whole frozen backbone (the head trains on it first);
 - with `train.unfreeze_top = n > 0`, also the token-level output of the frozen bottom blocks (float16),
   from which the top n blocks train.
-Before computing, each distinct sentence is looked up in the workdir's feature cache (`tasks.feature_cache`),
+Before computing, each distinct sentence is looked up in the workdir's feature cache (`core.storage.feature_cache`),
 shared by all runs and datasets: a re-train on 10 % more rows runs the backbone on those rows only. What is
 computed runs in length-grouped batches, so the backbone never pays for padding it does not need (at 32
 tokens it is about 3x faster than at 64).
@@ -20,13 +20,13 @@ import numpy as np
 import pyarrow as pa
 
 from schemas.tables import FEATURES_SCHEMA
-from tasks.backbone import Backbone, load_backbone
-from tasks import faults
-from tasks.caching import runtime_version, step_task
-from tasks.feature_cache import FeatureCache, sentence_key
-from tasks.identity import sha256_hex
-from tasks.io import ArtifactRef, read_parquet, store_json, write_parquet
-from tasks.sharding import WHOLE, Shard
+from core.model.backbone import Backbone, load_backbone
+from core.run import faults
+from core.storage.caching import runtime_version, step_task
+from core.storage.feature_cache import FeatureCache, sentence_key
+from core.text.identity import sha256_hex
+from core.storage.artifacts import ArtifactRef, read_parquet, store_json, write_parquet
+from core.run.sharding import WHOLE, Shard
 
 log = logging.getLogger(__name__)
 BATCH = 64
@@ -36,9 +36,9 @@ N_BLOCKS = 6
 def run_bottom(preset: Path, sequences: list[list[int]], cut: int,
                batch_size: int = BATCH) -> tuple[np.ndarray, list[np.ndarray] | None]:
     """Pooled embeddings (n, 384) float32 and, if `cut < 6`, each sentence's block-`cut` input
-    (n_tokens, 384) float16, both in the order of `sequences` (length-grouped batches, `tasks.inference`)."""
-    from tasks.inference import forward, pad_batch, predict_in_order
-    from tasks.model import build_bottom
+    (n_tokens, 384) float16, both in the order of `sequences` (length-grouped batches, `core.model.inference`)."""
+    from core.model.inference import forward, pad_batch, predict_in_order
+    from core.model.graph import build_bottom
 
     embeddings = np.zeros((len(sequences), 384), dtype=np.float32)
     hidden: list[np.ndarray] | None = [np.zeros((0, 384), np.float16)] * len(sequences) if cut < N_BLOCKS else None
@@ -107,7 +107,7 @@ def embed_shard(tokenized: ArtifactRef, backbone: Backbone, unfreeze_top: int, s
     batch of another shape sums in another order, which moves float32 results in the last bits, enough to
     change a trained model). Returns a small JSON artifact with the shard's counts.
     """
-    from tasks.inference import length_batches
+    from core.model.inference import length_batches
 
     table = read_parquet(tokenized, workdir, columns=["token_ids"])
     distinct = list({sentence_key(s): s for s in table.column("token_ids").to_pylist()}.values())

@@ -18,11 +18,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from schemas.tables import predictions_schema
-from tasks.caching import step_task
+from core.storage.caching import step_task
 from tasks.finetune import SplitFeatures, load_classifier
-from tasks.inference import predict_stored
-from tasks.io import ArtifactRef, artifact_dir, read_parquet, staging, store_dir, write_json_atomic
-from tasks.metrics import bootstrap_intervals
+from core.model.inference import predict_stored
+from core.storage.artifacts import ArtifactRef, artifact_dir, read_parquet, staging, store_dir, write_json_atomic
+from core.metrics import bootstrap_intervals
 
 log = logging.getLogger(__name__)
 METRICS_FILE = "metrics.json"

@@ -30,7 +30,7 @@ The recipe, and the trap each piece avoids (measured in benchmarks/quality.py, s
 - Seed ensembles (`train.ensemble = k`, default 1): k members trained one after another by this recipe on the
   same stored features (the frozen part still computed once), member i with seed `seed + i`, each keeping its
   own best epoch; one saved model runs the shared frozen bottom once and averages the k members'
-  probabilities (`tasks.model.build_ensemble`). Measured in benchmarks/ensemble.py.
+  probabilities (`core.model.graph.build_ensemble`). Measured in benchmarks/ensemble.py.
 """
 
 from __future__ import annotations
@@ -41,11 +41,11 @@ from pathlib import Path
 
 import numpy as np
 
-from tasks.backbone import Backbone, fresh_backbone, load_backbone
-from tasks.caching import step_task
-from tasks.config import TrainConfig
-from tasks.hardware import dtype_policy, resolve_mixed_precision, strategy, visible_gpus
-from tasks.io import ArtifactRef, CorruptArtifact, artifact_dir, read_parquet, staging, store_dir, write_json_atomic
+from core.model.backbone import Backbone, fresh_backbone, load_backbone
+from core.storage.caching import step_task
+from schemas.config import TrainConfig
+from core.model.hardware import dtype_policy, resolve_mixed_precision, strategy, visible_gpus
+from core.storage.artifacts import ArtifactRef, CorruptArtifact, artifact_dir, read_parquet, staging, store_dir, write_json_atomic
 
 log = logging.getLogger(__name__)
 MODEL_FILE = "model.keras"
@@ -87,12 +87,12 @@ def finetune(features: ArtifactRef, cfg: TrainConfig, seed: int, backbone: Backb
     validation figures and the per-epoch curves. With `cfg.ensemble = k > 1`, k members train by the same
     recipe on the same stored features, member i with seed `seed + i` (each the model a single run with that
     seed trains), each keeping its own best epoch on validation; the saved model averages their probabilities
-    (`tasks.model.build_ensemble`), and the validation figures are the ensemble's (the members' validation
+    (`core.model.graph.build_ensemble`), and the validation figures are the ensemble's (the members' validation
     probabilities averaged the same way), each member's beside them under `ensemble`.
     """
     import keras
 
-    from tasks.model import build_classifier, build_ensemble, save_reproducibly
+    from core.model.graph import build_classifier, build_ensemble, save_reproducibly
 
     labels = list(features.meta["labels"])
     cut = int(features.meta["cut"])
@@ -176,8 +176,8 @@ def finetune(features: ArtifactRef, cfg: TrainConfig, seed: int, backbone: Backb
 
 def ensemble_figures(proba: np.ndarray, y_val: np.ndarray, n_labels: int) -> dict[str, float]:
     """Validation loss, accuracy and macro-F1 of averaged probabilities, computed as for one model each epoch
-    (`tasks.model.ValidationScores`)."""
-    from tasks.model import ValidationScores
+    (`core.model.graph.ValidationScores`)."""
+    from core.model.graph import ValidationScores
 
     logs: dict[str, float] = {}
     ValidationScores(lambda: proba, y_val).on_epoch_end(0, logs)
@@ -211,8 +211,8 @@ def _train(train: SplitFeatures, val: SplitFeatures, weights: dict[int, float], 
     validation probabilities (else None)."""
     import keras
 
-    from tasks.inference import forward, pad_hidden, predict_in_order
-    from tasks.model import (EpochLog, PartwiseAdamW, TrainingBatches, ValidationScores, build_head, build_top,
+    from core.model.inference import forward, pad_hidden, predict_in_order
+    from core.model.graph import (EpochLog, PartwiseAdamW, TrainingBatches, ValidationScores, build_head, build_top,
                              learning_rate_schedule, seed_dropout)
 
     trains_blocks = cut < N_BLOCKS
@@ -257,7 +257,7 @@ def _train(train: SplitFeatures, val: SplitFeatures, weights: dict[int, float], 
 def block_multipliers(backbone, cut: int, cfg: TrainConfig) -> dict[str, float]:
     """Learning-rate multiplier (relative to the head's) of each trainable block's variables, by variable
     path: `finetune_learning_rate / learning_rate`, times `layer_decay` per block below the top one."""
-    from tasks.model import transformer_blocks
+    from core.model.graph import transformer_blocks
 
     blocks = transformer_blocks(backbone)
     base = cfg.finetune_learning_rate / cfg.head_learning_rate()
@@ -276,7 +276,7 @@ def load_classifier_file(path: Path):
     """A saved classifier, loaded with Keras safe mode on (no arbitrary code from the file)."""
     import keras
 
-    import tasks.layers  # noqa: F401  (registers the custom layers before loading)
+    import core.model.layers  # noqa: F401  (registers the custom layers before loading)
 
     return keras.saving.load_model(path, safe_mode=True)
 

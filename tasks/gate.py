@@ -24,13 +24,13 @@ import numpy as np
 import pyarrow.parquet as pq
 from pydantic import BaseModel
 
-from tasks import registry
-from tasks.backbone import Backbone, encode_for_model
-from tasks.caching import step_task
-from tasks.config import GateConfig, SplitConfig
-from tasks.identity import sha256_hex
-from tasks.io import ArtifactRef, atomic_path
-from tasks.metrics import macro_f1_many, paired_bootstrap
+from core.storage import registry
+from core.model.backbone import Backbone, encode_for_model
+from core.storage.caching import step_task
+from schemas.config import GateConfig, SplitConfig
+from core.text.identity import sha256_hex
+from core.storage.artifacts import ArtifactRef, atomic_path
+from core.metrics import macro_f1_many, paired_bootstrap
 
 log = logging.getLogger(__name__)
 
@@ -82,11 +82,11 @@ def champion_probabilities(workdir: Path, name: str, version: str, labels: list[
     no block below the first block the stored features feed), the champion runs on the *same stored test
     features* the challenger was evaluated on, through the same code: identical models then score
     identically, by construction, and no frozen block runs again. Otherwise the whole saved champion runs on
-    the test texts, tokenized as it was trained. Both paths go through `tasks.inference`, in row order.
+    the test texts, tokenized as it was trained. Both paths go through `core.model.inference`, in row order.
     """
     from tasks.finetune import SplitFeatures, load_classifier_file
-    from tasks.inference import predict_stored, predict_token_ids
-    from tasks.model import encoder_depth
+    from core.model.inference import predict_stored, predict_token_ids
+    from core.model.graph import encoder_depth
 
     folder = registry.version_dir(workdir, name, version)
     card = json.loads((folder / "model.json").read_text())

@@ -21,12 +21,12 @@ import pyarrow.parquet as pq
 
 from schemas.raw import text_schema
 from schemas.tables import predictions_schema
-from tasks import registry
-from tasks.registry import resolve_version  # noqa: F401  (the CLI's entry point to the registry)
-from tasks.backbone import Backbone, encode_for_model
-from tasks.errors import InvalidData
-from tasks.io import atomic_path
-from tasks.readers import read_raw
+from core.storage import registry
+from core.storage.registry import resolve_version  # noqa: F401  (the CLI's entry point to the registry)
+from core.model.backbone import Backbone, encode_for_model
+from core.run.errors import InvalidData
+from core.storage.artifacts import atomic_path
+from core.text.readers import read_raw
 from tasks.validate import schema_failures
 
 log = logging.getLogger(__name__)
@@ -96,7 +96,7 @@ def score(folder: Path, texts: list[str], backbone: Backbone) -> tuple[np.ndarra
     """Class probabilities, float64 (len(texts), k) in the order of `texts`, of the model in `folder`, and its
     labels (the column order). Raises `RegistryError` if the model was trained on another backbone."""
     from tasks.finetune import load_classifier_file
-    from tasks.inference import predict_token_ids
+    from core.model.inference import predict_token_ids
 
     card = json.loads((folder / "model.json").read_text())
     if card.get("backbone_sha256") != backbone.sha256:

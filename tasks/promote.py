@@ -16,10 +16,11 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from tasks import faults, registry
-from tasks.caching import step_task
+from core.run import faults
+from core.storage import registry
+from core.storage.caching import step_task
 from tasks.gate import GateDecision
-from tasks.io import ArtifactRef
+from core.storage.artifacts import ArtifactRef
 
 log = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """Re-evaluate a registered version on its recorded test rows, as a new, logged record (never silently).
 
-Versions registered before batched inference returned rows in input order (see `tasks.inference`) hold
+Versions registered before batched inference returned rows in input order (see `core.model.inference`) hold
 `metrics.json` and `predictions.parquet` in which two batches had each other's predictions. A version is
 immutable (its files are hashed in `lineage.json`), so re-evaluation does not overwrite them: it scores
 the whole saved model on the same test sentences (the texts from `predictions.parquet`, or, for versions
@@ -23,9 +23,9 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from tasks import registry
-from tasks.backbone import Backbone
-from tasks.io import atomic_path, staging, write_json_atomic
+from core.storage import registry
+from core.model.backbone import Backbone
+from core.storage.artifacts import atomic_path, staging, write_json_atomic
 
 log = logging.getLogger(__name__)
 FOLDER = "reevaluations"
@@ -41,8 +41,8 @@ def recorded_texts(folder: Path, predictions: pd.DataFrame, data: Path | None) -
     """
     if "text" in predictions.columns:
         return predictions["text"].astype(str).tolist()
-    from tasks.config import DataConfig
-    from tasks.io import read_parquet
+    from schemas.config import DataConfig
+    from core.storage.artifacts import read_parquet
     from tasks.validate import validate
 
     lineage = json.loads((folder / "lineage.json").read_text())

@@ -17,11 +17,11 @@ from pathlib import Path
 import pandas as pd
 
 from schemas.tables import SPLIT_SCHEMA, SplitTable, to_arrow
-from tasks.caching import step_task
-from tasks.config import SplitConfig
-from tasks.errors import Failure, InvalidData
-from tasks.identity import unit_hash
-from tasks.io import ArtifactRef, read_parquet, write_parquet
+from core.storage.caching import step_task
+from schemas.config import SplitConfig
+from core.run.errors import Failure, InvalidData
+from core.text.identity import unit_hash
+from core.storage.artifacts import ArtifactRef, read_parquet, write_parquet
 
 log = logging.getLogger(__name__)
 

@@ -20,12 +20,12 @@ import pandera.pandas as pa
 
 from schemas.raw import RULE_WORDING, raw_schema
 from schemas.tables import VALIDATED_SCHEMA, ValidatedTable, to_arrow
-from tasks.caching import step_task
-from tasks.config import DataConfig
-from tasks.errors import Failure, InvalidData
-from tasks.identity import normalize_text, row_id
-from tasks.io import ArtifactRef, sha256_file, write_parquet
-from tasks.readers import RawTable, read_raw, show_invisible
+from core.storage.caching import step_task
+from schemas.config import DataConfig
+from core.run.errors import Failure, InvalidData
+from core.text.identity import normalize_text, row_id
+from core.storage.artifacts import ArtifactRef, sha256_file, write_parquet
+from core.text.readers import RawTable, read_raw, show_invisible
 
 log = logging.getLogger(__name__)
 

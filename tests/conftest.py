@@ -69,7 +69,7 @@ def pytest_collection_modifyitems(items):
 @pytest.fixture(scope="session")
 def backbone():
     """The real all-MiniLM-L6-v2 backbone, loaded offline."""
-    from tasks.backbone import Backbone
+    from core.model.backbone import Backbone
 
     return Backbone.resolve(None)
 
@@ -125,11 +125,11 @@ def assert_four_paths_agree(workdir: Path, version_folder: Path, tmp: Path) -> d
     import tensorflow as tf
 
     from flows import predict as predict_cli
-    from tasks.backbone import Backbone, encode_for_model
+    from core.model.backbone import Backbone, encode_for_model
     from tasks.finetune import load_classifier_file
     from tasks.gate import champion_probabilities
-    from tasks.inference import pad_batch, predict_in_order, predict_token_ids
-    from tasks.io import ArtifactRef
+    from core.model.inference import pad_batch, predict_in_order, predict_token_ids
+    from core.storage.artifacts import ArtifactRef
 
     card = json.loads((version_folder / "model.json").read_text())
     labels = card["labels"]

@@ -13,9 +13,10 @@ from pathlib import Path
 import pytest
 
 from flows import registry as registry_cli
-from tasks import model_report, registry
-from tasks.io import sha256_file
-from tasks.report import history_row, run_markdown
+from core.reports import model_report
+from core.storage import registry
+from core.storage.artifacts import sha256_file
+from core.reports.dashboard import history_row, run_markdown
 from tests import browser
 from tests.conftest import first_per_label, run_cli, write_csv
 

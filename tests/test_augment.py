@@ -8,13 +8,13 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from tasks import eda
+from core.text import eda
 from tasks.augment import Plan, augment, copies_of, plan
-from tasks.config import AugmentConfig, DataConfig, SplitConfig
-from tasks.identity import normalize_text
+from schemas.config import AugmentConfig, DataConfig, SplitConfig
+from core.text.identity import normalize_text
 from tasks.split import split
 from tasks.validate import validate
-from tasks.wordnet import Synonyms, load_wordnet
+from core.text.wordnet import Synonyms, load_wordnet
 from tests.conftest import first_per_label, phrasebank_rows, write_csv
 
 CFG = AugmentConfig()
@@ -129,8 +129,8 @@ def test_output_is_identical_in_another_process(tmp_path: Path):
     path = write_csv(tmp_path / "d.csv", first_per_label(20))
     splits = split(validate(DataConfig(path=path), tmp_path), SplitConfig(), 0, 5, tmp_path)
     here = augment(splits, AugmentConfig(n_aug=3), 5, tmp_path)
-    code = ("import sys; from pathlib import Path; from tasks.augment import augment; from tasks.config import "
-            "AugmentConfig; from tasks.io import ArtifactRef; "
+    code = ("import sys; from pathlib import Path; from tasks.augment import augment; from schemas.config import "
+            "AugmentConfig; from core.storage.artifacts import ArtifactRef; "
             f"ref = ArtifactRef.model_validate_json({splits.model_dump_json()!r}); "
             f"print(augment(ref, AugmentConfig(n_aug=3), 5, Path({str(tmp_path / 'other')!r})).sha256)")
     (tmp_path / "other" / "artifacts").mkdir(parents=True)

@@ -10,8 +10,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from flows.retrain import main
-from tasks.config import DataConfig
-from tasks.errors import InputNotFound, InvalidData
+from schemas.config import DataConfig
+from core.run.errors import InputNotFound, InvalidData
 from tasks.validate import validate
 
 BAD = Path(__file__).resolve().parent / "data" / "bad"

@@ -9,24 +9,24 @@ import pyarrow as pa
 import pytest
 from prefect import flow
 
-from tasks import caching
-from tasks.caching import code_version, module_closure, step_task
-from tasks.io import ArtifactRef, write_parquet
+from core.storage import caching
+from core.storage.caching import code_version, module_closure, step_task
+from core.storage.artifacts import ArtifactRef, write_parquet
 
 
 def test_module_closure_follows_project_imports_only():
     augment = module_closure("tasks.augment")
-    assert {"tasks.augment", "tasks.eda", "tasks.wordnet", "tasks.io", "schemas.tables"} <= set(augment)
-    assert "tasks.finetune" not in augment and "tasks.model" not in augment
-    assert "tasks.eda" not in module_closure("tasks.finetune")
+    assert {"tasks.augment", "core.text.eda", "core.text.wordnet", "core.storage.artifacts", "schemas.tables"} <= set(augment)
+    assert "tasks.finetune" not in augment and "core.model.graph" not in augment
+    assert "core.text.eda" not in module_closure("tasks.finetune")
 
 
 def test_editing_a_helper_changes_only_the_steps_that_import_it(tmp_path: Path, monkeypatch):
-    for package in ("tasks", "schemas"):
+    for package in caching.PROJECT_PACKAGES:
         shutil.copytree(caching.PROJECT_ROOT / package, tmp_path / package)
     monkeypatch.setattr(caching, "PROJECT_ROOT", tmp_path)
     before = {step: code_version(f"tasks.{step}") for step in ("augment", "tokenize", "finetune")}
-    helper = tmp_path / "tasks" / "eda.py"
+    helper = tmp_path / "core" / "text" / "eda.py"
     helper.write_text(helper.read_text() + "\n# an edit to augmentation's helper\n")
     after = {step: code_version(f"tasks.{step}") for step in ("augment", "tokenize", "finetune")}
     assert after["augment"] != before["augment"]

@@ -14,11 +14,11 @@ from pathlib import Path
 import pytest
 
 from flows import serve
-from tasks import registry
+from core.storage import registry
 from tests import browser
 from tests.conftest import first_per_label, write_csv
 
-OVERRIDES = json.dumps({"train.unfreeze_top": 0, "train.max_epochs": 3, "augment.n_aug": 1, "data.min_per_class": 3})
+OVERRIDES = json.dumps({"train.unfreeze_top": 0, "train.max_epochs": 10, "augment.n_aug": 1, "data.min_per_class": 3})
 # The head alone on stored embeddings: its default epochs (early-stopped) cost seconds and clear the gate.
 MANUAL = {"train.unfreeze_top": 0, "augment.n_aug": 0, "data.min_per_class": 3, "gate.approval": "manual"}
 

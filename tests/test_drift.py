@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from tasks.config import DataConfig, ValidateConfig
+from schemas.config import DataConfig, ValidateConfig
 from tasks.drift import drift, label_check, unseen_check
-from tasks.errors import InvalidData
+from core.run.errors import InvalidData
 from tasks.validate import validate
 from tests.conftest import first_per_label, phrasebank_rows, write_csv
 
@@ -156,8 +156,8 @@ def test_slow_drift_is_seen_against_the_champions_training_data(tmp_path: Path):
 def test_the_champions_training_data_is_found_from_its_lineage(tmp_path: Path):
     import json
 
-    from tasks import registry
-    from tasks.run_record import champion_training_data
+    from core.storage import registry
+    from core.run.runner import champion_training_data
 
     assert champion_training_data(tmp_path, "m") is None
     validated = _validated(tmp_path, "trained-on", first_per_label(20))

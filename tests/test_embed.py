@@ -10,11 +10,11 @@ import pytest
 
 from tasks import embed as embed_module
 from tasks.augment import augment
-from tasks.config import AugmentConfig, DataConfig, SplitConfig, TokenizeConfig
+from schemas.config import AugmentConfig, DataConfig, SplitConfig, TokenizeConfig
 from tasks.embed import embed
-from tasks.feature_cache import FeatureCache, cache_root
+from core.storage.feature_cache import FeatureCache, cache_root
 from tasks.split import split
-from tasks.tokenize import tokenize
+from tasks.tokenization import tokenize
 from tasks.validate import validate
 from tests.conftest import first_per_label, write_csv
 

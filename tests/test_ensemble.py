@@ -25,10 +25,10 @@ FAST = {"train.max_epochs": 2, "train.min_epochs": 2, "train.min_val_per_class":
 def _prepare(workdir: Path, backbone, unfreeze_top: int, rows: int = 40):
     """The real data steps on `rows` PhraseBank sentences per label: (cfg, features, augmented)."""
     from tasks.augment import augment
-    from tasks.config import RetrainConfig
+    from schemas.config import RetrainConfig
     from tasks.embed import embed
     from tasks.split import split
-    from tasks.tokenize import tokenize
+    from tasks.tokenization import tokenize
     from tasks.validate import validate
 
     data = write_csv(workdir / "d.csv", first_per_label(rows))
@@ -69,7 +69,7 @@ def _split(features, workdir, name):
 
 def test_the_saved_ensemble_is_the_mean_of_the_single_models_of_its_seeds(trained, backbone):
     from tasks.finetune import load_classifier
-    from tasks.inference import predict_stored, predict_token_ids
+    from core.model.inference import predict_stored, predict_token_ids
 
     workdir, features, tokenized, ensemble, singles = trained
     test = _split(features, workdir, "test")
@@ -89,7 +89,7 @@ def test_the_saved_ensemble_is_the_mean_of_the_single_models_of_its_seeds(traine
 
 def test_the_card_records_each_member_and_the_ensembles_validation_figures(trained):
     from tasks.finetune import ensemble_figures, load_classifier, read_card
-    from tasks.inference import predict_stored
+    from core.model.inference import predict_stored
 
     workdir, features, _, ensemble, singles = trained
     card = read_card(ensemble, workdir)
@@ -114,8 +114,8 @@ def test_stored_features_cut_lower_run_the_shared_frozen_block_first(trained, ba
     """The gate scores a champion on the challenger's stored features, which may start a block lower than the
     blocks the champion trained: the ensemble's shared frozen block runs first, then its members."""
     from tasks.finetune import load_classifier
-    from tasks.inference import predict_stored, predict_token_ids
-    from tasks.model import encoder_depth
+    from core.model.inference import predict_stored, predict_token_ids
+    from core.model.graph import encoder_depth
 
     workdir, _, _, ensemble, _ = trained
     _, lower, _, tokenized = _prepare(tmp_path, backbone, unfreeze_top=2)
@@ -131,7 +131,7 @@ def test_stored_features_cut_lower_run_the_shared_frozen_block_first(trained, ba
 
 def test_an_ensemble_of_heads_on_the_frozen_backbone(tmp_path, backbone):
     from tasks.finetune import finetune, load_classifier
-    from tasks.inference import predict_stored
+    from core.model.inference import predict_stored
 
     cfg, features, _, tokenized = _prepare(tmp_path, backbone, unfreeze_top=0)
     ensemble = finetune(features, cfg.train.model_copy(update={"ensemble": 3}), 3, backbone, tmp_path)
@@ -147,7 +147,7 @@ def test_ensemble_one_is_the_single_model(tmp_path, backbone):
     """`train.ensemble = 1` (the default) saves the single model: backbone + head, no `ensemble` in the card,
     a scalar kept epoch; the same bytes as a run that does not name the setting."""
     from tasks.finetune import MODEL_FILE, finetune, load_classifier, read_card
-    from tasks.io import sha256_file
+    from core.storage.artifacts import sha256_file
 
     cfg, features, _, _ = _prepare(tmp_path, backbone, unfreeze_top=0)
     assert cfg.train.ensemble == 1
@@ -160,7 +160,7 @@ def test_ensemble_one_is_the_single_model(tmp_path, backbone):
 
 
 def test_ensemble_setting_is_validated():
-    from tasks.config import ConfigError, RetrainConfig
+    from schemas.config import ConfigError, RetrainConfig
 
     assert RetrainConfig.from_parameters(overrides={"train.ensemble": "3"}).train.ensemble == 3
     for bad in (0, 11):

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
-from tasks import hardware
-from tasks.config import TrainConfig
+from core.model import hardware
+from schemas.config import TrainConfig
 from tasks.embed import embed
 from tasks.finetune import CARD_FILE, MODEL_FILE, finetune, load_classifier
 from tests.test_embed import _tokenized

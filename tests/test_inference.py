@@ -14,10 +14,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tasks.backbone import encode_for_model, fresh_backbone, load_backbone
-from tasks.config import TrainConfig
-from tasks.inference import length_batches, pad_batch, pad_hidden, predict_in_order, predict_stored, predict_token_ids
-from tasks.model import build_bottom, build_classifier, build_head
+from core.model.backbone import encode_for_model, fresh_backbone, load_backbone
+from schemas.config import TrainConfig
+from core.model.inference import length_batches, pad_batch, pad_hidden, predict_in_order, predict_stored, predict_token_ids
+from core.model.graph import build_bottom, build_classifier, build_head
 from tests.conftest import first_per_label
 
 VOCAB = np.random.default_rng(0).normal(size=(50, 4))

@@ -1,4 +1,4 @@
-"""The statistics behind evaluate, the gate and the model report (tasks/metrics.py): the vectorised macro-F1
+"""The statistics behind evaluate, the gate and the model report (core/metrics.py): the vectorised macro-F1
 is scikit-learn's, and the scipy bootstraps see real differences, ignore noise and cover their estimates."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import pytest
 from sklearn.metrics import f1_score, precision_recall_fscore_support
 
 from tasks.gate import mcnemar
-from tasks.metrics import bootstrap_intervals, class_intervals, macro_f1_many, paired_bootstrap
+from core.metrics import bootstrap_intervals, class_intervals, macro_f1_many, paired_bootstrap
 
 
 def test_vectorised_macro_f1_matches_scikit_learn():

@@ -8,9 +8,9 @@ import keras
 import numpy as np
 import pytest
 
-from tasks.backbone import encode_texts, fresh_backbone, load_backbone, special_ids
-from tasks.config import TrainConfig
-from tasks.model import build_bottom, build_classifier, build_head, build_top, pad_batch
+from core.model.backbone import encode_texts, fresh_backbone, load_backbone, special_ids
+from schemas.config import TrainConfig
+from core.model.graph import build_bottom, build_classifier, build_head, build_top, pad_batch
 from tests.conftest import first_per_label
 
 TEXTS = [r["text"] for r in first_per_label(4)]
@@ -54,7 +54,7 @@ def test_saved_classifier_loads_in_safe_mode(tmp_path: Path, backbone, sequences
     head = build_head(3, TrainConfig())
     classifier = build_classifier(load_backbone(backbone.path), head)
     classifier.save(tmp_path / "m.keras")
-    import tasks.layers  # noqa: F401
+    import core.model.layers  # noqa: F401
 
     loaded = keras.saving.load_model(tmp_path / "m.keras", safe_mode=True)
     batch = pad_batch(sequences)

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from flows.retrain import retrain
-from tasks import caching, faults
+from core.storage import caching
+from core.run import faults
 from tests.conftest import first_per_label, write_csv
 
 FAST = {"train.unfreeze_top": 0, "train.max_epochs": 3, "augment.n_aug": 1, "data.min_per_class": 3}
@@ -58,11 +59,11 @@ def test_changing_epochs_reruns_only_training_and_evaluation(data, warm):
 
 
 def test_editing_a_helper_reruns_its_step_only(data, warm, tmp_path, monkeypatch):
-    """An edit to augmentation's helper (tasks/eda.py) re-runs augment; as its output is unchanged, the
+    """An edit to augmentation's helper (core/text/eda.py) re-runs augment; as its output is unchanged, the
     content-keyed steps after it stay cached."""
-    for package in ("tasks", "schemas"):
+    for package in caching.PROJECT_PACKAGES:
         shutil.copytree(caching.PROJECT_ROOT / package, tmp_path / package)
-    helper = tmp_path / "tasks" / "eda.py"
+    helper = tmp_path / "core" / "text" / "eda.py"
     helper.write_text(helper.read_text() + "\n# a harmless edit to a helper of augment\n")
     monkeypatch.setattr(caching, "PROJECT_ROOT", tmp_path)
     states = _run(data, warm)

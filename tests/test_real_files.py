@@ -16,12 +16,12 @@ from flows import cli
 from flows import predict as predict_cli
 from flows import registry as registry_cli
 from flows.retrain import main as retrain_main
-from tasks import eda
+from core.text import eda
 from tasks.augment import augment
-from tasks.config import AugmentConfig, DataConfig, SplitConfig
-from tasks.errors import InvalidData
+from schemas.config import AugmentConfig, DataConfig, SplitConfig
+from core.run.errors import InvalidData
 from tasks.predict import read_texts
-from tasks.readers import read_raw
+from core.text.readers import read_raw
 from tasks.split import split
 from tasks.validate import canonical_label, validate
 from tests.conftest import first_per_label, write_csv
@@ -280,7 +280,7 @@ def model_workdir(prefect_api, tmp_path_factory):
         "train.unfreeze_top": 0, "train.max_epochs": 2, "augment.n_aug": 0, "data.min_per_class": 3,
         "data.max_chars": 3000, "gate.on_label_change": "promote"})).read_text())
     if not summary["promoted"]:
-        from tasks import registry
+        from core.storage import registry
 
         registry.promote(root / "work", "default", summary["model"]["version"], "for the test")
     return root / "work"

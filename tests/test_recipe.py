@@ -9,9 +9,9 @@ import keras
 import numpy as np
 import pytest
 
-from tasks.config import TrainConfig
+from schemas.config import TrainConfig
 from tasks.finetune import epochs_for, selection_rule
-from tasks.model import PartwiseAdamW, TrainingBatches, learning_rate_schedule
+from core.model.graph import PartwiseAdamW, TrainingBatches, learning_rate_schedule
 
 
 def test_schedule_warms_up_linearly_then_decays_to_zero():
@@ -82,10 +82,10 @@ def test_a_validation_split_too_small_to_select_on_is_named():
 def frozen_features(tmp_path_factory, backbone):
     """The real pipeline's data steps on 240 PhraseBank sentences, frozen backbone."""
     from tasks.augment import augment
-    from tasks.config import RetrainConfig
+    from schemas.config import RetrainConfig
     from tasks.embed import embed
     from tasks.split import split
-    from tasks.tokenize import tokenize
+    from tasks.tokenization import tokenize
     from tasks.validate import validate
     from tests.conftest import first_per_label, write_csv
 
@@ -103,7 +103,7 @@ def _val_macro_f1(model_ref, features, workdir: Path) -> float:
     from sklearn.metrics import f1_score
 
     from tasks.finetune import SplitFeatures, load_classifier
-    from tasks.inference import predict_stored
+    from core.model.inference import predict_stored
 
     val = SplitFeatures(features, workdir, "val")
     proba = predict_stored(load_classifier(model_ref, workdir), val.embeddings, val.hidden, 6)

@@ -13,7 +13,7 @@ import pytest
 from flows import predict as predict_cli
 from flows import registry as registry_cli
 from flows.retrain import retrain
-from tasks import registry
+from core.storage import registry
 from tests.conftest import assert_four_paths_agree, first_per_label, write_csv
 
 BASE = {"train.unfreeze_top": 0, "augment.n_aug": 0, "data.min_per_class": 3, "data.conflicts": "drop"}
@@ -47,7 +47,7 @@ def test_promote_rollback_and_prune_keep_the_champion_and_its_predecessor(tmp_pa
 
 
 def test_a_promotion_cut_short_before_its_log_entry_still_rolls_back_right(tmp_path: Path):
-    from tasks import faults
+    from core.run import faults
 
     for v in ("v1", "v2", "v3"):
         _fake_version(tmp_path, v)
@@ -170,7 +170,7 @@ def test_reevaluation_is_a_new_logged_record_that_matches_the_evaluation(runs):
 def test_predict_matches_the_evaluation_and_sums_to_one(runs, capsys):
     champion = registry.version_dir(runs["workdir"], "default", runs["strong"]["model"]["version"])
     evaluated = pq.read_table(champion / "predictions.parquet").to_pandas()
-    from tasks.identity import row_id
+    from core.text.identity import row_id
 
     by_id = {row_id(r["text"]): r for r in first_per_label(200)}
     inputs = pd.DataFrame([{"sentence": by_id[r]["text"], "ref": r} for r in evaluated["row_id"]])
@@ -248,13 +248,13 @@ def test_the_registry_lock_is_re_entrant_in_a_thread_and_excludes_other_processe
         with registry.locked(tmp_path, "m"):  # re-entrant: a promotion inside a registration
             pass
         other = subprocess.run([sys.executable, "-c", (
-            "import sys; from pathlib import Path; from tasks import registry\n"
+            "import sys; from pathlib import Path; from core.storage import registry\n"
             "try:\n    registry.locked(Path(sys.argv[1]), 'm', timeout=0.5).__enter__()\n"
             "except registry.RegistryError as exc:\n    print(exc); sys.exit(3)\n"), str(tmp_path)],
             capture_output=True, text=True, cwd=Path(__file__).resolve().parents[1])
         assert other.returncode == 3 and "was held for over" in other.stdout
     free = subprocess.run([sys.executable, "-c", (
-        "import sys; from pathlib import Path; from tasks import registry\n"
+        "import sys; from pathlib import Path; from core.storage import registry\n"
         "with registry.locked(Path(sys.argv[1]), 'm', timeout=5):\n    print('held')\n"), str(tmp_path)],
         capture_output=True, text=True, cwd=Path(__file__).resolve().parents[1])
     assert free.returncode == 0 and "held" in free.stdout

@@ -1,6 +1,6 @@
 """Kills, concurrency, corruption, resource faults and hostile input: nothing is lost, nothing half-used.
 
-Faults are injected with the test-only failpoints of `tasks.faults` (armed from RETRAIN_TEST_FAULTS at the
+Faults are injected with the test-only failpoints of `core.run.faults` (armed from RETRAIN_TEST_FAULTS at the
 command line); `kill` sends SIGKILL to the whole run, as an operator or the OOM killer would.
 """
 
@@ -18,11 +18,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from flows.retrain import main
-from tasks import faults, registry
-from tasks.io import ArtifactRef
+from core.run import faults
+from core.storage import registry
+from core.storage.artifacts import ArtifactRef
 from tests.conftest import ROOT, first_per_label, run_cli, write_csv
 
-FAST = ["--set", "train.unfreeze_top=0", "--set", "train.max_epochs=3", "--set", "augment.n_aug=1",
+FAST = ["--set", "train.unfreeze_top=0", "--set", "train.max_epochs=10", "--set", "augment.n_aug=1",
         "--set", "data.min_per_class=3"]
 
 
@@ -65,7 +66,7 @@ def test_sigkill_at_any_point_loses_nothing(tmp_path: Path):
         assert ArtifactRef(path=ref["path"], sha256=ref["sha256"]).is_intact(tmp_path / "w"), name
     assert _assert_consistent(tmp_path / "w") == final["model"]["version"]
     assert first["model"]["version"] == champion
-    from tasks.io import sha256_file, sha256_tree
+    from core.storage.artifacts import sha256_file, sha256_tree
 
     for stored in (tmp_path / "w" / "artifacts").glob("*/[!.]*"):  # no partial file under a final name
         digest = sha256_tree(stored) if stored.is_dir() else sha256_file(stored)
@@ -157,9 +158,9 @@ def test_a_one_gigabyte_file_is_refused_before_it_is_read(tmp_path: Path, capsys
 @pytest.fixture(scope="module")
 def text_tools():
     from tasks.augment import Plan
-    from tasks.backbone import Backbone
-    from tasks.config import AugmentConfig
-    from tasks.wordnet import Synonyms
+    from core.model.backbone import Backbone
+    from schemas.config import AugmentConfig
+    from core.text.wordnet import Synonyms
 
     return {"synonyms": Synonyms(AugmentConfig().wordnet_dir).lookup, "backbone": Backbone.resolve(None),
             "plan": Plan(2, {"sr": 0.2, "ri": 0.2, "rs": 0.2, "rd": 0.2})}
@@ -178,9 +179,9 @@ def test_fuzz_read_validate_augment_tokenize(tmp_path_factory, text_tools, rows,
     import io
 
     from tasks.augment import copies_of
-    from tasks.backbone import encode_texts
-    from tasks.errors import InputNotFound, InvalidData
-    from tasks.readers import read_raw
+    from core.model.backbone import encode_texts
+    from core.run.errors import InputNotFound, InvalidData
+    from core.text.readers import read_raw
     from tasks.validate import schema_failures
     from schemas.raw import raw_schema
 

@@ -74,8 +74,8 @@ def test_unchanged_rerun_is_served_from_cache(trained):
 
 def test_registered_model_is_self_contained(trained):
     """The champion loads in safe mode and, fed token ids, reproduces the evaluation's probabilities."""
-    from tasks.backbone import Backbone, encode_texts, special_ids
-    from tasks.model import pad_batch
+    from core.model.backbone import Backbone, encode_texts, special_ids
+    from core.model.graph import pad_batch
 
     home, first, second = trained
     summary = _summary(first)
@@ -85,12 +85,12 @@ def test_registered_model_is_self_contained(trained):
     assert champion["version"] == version.name, "an unchanged re-run must not replace the champion"
     assert again["promoted"] is False and again["gate"]["decision"] != "promote"
     assert again["gate"]["difference"] == 0.0  # the same model scores identically on every path
-    import tasks.layers  # noqa: F401
+    import core.model.layers  # noqa: F401
 
     model = keras.saving.load_model(version / "model.keras", safe_mode=True)
     predictions = pq.read_table(version / "predictions.parquet").to_pandas()
     texts = {r["text"]: r for r in first_per_label(50)}
-    from tasks.identity import row_id
+    from core.text.identity import row_id
 
     by_id = {row_id(t): t for t in texts}
     sentences = [by_id[r] for r in predictions["row_id"]]

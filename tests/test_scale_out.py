@@ -9,7 +9,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from tasks.sharding import Shard
+from core.run.sharding import Shard
 from tests.conftest import first_per_label, run_cli, write_csv
 
 FAST = {"train.unfreeze_top": 1, "train.max_epochs": 6, "augment.n_aug": 2, "data.min_per_class": 3}
@@ -30,7 +30,7 @@ def both(tmp_path_factory):
     root = tmp_path_factory.mktemp("scale")
     data = write_csv(root / "d.csv", first_per_label(40))
     # Both in fresh processes, as users run them. Two processes, two runners: the model may depend on the seed
-    # and the data only (not on which threads drew from Python's global `random` meanwhile; tasks/model.py).
+    # and the data only (not on which threads drew from Python's global `random` meanwhile; core/model/graph.py).
     def run(workdir: str, sets: dict, env: dict | None = None):
         result = run_cli("flows.retrain", "--data", str(data), "--workdir", str(root / workdir),
                          *[arg for key, value in sets.items() for arg in ("--set", f"{key}={value}")],

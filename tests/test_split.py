@@ -7,9 +7,9 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from tasks.config import DataConfig, SplitConfig
-from tasks.errors import InvalidData
-from tasks.identity import normalize_text
+from schemas.config import DataConfig, SplitConfig
+from core.run.errors import InvalidData
+from core.text.identity import normalize_text
 from tasks.split import split
 from tasks.validate import validate
 from tests.conftest import first_per_label, write_csv

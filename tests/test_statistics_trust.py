@@ -15,11 +15,11 @@ import pyarrow.parquet as pq
 import pytest
 from scipy.stats import norm
 
-from tasks import registry
-from tasks.config import GateConfig, SplitConfig
+from core.storage import registry
+from schemas.config import GateConfig, SplitConfig
 from tasks.gate import gate, split_change
-from tasks.metrics import paired_bootstrap
-from tasks.io import ArtifactRef, sha256_file
+from core.metrics import paired_bootstrap
+from core.storage.artifacts import ArtifactRef, sha256_file
 
 LABELS = ["negative", "neutral", "positive"]
 
@@ -84,7 +84,7 @@ def test_every_decision_reports_what_its_split_can_detect_and_warns_when_it_is_o
     summary_gate = json.loads(decision.model_dump_json())  # what summary.json stores
     assert summary_gate["detectable_difference"] == decision.detectable_difference
 
-    from tasks.report import run_markdown
+    from core.reports.dashboard import run_markdown
 
     test = {"accuracy": 0.8, "macro_f1": 0.7, "n": 50, "majority_baseline": {"accuracy": 0.6, "macro_f1": 0.25},
             "confusion_matrix": {"labels": LABELS, "rows_true_cols_predicted": [[1, 0, 0], [0, 1, 0], [0, 0, 1]]}}
@@ -155,7 +155,7 @@ def test_batch_prediction_refuses_a_version_whose_files_changed(tmp_path: Path):
 
 
 def test_atomic_writes_fsync_the_file_and_then_its_folder_after_the_rename(tmp_path: Path, monkeypatch):
-    from tasks import io
+    from core.storage import artifacts as io
 
     events: list[tuple[str, str]] = []
     real_fsync, real_replace = os.fsync, os.replace

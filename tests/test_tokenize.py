@@ -9,10 +9,10 @@ import pyarrow.parquet as pq
 
 from schemas.tables import TOKENIZED_SCHEMA
 from tasks.augment import augment
-from tasks.backbone import encode_texts, load_tokenizer, special_ids
-from tasks.config import AugmentConfig, DataConfig, SplitConfig, TokenizeConfig
+from core.model.backbone import encode_texts, load_tokenizer, special_ids
+from schemas.config import AugmentConfig, DataConfig, SplitConfig, TokenizeConfig
 from tasks.split import split
-from tasks.tokenize import choose_length, tokenize
+from tasks.tokenization import choose_length, tokenize
 from tasks.validate import validate
 from tests.conftest import first_per_label, write_csv
 

@@ -11,12 +11,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from tasks.config import GateConfig, RetrainConfig
+from schemas.config import GateConfig, RetrainConfig
 from tasks.evaluate import classification_metrics
 from tasks.gate import gate
-from tasks.io import ArtifactRef
-from tasks.report import run_markdown
-from tasks.run_record import RunRecord
+from core.storage.artifacts import ArtifactRef
+from core.reports.dashboard import run_markdown
+from core.run.runner import StepRunner
 
 LABELS = ["negative", "neutral", "positive"]
 
@@ -101,7 +101,7 @@ def test_the_run_report_shows_the_split_warnings_and_the_unmeasured_test_classes
 
 
 def test_summary_copies_the_augment_steps_skipped_not_english_counts(tmp_path: Path):
-    record = RunRecord(RetrainConfig(workdir=tmp_path), "r")
+    record = StepRunner(RetrainConfig(workdir=tmp_path), "r")
     record.refs["validate"] = ArtifactRef(path="v", sha256="1" * 64, meta={
         "source_sha256": "2" * 64, "rows_read": 10, "rows_used": 10, "duplicates_dropped": 0, "conflicts_dropped": 0,
         "labels": LABELS})

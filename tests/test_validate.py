@@ -7,8 +7,8 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from tasks.config import DataConfig
-from tasks.errors import InputNotFound, InvalidData
+from schemas.config import DataConfig
+from core.run.errors import InputNotFound, InvalidData
 from tasks.validate import validate
 from tests.conftest import first_per_label, write_csv
 

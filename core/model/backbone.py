@@ -16,8 +16,8 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict
 
-from tasks.identity import sha256_hex
-from tasks.io import sha256_file
+from core.text.identity import sha256_hex
+from core.storage.artifacts import sha256_file
 
 _lock = threading.Lock()
 MAX_POSITIONS = 512

@@ -25,9 +25,9 @@ from typing import Any
 
 import numpy as np
 
-from tasks import registry
-from tasks.io import atomic_path
-from tasks.metrics import BOOTSTRAP_SAMPLES, class_intervals
+from core.storage import registry
+from core.storage.artifacts import atomic_path
+from core.metrics import BOOTSTRAP_SAMPLES, class_intervals
 
 log = logging.getLogger(__name__)
 REPORT_FILE = "report.html"

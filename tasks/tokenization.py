@@ -15,11 +15,11 @@ import numpy as np
 import pyarrow as pa
 
 from schemas.tables import TOKENIZED_SCHEMA, TokenizedTable
-from tasks.caching import step_task
-from tasks.backbone import MAX_POSITIONS, Backbone, encode_texts, pack, vocab_hash
-from tasks.config import TokenizeConfig
-from tasks.io import ArtifactRef, read_parquet, write_parquet
-from tasks.sharding import WHOLE, Shard
+from core.storage.caching import step_task
+from core.model.backbone import MAX_POSITIONS, Backbone, encode_texts, pack, vocab_hash
+from schemas.config import TokenizeConfig
+from core.storage.artifacts import ArtifactRef, read_parquet, write_parquet
+from core.run.sharding import WHOLE, Shard
 
 log = logging.getLogger(__name__)
 BATCH = 4096

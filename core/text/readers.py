@@ -30,7 +30,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from tasks.errors import Failure, InputNotFound, InvalidData
+from core.run.errors import Failure, InputNotFound, InvalidData
 
 log = logging.getLogger(__name__)
 

@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from tasks.io import sha256_file
+from core.storage.artifacts import sha256_file
 
 
 def local_path(value: Any) -> Any:
@@ -63,7 +63,7 @@ class DataConfig(Section):
     @field_validator("delimiter", mode="before")
     @classmethod
     def _parse_delimiter(cls, value: Any) -> Any:
-        from tasks.readers import parse_delimiter
+        from core.text.readers import parse_delimiter
 
         return parse_delimiter(value)
 
@@ -173,7 +173,7 @@ class TrainConfig(Section):
             return float(self.learning_rate)
         return 1e-3 if self.unfreeze_top else 3e-2
 
-    # float16 compute for the trainable blocks: "auto" = on exactly where a GPU is visible (tasks.hardware)
+    # float16 compute for the trainable blocks: "auto" = on exactly where a GPU is visible (core.model.hardware)
     mixed_precision: bool | Literal["auto"] = Field("auto", union_mode="left_to_right")
 
 

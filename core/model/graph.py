@@ -21,10 +21,10 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from tasks import faults
-from tasks.config import TrainConfig
-from tasks.inference import length_batches, pad_batch, pad_hidden, padded_length  # noqa: F401
-from tasks.layers import L2Normalize, MaskedMeanPooling, ZerosLike
+from core.run import faults
+from schemas.config import TrainConfig
+from core.model.inference import length_batches, pad_batch, pad_hidden, padded_length  # noqa: F401
+from core.model.layers import L2Normalize, MaskedMeanPooling, ZerosLike
 
 HIDDEN = 384
 N_BLOCKS = 6
@@ -190,7 +190,7 @@ def encoder_depth(classifier) -> int:
     if _is_ensemble_of_tops(classifier):
         member = classifier.get_layer("ensemble").get_layer("member_1")
         return len(transformer_blocks(classifier.get_layer("bottom"))) + len(transformer_blocks(member))
-    from tasks.backbone import find_backbone
+    from core.model.backbone import find_backbone
 
     return len(transformer_blocks(find_backbone(classifier)))
 
@@ -203,7 +203,7 @@ def stored_part(classifier, cut: int) -> tuple[keras.Model, bool]:
     than the first block its members trained. `cut` must not be above that block (the features would hold
     the output of a block the ensemble trained)."""
     if not _is_ensemble_of_tops(classifier):
-        from tasks.backbone import find_backbone
+        from core.model.backbone import find_backbone
 
         head, backbone = classifier.get_layer("head"), find_backbone(classifier)
         if cut >= len(transformer_blocks(backbone)):
@@ -243,7 +243,7 @@ def members_of(classifier, cut: int) -> list[keras.Model]:
             out.append(keras.Model({"hidden": hidden, "padding_mask": mask},
                                    member({"hidden": x, "padding_mask": mask}), name=member.name))
         return out
-    from tasks.backbone import find_backbone
+    from core.model.backbone import find_backbone
 
     head, backbone = classifier.get_layer("head"), find_backbone(classifier)
     heads = [layer for layer in head.layers if layer.name.startswith("member_")] or [head]
@@ -306,7 +306,7 @@ class EpochLog(keras.callbacks.Callback):
 
 
 class ValidationScores(keras.callbacks.Callback):
-    """Scores the validation split after each epoch, through `tasks.inference` (rows in order), and adds
+    """Scores the validation split after each epoch, through `core.model.inference` (rows in order), and adds
     `val_loss`, `val_accuracy` and `val_macro_f1` to the epoch's logs, for early stopping and the curves.
 
     `predict_val()` returns the current model's probabilities (n, k) for the validation rows, in the order
@@ -382,7 +382,7 @@ class TrainingBatches(keras.utils.PyDataset):
     states (n_tokens, d) (the top blocks). Each epoch the rows are shuffled (from `seed`), cut into chunks
     of `chunk_batches * batch_size` rows and sorted by length inside each chunk, then cut into batches in a
     shuffled order: a batch's company changes every epoch, while padding stays small. Each item is
-    (inputs, labels, sample weights). Training only: inference goes through `tasks.inference`.
+    (inputs, labels, sample weights). Training only: inference goes through `core.model.inference`.
     """
 
     def __init__(self, inputs, labels: np.ndarray, weights: np.ndarray, batch_size: int, seed: int,

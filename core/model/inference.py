@@ -153,7 +153,7 @@ def predict_stored(classifier, embeddings: np.ndarray, hidden: Sequence[np.ndarr
     `hidden` holds each row's block-`cut` input, (n_tokens, hidden_size), when blocks are unfrozen.
     Equals the whole classifier on the token ids to 2e-3 (the stored inputs are float16).
     """
-    from tasks.model import stored_part
+    from core.model.graph import stored_part
 
     part, takes_hidden = stored_part(classifier, cut)  # a single model's head or top, or an ensemble's members
     k = int(part.output_shape[-1])

@@ -26,7 +26,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from tasks.io import sha256_file, staging
+from core.storage.artifacts import sha256_file, staging
 
 log = logging.getLogger(__name__)
 SEGMENT_SCHEMA = pa.schema([("key", pa.string()), ("n_tokens", pa.int32()), ("value", pa.binary())])

@@ -1,6 +1,6 @@
 """The record of one retrain run: each stage's Prefect state, time and row counts, then summary.json.
 
-`RunRecord.step` is how the flow calls a step: it binds the step's result storage to the workdir, runs it,
+`StepRunner.step` is how the flow calls a step: it binds the step's result storage to the workdir, runs it,
 keeps its state name ("Completed", "Cached", ...) and seconds, and turns a failure into the typed error the
 command line maps to an exit code (bad input stays `InvalidData`; anything else names the stage).
 """
@@ -17,11 +17,11 @@ from typing import Any
 
 from prefect import Task
 
-from tasks import report
-from tasks.caching import records_dir
-from tasks.config import RetrainConfig
-from tasks.errors import InvalidData, PipelineError, StageFailed
-from tasks.io import ArtifactRef, atomic_path, write_json_atomic
+from core.reports import dashboard as report
+from core.storage.caching import records_dir
+from schemas.config import RetrainConfig
+from core.run.errors import InvalidData, PipelineError, StageFailed
+from core.storage.artifacts import ArtifactRef, atomic_path, write_json_atomic
 
 log = logging.getLogger(__name__)
 
@@ -54,8 +54,8 @@ def champion_training_data(workdir: Path, name: str) -> ArtifactRef | None:
     the content-addressed store of the validate step), or None if there is no champion or no such record.
     The reference says which version and run it belongs to (`meta.version`, `meta.run_id`); whether its bytes
     are still there is for the caller to check (`is_intact`)."""
-    from tasks.io import artifact_dir
-    from tasks.registry import RegistryError, champion, version_dir
+    from core.storage.artifacts import artifact_dir
+    from core.storage.registry import RegistryError, champion, version_dir
 
     try:
         current = champion(workdir, name)
@@ -70,7 +70,7 @@ def champion_training_data(workdir: Path, name: str) -> ArtifactRef | None:
                        meta={"version": current["version"], "run_id": lineage.get("run_id")})
 
 
-class RunRecord:
+class StepRunner:
     """Collects what each stage did and writes the run's summary.json."""
 
     def __init__(self, cfg: RetrainConfig, run_id: str, runner: str = "threads"):
@@ -84,7 +84,7 @@ class RunRecord:
         self.reference_run_id: str | None = None
         self._dask = None
 
-    def __enter__(self) -> "RunRecord":
+    def __enter__(self) -> "StepRunner":
         return self
 
     def __exit__(self, *exc: Any) -> None:
@@ -125,7 +125,7 @@ class RunRecord:
     def sharded(self, name: str, shard_task: Task, merge_task: Task, *args: Any) -> Any:
         """Run a data-parallel step: one task per shard (on Dask with runner=dask), then the merge; returns the
         merge's result. The stage records the merge's state, the shards' states and the merge's own seconds."""
-        from tasks.sharding import Shard
+        from core.run.sharding import Shard
 
         started = time.perf_counter()
         if self.cfg.runner == "dask":
@@ -222,8 +222,8 @@ class RunRecord:
 
     def lineage(self, validated: ArtifactRef) -> dict[str, Any]:
         """Where a model came from: run, data, configuration, code, and the champion it challenged."""
-        from tasks.caching import code_version
-        from tasks.registry import champion
+        from core.storage.caching import code_version
+        from core.storage.registry import champion
 
         try:
             parent = (champion(self.workdir, self.cfg.model.name) or {}).get("version")

@@ -6,7 +6,7 @@ data's declared `augment.language`). Words are whitespace-separated tokens, kept
 without, ...) and the auxiliary before a split "n't" (the "ca" of "ca n't"), any configured protected word,
 numbers, percentages and anything with a digit, currency signs, and tickers or acronyms (all capitals).
 Protected tokens stay where they are; only plain lower-case words are candidates for synonyms, and a synonym
-is never an antonym (see `tasks.wordnet`). Randomness comes from a `random.Random` the caller seeds per
+is never an antonym (see `core.text.wordnet`). Randomness comes from a `random.Random` the caller seeds per
 sentence and copy.
 """
 

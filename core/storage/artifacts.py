@@ -23,7 +23,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from pydantic import BaseModel, ConfigDict, Field
 
-from tasks import faults
+from core.run import faults
 
 CHUNK = 1 << 20
 

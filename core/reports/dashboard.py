@@ -10,7 +10,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from tasks.errors import Failure
+from core.run.errors import Failure
 
 log = logging.getLogger(__name__)
 MAX_TABLE_ROWS = 1000
@@ -126,7 +126,7 @@ def history_row(summary: dict[str, Any]) -> dict[str, Any]:
 
 def approval_status(summary: dict[str, Any]) -> str | None:
     """The registry's current word on the run's version: "approved by X (at)", "awaiting approval", ..."""
-    from tasks import registry
+    from core.storage import registry
 
     model = summary.get("model") or {}
     try:

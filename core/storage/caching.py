@@ -37,15 +37,15 @@ from prefect.serializers import Serializer
 from prefect.tasks import exponential_backoff
 from pydantic import BaseModel
 
-from tasks import faults
-from tasks.errors import PipelineError
-from tasks.identity import sha256_hex
-from tasks.io import ArtifactRef
+from core.run import faults
+from core.run.errors import PipelineError
+from core.text.identity import sha256_hex
+from core.storage.artifacts import ArtifactRef
 
 log = logging.getLogger(__name__)
 
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
-PROJECT_PACKAGES = ("tasks", "schemas")
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+PROJECT_PACKAGES = ("tasks", "core", "schemas")
 RECORD_SERIALIZER = "retrain-artifact-ref"
 IGNORED_INPUTS = frozenset({"workdir"})
 
@@ -289,7 +289,7 @@ def is_transient(task: Task, task_run: Any, state: Any) -> bool:
 def step_task(fn: Callable, *, name: str | None = None, retries: int = 2, cached: bool = True) -> Task:
     """The thin Prefect wrapper of a step: content-keyed cache, JSON results, retries with backoff + jitter.
 
-    Each attempt passes the test-only failpoint `<name>:start` (`tasks.faults`), inert unless armed.
+    Each attempt passes the test-only failpoint `<name>:start` (`core.run.faults`), inert unless armed.
     """
     name = name or fn.__name__
 

@@ -14,7 +14,7 @@ A version folder is assembled under a temporary name and renamed into place, the
 is registered once: registering the same trained model again (same content hash) returns its version. The
 champion pointer is one small JSON file replaced by an atomic rename, so a reader always sees a whole one;
 promoting the current champion again changes nothing. The one file of a version that is not hashed is its
-`report.html` (tasks.model_report): a rendering of the recorded files, re-written when its review changes.
+`report.html` (core.reports.model_report): a rendering of the recorded files, re-written when its review changes.
 """
 
 from __future__ import annotations
@@ -30,9 +30,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from tasks import faults
-from tasks.errors import PipelineError
-from tasks.io import ArtifactRef, atomic_path, sha256_file, staging, write_json_atomic
+from core.run import faults
+from core.run.errors import PipelineError
+from core.storage.artifacts import ArtifactRef, atomic_path, sha256_file, staging, write_json_atomic
 
 log = logging.getLogger(__name__)
 
@@ -175,7 +175,7 @@ def export_saved_model(keras_file: Path, dest: Path) -> None:
     """Export the classifier as a TensorFlow SavedModel whose `serve` takes token_ids and padding_mask."""
     import keras
 
-    import tasks.layers  # noqa: F401  (registers the custom layers)
+    import core.model.layers  # noqa: F401  (registers the custom layers)
 
     keras.saving.load_model(keras_file, safe_mode=True).export(str(dest), format="tf_saved_model", verbose=False)
 
