@@ -54,6 +54,16 @@ def transformer_blocks(backbone) -> list:
     return [layer for layer in backbone.layers if layer.name.startswith("transformer_layer_")]
 
 
+def embedded(backbone, token_ids: keras.KerasTensor) -> keras.KerasTensor:
+    """The backbone's embedding layers, in its own order: token ids (batch, length) int32 -> the input of
+    block 0 (batch, length, hidden) float. Single-segment input (segment ids all 0)."""
+    x = backbone.get_layer("token_embedding")(token_ids)
+    positions = backbone.get_layer("position_embedding")(x)
+    segments = backbone.get_layer("segment_embedding")(ZerosLike(name="segment_ids")(token_ids))
+    x = backbone.get_layer("embeddings_add")((x, positions, segments))
+    return backbone.get_layer("embeddings_dropout")(backbone.get_layer("embeddings_layer_norm")(x))
+
+
 def build_bottom(backbone, cut: int) -> keras.Model:
     """token ids -> {"hidden": output of block cut-1 (token level), "embedding": final pooled embedding}.
 
@@ -63,11 +73,7 @@ def build_bottom(backbone, cut: int) -> keras.Model:
     backbone.trainable = False
     inputs = token_inputs()
     token_ids, mask = inputs["token_ids"], inputs["padding_mask"]
-    x = backbone.get_layer("token_embedding")(token_ids)
-    positions = backbone.get_layer("position_embedding")(x)
-    segments = backbone.get_layer("segment_embedding")(ZerosLike(name="segment_ids")(token_ids))
-    x = backbone.get_layer("embeddings_add")((x, positions, segments))
-    x = backbone.get_layer("embeddings_dropout")(backbone.get_layer("embeddings_layer_norm")(x))
+    x = embedded(backbone, token_ids)
     hidden = x
     for index, block in enumerate(transformer_blocks(backbone)):
         if index == cut:
@@ -138,11 +144,7 @@ def build_shared_bottom(backbone, cut: int) -> keras.Model:
     backbone's own layers in the backbone's order (as `build_bottom` computes the stored `hidden`)."""
     inputs = token_inputs()
     token_ids, mask = inputs["token_ids"], inputs["padding_mask"]
-    x = backbone.get_layer("token_embedding")(token_ids)
-    positions = backbone.get_layer("position_embedding")(x)
-    segments = backbone.get_layer("segment_embedding")(ZerosLike(name="segment_ids")(token_ids))
-    x = backbone.get_layer("embeddings_add")((x, positions, segments))
-    x = backbone.get_layer("embeddings_dropout")(backbone.get_layer("embeddings_layer_norm")(x))
+    x = embedded(backbone, token_ids)
     for block in transformer_blocks(backbone)[:cut]:
         x = block(x, padding_mask=mask)
     return keras.Model(inputs, x, name="bottom")
