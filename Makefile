@@ -28,7 +28,7 @@ run: setup
 
 # Two pytest workers (pytest-xdist), a test file each at a time (module fixtures stay shared): most of the
 # suite's time is process start-up, Prefect servers and single-threaded Python, so the 2 cores overlap it
-# (the whole suite: 16 min 49 s with two workers here; the last serial run, in CI, took 21 min 16 s).
+# (the whole suite from a clean clone: 17 min 0 s with two workers; the last serial run, in CI, took 21 min 16 s).
 test: setup
 	$(PY) -m pytest -n 2 --dist loadfile --durations=15
 

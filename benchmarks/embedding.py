@@ -40,7 +40,7 @@ def throughput(backbone) -> list[list[str]]:
     import numpy as np
     from core.model.backbone import load_backbone
     from tasks.embed import run_bottom
-    from core.model.graph import pad_batch
+    from core.model.inference import pad_batch
 
     sequences, length = bundled_sequences(backbone)
     run_bottom(backbone.path, sequences[:64], 6)  # build and trace once, as both paths get a warm-up
@@ -87,7 +87,9 @@ def epoch_times(backbone) -> list[list[str]]:
     from core.model.backbone import fresh_backbone
     from schemas.config import TrainConfig
     from tasks.embed import run_bottom
-    from core.model.graph import TrainingBatches, build_classifier, build_head, build_top, length_batches, pad_batch
+    from core.model.graph import build_classifier, build_head, build_top
+    from core.model.inference import length_batches, pad_batch
+    from core.model.training import TrainingBatches
 
     sequences, _ = bundled_sequences(backbone)
     sequences = sequences[:1000]

@@ -57,8 +57,7 @@ class SplitFeatures:
     """The stored features of one split: embeddings, label ids and (when blocks are unfrozen) hidden states."""
 
     def __init__(self, features: ArtifactRef, workdir: Path, split: str):
-        table = read_parquet(features, workdir).to_pandas()
-        rows = table[table["split"].astype(object) == split]
+        rows = read_parquet(features, workdir, filters=[("split", "==", split)]).to_pandas()
         self.row_ids = rows["row_id"].to_numpy(dtype=object)
         self.embeddings = (np.stack(rows["embedding"].to_numpy()).astype(np.float32) if len(rows)
                            else np.zeros((0, 384), np.float32))
@@ -92,7 +91,8 @@ def finetune(features: ArtifactRef, cfg: TrainConfig, seed: int, backbone: Backb
     """
     import keras
 
-    from core.model.graph import build_classifier, build_ensemble, save_reproducibly
+    from core.model.graph import build_classifier, build_ensemble
+    from core.model.saving import save_reproducibly
 
     labels = list(features.meta["labels"])
     cut = int(features.meta["cut"])
@@ -177,7 +177,7 @@ def finetune(features: ArtifactRef, cfg: TrainConfig, seed: int, backbone: Backb
 def ensemble_figures(proba: np.ndarray, y_val: np.ndarray, n_labels: int) -> dict[str, float]:
     """Validation loss, accuracy and macro-F1 of averaged probabilities, computed as for one model each epoch
     (`core.model.graph.ValidationScores`)."""
-    from core.model.graph import ValidationScores
+    from core.model.training import ValidationScores
 
     logs: dict[str, float] = {}
     ValidationScores(lambda: proba, y_val).on_epoch_end(0, logs)
@@ -212,8 +212,9 @@ def _train(train: SplitFeatures, val: SplitFeatures, weights: dict[int, float], 
     import keras
 
     from core.model.inference import forward, pad_hidden, predict_in_order
-    from core.model.graph import (EpochLog, PartwiseAdamW, TrainingBatches, ValidationScores, build_head, build_top,
-                             learning_rate_schedule, seed_dropout)
+    from core.model.graph import build_head, build_top
+    from core.model.training import (EpochLog, PartwiseAdamW, TrainingBatches, ValidationScores,
+                                     learning_rate_schedule, seed_dropout)
 
     trains_blocks = cut < N_BLOCKS
     epochs, steps_per_epoch = epochs_for(len(train.labels), cfg, trains_blocks)

@@ -10,7 +10,8 @@ import pytest
 
 from core.model.backbone import encode_texts, fresh_backbone, load_backbone, special_ids
 from schemas.config import TrainConfig
-from core.model.graph import build_bottom, build_classifier, build_head, build_top, pad_batch
+from core.model.graph import build_bottom, build_classifier, build_head, build_top
+from core.model.inference import pad_batch
 from tests.conftest import first_per_label
 
 TEXTS = [r["text"] for r in first_per_label(4)]

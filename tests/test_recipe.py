@@ -11,7 +11,7 @@ import pytest
 
 from schemas.config import TrainConfig
 from tasks.finetune import epochs_for, selection_rule
-from core.model.graph import PartwiseAdamW, TrainingBatches, learning_rate_schedule
+from core.model.training import PartwiseAdamW, TrainingBatches, learning_rate_schedule
 
 
 def test_schedule_warms_up_linearly_then_decays_to_zero():

@@ -75,7 +75,7 @@ def test_unchanged_rerun_is_served_from_cache(trained):
 def test_registered_model_is_self_contained(trained):
     """The champion loads in safe mode and, fed token ids, reproduces the evaluation's probabilities."""
     from core.model.backbone import Backbone, encode_texts, special_ids
-    from core.model.graph import pad_batch
+    from core.model.inference import pad_batch
 
     home, first, second = trained
     summary = _summary(first)

@@ -30,7 +30,7 @@ def both(tmp_path_factory):
     root = tmp_path_factory.mktemp("scale")
     data = write_csv(root / "d.csv", first_per_label(40))
     # Both in fresh processes, as users run them. Two processes, two runners: the model may depend on the seed
-    # and the data only (not on which threads drew from Python's global `random` meanwhile; core/model/graph.py).
+    # and the data only (not on which threads drew from Python's global `random` meanwhile; core/model/training.py).
     def run(workdir: str, sets: dict, env: dict | None = None):
         result = run_cli("flows.retrain", "--data", str(data), "--workdir", str(root / workdir),
                          *[arg for key, value in sets.items() for arg in ("--set", f"{key}={value}")],

@@ -204,8 +204,24 @@ def store_json(workdir: Path, step: str, payload: Any, rows: int = 0, meta: dict
         return store_file(workdir, step, tmp, ".json", rows, meta or {})
 
 
-def read_parquet(ref: ArtifactRef, workdir: Path, columns: list[str] | None = None) -> pa.Table:
-    """Read an artifact's Parquet after checking its hash; raises `CorruptArtifact` if it changed."""
-    if not ref.is_intact(workdir):
-        raise CorruptArtifact(f"{ref.resolve(workdir)} is missing or does not match its recorded sha256")
-    return pq.read_table(ref.resolve(workdir), columns=columns)
+_VERIFIED: set[tuple[str, int, int, str]] = set()  # (path, mtime ns, size, sha256) hashed in this process
+
+
+def read_parquet(ref: ArtifactRef, workdir: Path, columns: list[str] | None = None,
+                 filters: list[tuple] | None = None) -> pa.Table:
+    """Read an artifact's Parquet (optionally only `columns`, and only the rows matching pyarrow `filters`,
+    e.g. `[("split", "==", "test")]`) after checking its hash; raises `CorruptArtifact` if it changed.
+
+    The hash is computed once per process for a given state of the file (its mtime and size): a step that
+    reads three splits of one features file hashes it once, while any rewrite of the file is hashed again."""
+    path = ref.resolve(workdir)
+    try:
+        stat = path.stat()
+    except OSError:
+        stat = None
+    state = (str(path), stat.st_mtime_ns, stat.st_size, ref.sha256) if stat else None
+    if state not in _VERIFIED:
+        if not ref.is_intact(workdir):
+            raise CorruptArtifact(f"{path} is missing or does not match its recorded sha256")
+        _VERIFIED.add(state)
+    return pq.read_table(path, columns=columns, filters=filters)
