@@ -176,7 +176,7 @@ def finetune(features: ArtifactRef, cfg: TrainConfig, seed: int, backbone: Backb
 
 def ensemble_figures(proba: np.ndarray, y_val: np.ndarray, n_labels: int) -> dict[str, float]:
     """Validation loss, accuracy and macro-F1 of averaged probabilities, computed as for one model each epoch
-    (`core.model.graph.ValidationScores`)."""
+    (`core.model.training.ValidationScores`)."""
     from core.model.training import ValidationScores
 
     logs: dict[str, float] = {}
