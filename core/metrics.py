@@ -106,8 +106,17 @@ def class_intervals(y: np.ndarray, pred: np.ndarray, n_labels: int, samples: int
                     seed: int = 0) -> dict[str, np.ndarray]:
     """95 % percentile-bootstrap intervals of per-class precision, recall and F1.
 
-    Takes int label arrays (n,); returns {"precision"|"recall"|"f1": float64 (n_labels, 2) of [low, high]},
-    all from the same resamples (same seed)."""
-    return {metric: np.array([list(_bootstrap((y, pred), lambda t, p, k=k, f=f: f(*_counts(t, p, k)), samples,
-                                              seed).confidence_interval) for k in range(n_labels)])
-            for metric, f in PER_CLASS.items()}
+    Takes int label arrays (n,); returns {"precision"|"recall"|"f1": float64 (n_labels, 2) of [low, high]}.
+    One bootstrap whose statistic is the vector of all metrics x classes (scipy takes vector-valued
+    statistics), so the counts of each resample are computed once."""
+    from scipy.stats import bootstrap
+
+    def statistic(t: np.ndarray, p: np.ndarray, axis: int = -1) -> np.ndarray:
+        counts = [_counts(np.atleast_2d(t), np.atleast_2d(p), k) for k in range(n_labels)]
+        values = np.stack([f(*c) for f in PER_CLASS.values() for c in counts])  # (metrics x classes, resamples)
+        return values if np.ndim(t) > 1 else values[:, 0]
+
+    result = bootstrap((y, pred), statistic, n_resamples=samples, paired=True, vectorized=True, axis=-1,
+                       method="percentile", rng=np.random.default_rng(seed))
+    low, high = (np.asarray(bound).reshape(len(PER_CLASS), n_labels) for bound in result.confidence_interval)
+    return {metric: np.stack([low[i], high[i]], axis=1) for i, metric in enumerate(PER_CLASS)}
