@@ -34,10 +34,12 @@ def macro_f1_many(y_true: np.ndarray, y_pred: np.ndarray, n_labels: int) -> np.n
 
 
 def _vectorised(score):
-    """A statistic for scipy.stats.bootstrap: 1-D rows give a scalar, (batch, n) resamples give (batch,)."""
-    def statistic(*arrays: np.ndarray, axis: int = -1) -> np.ndarray | float:
+    """A statistic for scipy.stats.bootstrap from `score`, which maps (batch, n) resampled arrays to (batch,)
+    values, or to (m, batch) for m statistics at once (scipy takes vector-valued statistics): 1-D rows give
+    the scalar (or the m values) of the rows themselves."""
+    def statistic(*arrays: np.ndarray, axis: int = -1) -> np.ndarray:
         values = score(*(np.atleast_2d(a) for a in arrays))
-        return values if np.ndim(arrays[0]) > 1 else float(values[0])
+        return values if np.ndim(arrays[0]) > 1 else values[..., 0]
     return statistic
 
 
@@ -53,11 +55,11 @@ def bootstrap_intervals(y_true: np.ndarray, y_pred: np.ndarray, n_labels: int, s
     """95 % percentile-bootstrap intervals of accuracy and macro-F1 over resampled rows (fixed seed).
 
     Takes int label arrays (n,); returns {"accuracy": [low, high], "macro_f1": [low, high]}, fractions in [0, 1].
-    Both use the same resamples (same seed)."""
-    accuracy = _bootstrap((y_true, y_pred), lambda y, p: (y == p).mean(axis=1), samples, seed)
-    macro_f1 = _bootstrap((y_true, y_pred), lambda y, p: macro_f1_many(y, p, n_labels), samples, seed)
-    return {name: [float(result.confidence_interval.low), float(result.confidence_interval.high)]
-            for name, result in (("accuracy", accuracy), ("macro_f1", macro_f1))}
+    Both from one bootstrap (the same resamples)."""
+    result = _bootstrap((y_true, y_pred), lambda y, p: np.stack([(y == p).mean(axis=1), macro_f1_many(y, p, n_labels)]),
+                        samples, seed)
+    low, high = result.confidence_interval
+    return {name: [float(low[i]), float(high[i])] for i, name in enumerate(("accuracy", "macro_f1"))}
 
 
 def paired_bootstrap(y: np.ndarray, challenger: np.ndarray, baseline: np.ndarray, n_labels: int, samples: int,
@@ -107,16 +109,12 @@ def class_intervals(y: np.ndarray, pred: np.ndarray, n_labels: int, samples: int
     """95 % percentile-bootstrap intervals of per-class precision, recall and F1.
 
     Takes int label arrays (n,); returns {"precision"|"recall"|"f1": float64 (n_labels, 2) of [low, high]}.
-    One bootstrap whose statistic is the vector of all metrics x classes (scipy takes vector-valued
-    statistics), so the counts of each resample are computed once."""
-    from scipy.stats import bootstrap
+    One bootstrap whose statistic is the vector of all metrics x classes, so the counts of each resample are
+    computed once."""
+    def every_metric(t: np.ndarray, p: np.ndarray) -> np.ndarray:  # (metrics x classes, resamples)
+        counts = [_counts(t, p, k) for k in range(n_labels)]
+        return np.stack([f(*c) for f in PER_CLASS.values() for c in counts])
 
-    def statistic(t: np.ndarray, p: np.ndarray, axis: int = -1) -> np.ndarray:
-        counts = [_counts(np.atleast_2d(t), np.atleast_2d(p), k) for k in range(n_labels)]
-        values = np.stack([f(*c) for f in PER_CLASS.values() for c in counts])  # (metrics x classes, resamples)
-        return values if np.ndim(t) > 1 else values[:, 0]
-
-    result = bootstrap((y, pred), statistic, n_resamples=samples, paired=True, vectorized=True, axis=-1,
-                       method="percentile", rng=np.random.default_rng(seed))
+    result = _bootstrap((y, pred), every_metric, samples, seed)
     low, high = (np.asarray(bound).reshape(len(PER_CLASS), n_labels) for bound in result.confidence_interval)
     return {metric: np.stack([low[i], high[i]], axis=1) for i, metric in enumerate(PER_CLASS)}
