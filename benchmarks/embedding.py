@@ -97,7 +97,7 @@ def epoch_times(backbone) -> list[list[str]]:
     weights = np.ones(len(sequences), np.float32)
     _, hidden = run_bottom(backbone.path, sequences, 4)
 
-    head = build_head(3, TrainConfig())
+    head = build_head(3, TrainConfig(), backbone.architecture.hidden_dim)
     top = build_top(fresh_backbone(backbone.path), head, 4)
     top.compile(optimizer=keras.optimizers.Adam(5e-5), loss=keras.losses.SparseCategoricalCrossentropy())
     cached_data = TrainingBatches(hidden, labels, weights, 32, 0)
@@ -121,7 +121,7 @@ def epoch_times(backbone) -> list[list[str]]:
             return pad_batch([sequences[j] for j in rows]), labels[rows], weights[rows]
 
     model_backbone = fresh_backbone(backbone.path)
-    whole = build_classifier(model_backbone, build_head(3, TrainConfig()))
+    whole = build_classifier(model_backbone, build_head(3, TrainConfig(), backbone.architecture.hidden_dim))
     model_backbone.trainable = True
     for layer in model_backbone.layers:
         layer.trainable = layer.name in ("transformer_layer_4", "transformer_layer_5")

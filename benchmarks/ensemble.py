@@ -60,13 +60,13 @@ def _f1_acc(y, proba) -> tuple[float, float]:
             float(f1_score(y, predicted, labels=list(range(proba.shape[1])), average="macro", zero_division=0)))
 
 
-def _score_part(part, split, cut: int):
+def _score_part(part, split, frozen_blocks: int):
     import numpy as np
 
     from core.model.inference import forward, pad_hidden, predict_in_order
 
     run = forward(part)
-    if cut < 6:
+    if frozen_blocks < 6:
         proba = predict_in_order(lambda rows: run(pad_hidden([split.hidden[i] for i in rows])),
                                  [len(h) for h in split.hidden])
     else:
@@ -113,16 +113,16 @@ def run_ensemble(workdir: Path, seed: int, k: int, data: Path | None = None, ext
     member_seconds = [b - a for a, b in zip([prepared, *clock.marks[:-1]], clock.marks)]
     assert len(member_seconds) == k, clock.marks
 
-    cut = int(features.meta["cut"])
+    frozen_blocks = int(features.meta["frozen_blocks"])
     classifier = load_classifier(model, workdir)
     val_split, test_split = SplitFeatures(features, workdir, "val"), SplitFeatures(features, workdir, "test")
     val_again = validation_metrics(model, features, workdir)  # the saved ensemble through predict_stored
-    ensemble_test = predict_stored(classifier, test_split.embeddings, test_split.hidden, cut)
+    ensemble_test = predict_stored(classifier, test_split.embeddings, test_split.hidden, frozen_blocks)
     members = []
     member_test = []
-    for part, figures in zip(members_of(classifier, cut), model.meta["ensemble"]["member_figures"]):
-        proba = _score_part(part, test_split, cut)
-        val_proba = _score_part(part, val_split, cut)
+    for part, figures in zip(members_of(classifier, frozen_blocks), model.meta["ensemble"]["member_figures"]):
+        proba = _score_part(part, test_split, frozen_blocks)
+        val_proba = _score_part(part, val_split, frozen_blocks)
         member_test.append(proba)
         accuracy, macro_f1 = _f1_acc(test_split.labels, proba)
         val_accuracy, val_macro_f1 = _f1_acc(val_split.labels, val_proba)
@@ -135,7 +135,7 @@ def run_ensemble(workdir: Path, seed: int, k: int, data: Path | None = None, ext
     card = json.loads((model.resolve(workdir) / "model.json").read_text())
     texts = pq.read_table(evaluation.resolve(workdir) / "predictions.parquet").to_pandas()["text"].tolist()
     sequences = encode_for_model(backbone.path, texts, int(card["tokenizer"]["sequence_length"]))
-    if cut < 6:
+    if frozen_blocks < 6:
         bottom, ensemble = classifier.get_layer("bottom"), classifier.get_layer("ensemble")
         inputs = {name: keras.Input(shape=(None,), dtype="int32", name=name) for name in ("token_ids", "padding_mask")}
         member_1 = ensemble.get_layer("member_1")

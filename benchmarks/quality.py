@@ -79,33 +79,29 @@ RUNS = Path(__file__).resolve().parent / "quality-runs.json"
 BASELINES = Path(__file__).resolve().parent / "quality-baselines.json"  # deterministic: computed once
 
 
-def prepare(workdir: Path, overrides: dict, data: Path | None = None):
-    """Run the data steps for a configuration; returns (cfg, features, augmented, backbone)."""
-    from tasks.augment import augment
+def run_steps(workdir: Path, overrides: dict, data: Path | None, until: str):
+    """The retrain DAG (flows/dag.py) as plain functions up to the step `until`, for a configuration (`overrides`
+    on top of the defaults and data.conflicts=drop); returns (cfg, results by step name, backbone)."""
     from core.model.backbone import Backbone
+    from flows import dag
     from schemas.config import RetrainConfig
-    from tasks.embed import embed
-    from tasks.split import split
-    from tasks.tokenization import tokenize
-    from tasks.validate import validate
 
     cfg = RetrainConfig.from_parameters(data=data, workdir=workdir, overrides={"data.conflicts": "drop", **overrides})
     backbone = Backbone.resolve(None)
-    splits = split(validate(cfg.data, workdir), cfg.split, cfg.data.max_train_rows, cfg.data.min_per_class, workdir)
-    augmented = augment(splits, cfg.augment, cfg.seed, workdir)
-    tokenized = tokenize(augmented, cfg.tokenize, backbone, workdir)
-    return cfg, embed(tokenized, backbone, cfg.train.unfreeze_top, workdir), augmented, backbone
+    return cfg, dag.run(dag.Plain(cfg), cfg, until=until, backbone=backbone).results, backbone
+
+
+def prepare(workdir: Path, overrides: dict, data: Path | None = None):
+    """Run the data steps for a configuration (validate to embed); returns (cfg, features, augmented, backbone)."""
+    cfg, done, backbone = run_steps(workdir, overrides, data, until="embed")
+    return cfg, done["embed"], done["augment"], backbone
 
 
 def train_and_score(workdir: Path, overrides: dict, data: Path | None = None) -> dict:
     """One configuration and seed: validation figures of the kept epoch, test figures, wall seconds."""
-    from tasks.evaluate import evaluate
-    from tasks.finetune import finetune
-
     started = time.perf_counter()
-    cfg, features, augmented, backbone = prepare(workdir, overrides, data)
-    model = finetune(features, cfg.train, cfg.seed, backbone, workdir)
-    test = evaluate(model, features, augmented, workdir).meta["test"]
+    _, done, _ = run_steps(workdir, overrides, data, until="evaluate")
+    model, features, test = done["finetune"], done["embed"], done["evaluate"].meta["test"]
     seconds = round(time.perf_counter() - started, 1)
     val = validation_metrics(model, features, workdir)
     return {"val_accuracy": model.meta["best_val_accuracy"], "val_macro_f1": model.meta["best_val_macro_f1"],
@@ -127,7 +123,8 @@ def validation_metrics(model, features, workdir: Path) -> dict:
     from core.model.inference import predict_stored
 
     val = SplitFeatures(features, workdir, "val")
-    proba = predict_stored(load_classifier(model, workdir), val.embeddings, val.hidden, int(features.meta["cut"]))
+    proba = predict_stored(load_classifier(model, workdir), val.embeddings, val.hidden,
+                           int(features.meta["frozen_blocks"]))
     return classification_metrics(val.labels, proba, list(features.meta["labels"]))
 
 

@@ -28,7 +28,6 @@ from typing import Any
 from prefect import flow
 
 from flows import cli
-from core.model.backbone import Backbone
 from schemas.config import ConfigError, DataConfig, RetrainConfig
 from tasks.predict import ON_INVALID, predict_file, resolve_version
 from core.text.readers import require_file
@@ -61,7 +60,7 @@ def predict(data: str, out: str, model: str = "champion", workdir: str = "workdi
     `overrides` holds data-reading settings (READING_KEYS); `on_invalid` is `refuse` or `keep`."""
     folder = resolve_version(Path(workdir), name, model)
     settings = reading_settings(folder, overrides)
-    return predict_file(Path(data), Path(out), folder, text_col or settings.text_col, Backbone.resolve(None),
+    return predict_file(Path(data), Path(out), folder, text_col or settings.text_col, None,  # its own backbone
                         settings.encoding, settings.max_chars, settings.max_file_mb, settings.delimiter, on_invalid)
 
 

@@ -16,23 +16,13 @@ from typing import Any
 from prefect import flow
 from prefect.runtime import flow_run
 
-from flows import cli, local_api
-from tasks import approval
-from core.run import faults
-from tasks.augment import augment_merge_task, augment_shard_task
 from core.model.backbone import Backbone
-from tasks.drift import drift_task
-from schemas.config import ConfigError, RetrainConfig
-from core.text.readers import require_file
-from tasks.embed import embed_merge_task, embed_shard_task
-from tasks.evaluate import evaluate_task
-from tasks.finetune import finetune_task
-from tasks.gate import gate_task
-from tasks.promote import promote_task
+from core.run import faults
 from core.run.runner import StepRunner
-from tasks.split import split_task
-from tasks.tokenization import tokenize_merge_task, tokenize_shard_task
-from tasks.validate import validate_task
+from core.text.readers import require_file
+from flows import cli, dag, local_api
+from schemas.config import ConfigError, RetrainConfig
+from tasks import approval
 
 
 @flow(name="retrain", log_prints=True)
@@ -43,22 +33,17 @@ def retrain(
     workdir: str = "workdir",
     overrides: dict[str, Any] | None = None,
 ) -> str:
-    """Re-train the text classifier on `data` and promote it; returns the path of the run's summary.json."""
+    """Re-train the text classifier on `data` and promote it; returns the path of the run's summary.json.
+
+    validate -> drift -> split -> augment -> tokenize -> embed -> finetune -> evaluate -> gate -> promote: each
+    step a Prefect task run through the StepRunner, with the arguments `flows/dag.py` declares for it; then the
+    version's report and, with gate.approval=manual, a reviewer's decision.
+    """
     cfg = RetrainConfig.from_parameters(data, text_col, label_col, workdir, overrides)
-    backbone = Backbone.resolve(cfg.model.backbone)
+    backbone = Backbone.resolve(cfg.model.backbone, cfg.train.unfreeze_top)  # ConfigError before any step
     with StepRunner(cfg, run_id=str(flow_run.id)) as run:
-        validated = run.step("validate", validate_task, cfg.data)
-        run.step("drift", drift_task, validated, run.reference(), cfg.validate_, champion_data=run.champion_data())
-        splits = run.step("split", split_task, validated, cfg.split, cfg.data.max_train_rows, cfg.data.min_per_class)
-        augmented = run.sharded("augment", augment_shard_task, augment_merge_task, splits, cfg.augment, cfg.seed)
-        tokenized = run.sharded("tokenize", tokenize_shard_task, tokenize_merge_task, augmented, cfg.tokenize, backbone)
-        features = run.sharded("embed", embed_shard_task, embed_merge_task, tokenized, backbone, cfg.train.unfreeze_top)
-        model = run.step("finetune", finetune_task, features, cfg.train, cfg.seed, backbone)
-        evaluation = run.step("evaluate", evaluate_task, model, features, augmented)
-        decision = run.step("gate", gate_task, evaluation, features, cfg.gate, cfg.model.name, backbone, split=cfg.split)
-        release = run.step("promote", promote_task, model, evaluation, decision, cfg.model.name,
-                           run.lineage(validated), approval=cfg.gate.approval)
-        approval.review(run, release, decision, cfg.gate)  # report.html; gate.approval=manual: a reviewer decides
+        done = dag.run(dag.ThroughPrefect(run), cfg, backbone=backbone).results
+        approval.review(run, done["promote"], done["gate"], cfg.gate)  # report.html; gate.approval=manual: a reviewer decides
         return str(run.write_summary())
 
 

@@ -1,4 +1,4 @@
-"""`--validate-only`: validate and split the data with the plain step functions, print a report, train nothing.
+"""`--validate-only`: the DAG's first steps (validate, drift, split) as plain functions, a report, no training.
 
 No Prefect run is started (it would only add start-up time); the steps write their content-addressed
 artifacts as a full run would, so a following run finds them cached.
@@ -10,24 +10,18 @@ import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
-from schemas.config import RetrainConfig
-from tasks.drift import drift
-from core.storage.artifacts import write_json_atomic
 from core.reports.dashboard import drift_markdown
-from core.run.runner import champion_training_data, latest_success
-from tasks.split import split
-from tasks.validate import validate
+from core.storage.artifacts import write_json_atomic
+from flows import dag
+from schemas.config import RetrainConfig
 
 
 def validate_only(cfg: RetrainConfig) -> Path:
     """Validate and split `cfg.data`; print the report on stderr and return the path of its JSON copy."""
-    validated = validate(cfg.data, cfg.workdir)
-    reference_run, reference = latest_success(cfg.workdir)
-    drifted = drift(validated, reference, cfg.validate_, cfg.workdir,
-                    champion_data=champion_training_data(cfg.workdir, cfg.model.name)).meta["report"]
-    splits = split(validated, cfg.split, cfg.data.max_train_rows, cfg.data.min_per_class, cfg.workdir)
+    done = dag.run(dag.Plain(cfg), cfg, until="split")
+    validated, splits, drifted = done["validate"], done["split"], done["drift"].meta["report"]
     report = {"dataset": str(Path(cfg.data.path).resolve()), "validated": validated.meta, "split": splits.meta,
-              "drift": {**drifted, "reference_run_id": reference_run}}
+              "drift": {**drifted, "reference_run_id": done.baselines.last_run_id}}
     meta = validated.meta
     print(f"{meta['source']}: valid. {meta['rows_read']} rows read, {meta['rows_used']} used "
           f"({meta['duplicates_dropped']} duplicates and {meta['conflicts_dropped']} conflicting rows dropped); "

@@ -138,7 +138,8 @@ class TokenizeConfig(Section):
 class TrainConfig(Section):
     """The training recipe (tasks/finetune.py explains each piece). Head and top blocks train together."""
 
-    unfreeze_top: int = Field(2, ge=0, le=6, description="top blocks trained with the head (0: head alone)")
+    unfreeze_top: int = Field(2, ge=0, description="top transformer blocks trained with the head (0: head alone); "
+                              "at most the backbone's blocks (checked when the backbone is resolved)")
     # The step budget: epochs = clamp(ceil(min_steps / steps per epoch), min_epochs, max_epochs) when blocks
     # train; the head alone trains max_epochs. Early stopping on validation macro-F1 may end it sooner.
     min_steps: int = Field(400, ge=1)

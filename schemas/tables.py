@@ -119,8 +119,8 @@ FEATURES_SCHEMA = pyarrow.schema([
                   metadata={"doc": "the frozen backbone's pooled, L2-normalised sentence embedding"}),
     pyarrow.field("n_tokens", pyarrow.int32()),
     pyarrow.field("hidden", pyarrow.binary(), nullable=True,
-                  metadata={"doc": "float16 bytes of the frozen bottom's output, n_tokens x 384, row-major; "
-                                   "null when the whole backbone is frozen"}),
+                  metadata={"doc": "float16 bytes of the frozen bottom's output, n_tokens x the backbone's hidden "
+                                   "size, row-major; null when the whole backbone is frozen"}),
 ])
 
 

@@ -2,8 +2,8 @@
 
 Whatever is frozen gives the same output for a sentence in every epoch, so it is computed here, once:
 - always, the pooled sentence embedding of the whole frozen backbone (the head trains on it first);
-- with `train.unfreeze_top = n > 0`, also the token-level output of the frozen bottom blocks (float16),
-  from which the top n blocks train.
+- with `train.unfreeze_top = n > 0`, also the token-level output of the `frozen_blocks = blocks - n` frozen
+  bottom blocks (float16), from which the top n blocks train (`blocks`: the backbone's own count).
 Before computing, each distinct sentence is looked up in the workdir's feature cache (`core.storage.feature_cache`),
 shared by all runs and datasets: a re-train on 10 % more rows runs the backbone on those rows only. What is
 computed runs in length-grouped batches, so the backbone never pays for padding it does not need (at 32
@@ -19,10 +19,12 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
+from schemas.config import ConfigError
 from schemas.tables import FEATURES_SCHEMA
 from core.model.backbone import Backbone, load_backbone
 from core.run import faults
-from core.storage.caching import runtime_version, step_task
+from core.storage.caching import step_task
+from core.storage.versions import runtime_version
 from core.storage.feature_cache import FeatureCache, sentence_key
 from core.text.identity import sha256_hex
 from core.storage.artifacts import ArtifactRef, read_parquet, store_json, write_parquet
@@ -30,21 +32,23 @@ from core.run.sharding import WHOLE, Shard
 
 log = logging.getLogger(__name__)
 BATCH = 64
-N_BLOCKS = 6
 
 
-def run_bottom(preset: Path, sequences: list[list[int]], cut: int,
+def run_bottom(preset: Path, sequences: list[list[int]], frozen_blocks: int,
                batch_size: int = BATCH) -> tuple[np.ndarray, list[np.ndarray] | None]:
-    """Pooled embeddings (n, 384) float32 and, if `cut < 6`, each sentence's block-`cut` input
-    (n_tokens, 384) float16, both in the order of `sequences` (length-grouped batches, `core.model.inference`)."""
+    """Pooled embeddings (n, hidden_dim) float32 and, if `frozen_blocks` is below the backbone's number of
+    blocks, each sentence's output of the `frozen_blocks` bottom blocks (n_tokens, hidden_dim) float16 (else
+    None), both in the order of `sequences` (length-grouped batches, `core.model.inference`)."""
     from core.model.inference import forward, pad_batch, predict_in_order
     from core.model.graph import build_bottom
 
-    embeddings = np.zeros((len(sequences), 384), dtype=np.float32)
-    hidden: list[np.ndarray] | None = [np.zeros((0, 384), np.float16)] * len(sequences) if cut < N_BLOCKS else None
+    backbone = load_backbone(preset)
+    embeddings = np.zeros((len(sequences), backbone.hidden_dim), dtype=np.float32)
+    hidden: list[np.ndarray] | None = ([np.zeros((0, backbone.hidden_dim), np.float16)] * len(sequences)
+                                       if frozen_blocks < backbone.num_layers else None)
     if not sequences:
         return embeddings, hidden
-    bottom = forward(build_bottom(load_backbone(preset), cut))
+    bottom = forward(build_bottom(backbone, frozen_blocks))
 
     def run_batch(rows: np.ndarray) -> dict[str, np.ndarray]:
         out = bottom(pad_batch([sequences[i] for i in rows]))
@@ -60,6 +64,18 @@ def run_bottom(preset: Path, sequences: list[list[int]], cut: int,
     return out["embedding"].astype(np.float32), (list(out["hidden"]) if hidden is not None else None)
 
 
+def frozen_blocks_for(tokenized: ArtifactRef, backbone: Backbone, unfreeze_top: int) -> int:
+    """The number of bottom blocks kept frozen (the backbone's blocks - `unfreeze_top`), after checking the
+    settings fit this backbone. Raises `ConfigError` naming `train.unfreeze_top` when it is above the
+    backbone's number of blocks, or `tokenize.max_length` when the tokenized sequences are longer than the
+    backbone's positions (both before the backbone runs)."""
+    length, positions = int(tokenized.meta["sequence_length"]), backbone.architecture.max_positions
+    if length > positions:
+        raise ConfigError(f"the sequence length {length} is longer than the backbone {backbone.path} takes "
+                          f"({positions} positions): set tokenize.max_length to {positions} or less")
+    return backbone.frozen_blocks(unfreeze_top)
+
+
 def feature_source(backbone: Backbone) -> str:
     """The feature cache's name for what computes the features: the backbone's weights and the runtime
     (library versions, accelerator) of this step, so an upgraded TensorFlow never serves old numbers."""
@@ -67,9 +83,10 @@ def feature_source(backbone: Backbone) -> str:
     return f"{backbone.sha256[:16]}-{runtime[:8]}"
 
 
-def cached_features(backbone: Backbone, sequences: list[list[int]], cut: int,
+def cached_features(backbone: Backbone, sequences: list[list[int]], frozen_blocks: int,
                     workdir: Path) -> tuple[np.ndarray, list[np.ndarray] | None, dict[str, int]]:
-    """Embeddings (and block-`cut` inputs) of `sequences`: from the feature cache, computing only what is missing.
+    """Embeddings (and outputs of the `frozen_blocks` bottom blocks, when blocks are left to train) of
+    `sequences`: from the feature cache, computing only what is missing.
 
     Returns the arrays in the order of `sequences` and the counts: sentences, distinct, computed, reused.
     """
@@ -77,20 +94,23 @@ def cached_features(backbone: Backbone, sequences: list[list[int]], cut: int,
     distinct = dict(zip(keys, sequences))
     source = feature_source(backbone)
     embedding_cache = FeatureCache(workdir, source, "embedding")
-    hidden_cache = FeatureCache(workdir, source, f"hidden-cut{cut}") if cut < N_BLOCKS else None
+    shape = backbone.architecture
+    hidden_cache = (FeatureCache(workdir, source, f"hidden-frozen{frozen_blocks}") if frozen_blocks < shape.blocks
+                    else None)
     have_embedding = embedding_cache.get(set(distinct))
     have_hidden = hidden_cache.get(set(distinct)) if hidden_cache else {}
     missing = [k for k in distinct if k not in have_embedding or (hidden_cache and k not in have_hidden)]
     log.info("embed: %d sentences, %d distinct, %d in the feature cache, %d to compute", len(keys), len(distinct),
              len(distinct) - len(missing), len(missing))
     if missing:
-        new_embeddings, new_hidden = run_bottom(backbone.path, [distinct[k] for k in missing], cut)
+        new_embeddings, new_hidden = run_bottom(backbone.path, [distinct[k] for k in missing], frozen_blocks)
         embedding_cache.put({k: new_embeddings[i][None, :] for i, k in enumerate(missing) if k not in have_embedding})
         have_embedding.update({k: new_embeddings[i][None, :] for i, k in enumerate(missing)})
         if hidden_cache is not None:
             hidden_cache.put({k: new_hidden[i] for i, k in enumerate(missing) if k not in have_hidden})
             have_hidden.update({k: new_hidden[i] for i, k in enumerate(missing)})
-    embeddings = np.stack([have_embedding[k][0] for k in keys]) if keys else np.zeros((0, 384), np.float32)
+    embeddings = (np.stack([have_embedding[k][0] for k in keys]) if keys
+                  else np.zeros((0, shape.hidden_dim), np.float32))
     hidden = [have_hidden[k] for k in keys] if hidden_cache is not None else None
     counts = {"sentences": len(keys), "distinct": len(distinct), "computed": len(missing),
               "reused": len(distinct) - len(missing)}
@@ -114,7 +134,7 @@ def embed_shard(tokenized: ArtifactRef, backbone: Backbone, unfreeze_top: int, s
     batches = length_batches([len(s) for s in distinct], BATCH)
     start, stop = shard.bounds(len(batches))
     mine = [distinct[i] for batch in batches[start:stop] for i in batch]  # length order: run_bottom keeps the batches
-    _, _, counts = cached_features(backbone, mine, N_BLOCKS - unfreeze_top, workdir)
+    _, _, counts = cached_features(backbone, mine, frozen_blocks_for(tokenized, backbone, unfreeze_top), workdir)
     return store_json(workdir, "embed-shards", counts, rows=len(mine), meta={"backbone_runs": counts})
 
 
@@ -125,9 +145,9 @@ def embed_merge(shards: list[ArtifactRef], tokenized: ArtifactRef, backbone: Bac
     `meta["backbone_runs"]` counts, over the shards, the sentences the backbone computed and those the
     feature cache supplied.
     """
+    frozen_blocks = frozen_blocks_for(tokenized, backbone, unfreeze_top)
     table = read_parquet(tokenized, workdir)
-    cut = N_BLOCKS - unfreeze_top
-    embeddings, hidden, _ = cached_features(backbone, table.column("token_ids").to_pylist(), cut, workdir)
+    embeddings, hidden, _ = cached_features(backbone, table.column("token_ids").to_pylist(), frozen_blocks, workdir)
     out = pa.Table.from_pydict({
         "row_id": table.column("row_id"),
         "split": table.column("split"),
@@ -140,7 +160,9 @@ def embed_merge(shards: list[ArtifactRef], tokenized: ArtifactRef, backbone: Bac
     counts = {"sentences": table.num_rows, **{key: sum(ref.meta["backbone_runs"][key] for ref in shards)
                                               for key in ("distinct", "computed", "reused")}}
     meta = {"labels": tokenized.meta["labels"], "sequence_length": tokenized.meta["sequence_length"],
-            "backbone_sha256": backbone.sha256, "cut": cut, "rows_in": table.num_rows, "rows_out": table.num_rows,
+            "backbone_sha256": backbone.sha256, "blocks": backbone.architecture.blocks,
+            "hidden_dim": backbone.architecture.hidden_dim, "unfreeze_top": unfreeze_top,
+            "frozen_blocks": frozen_blocks, "rows_in": table.num_rows, "rows_out": table.num_rows,
             "backbone_runs": counts, "shards": len(shards)}
     return write_parquet(workdir, "embed", out, meta)
 

@@ -95,7 +95,8 @@ def evaluate(model: ArtifactRef, features: ArtifactRef, augmented: ArtifactRef, 
     """
     labels = list(features.meta["labels"])
     test = SplitFeatures(features, workdir, "test")
-    proba = predict_stored(load_classifier(model, workdir), test.embeddings, test.hidden, int(features.meta["cut"]))
+    proba = predict_stored(load_classifier(model, workdir), test.embeddings, test.hidden,
+                           int(features.meta["frozen_blocks"]))
     y_test = test.labels
     metrics = classification_metrics(y_test, proba, labels)
     predictions = pd.DataFrame({"row_id": test.row_ids, "text": test_texts(augmented, workdir, test.row_ids)})

@@ -41,7 +41,7 @@ from pathlib import Path
 
 import numpy as np
 
-from core.model.backbone import Backbone, fresh_backbone, load_backbone
+from core.model.backbone import Backbone, fresh_backbone, load_backbone, load_tokenizer
 from core.storage.caching import step_task
 from schemas.config import TrainConfig
 from core.model.hardware import dtype_policy, resolve_mixed_precision, strategy, visible_gpus
@@ -50,20 +50,21 @@ from core.storage.artifacts import ArtifactRef, CorruptArtifact, artifact_dir, r
 log = logging.getLogger(__name__)
 MODEL_FILE = "model.keras"
 CARD_FILE = "model.json"
-N_BLOCKS = 6
 
 
 class SplitFeatures:
-    """The stored features of one split: embeddings, label ids and (when blocks are unfrozen) hidden states."""
+    """The stored features of one split: `row_ids`, `labels` (int32), `embeddings` (n, hidden_dim) float32 and,
+    when blocks are unfrozen, `hidden`: each row's frozen-bottom output (n_tokens, hidden_dim) float16 (else
+    None). A split with no rows has embeddings of shape (0, 0) and no hidden states."""
 
     def __init__(self, features: ArtifactRef, workdir: Path, split: str):
         rows = read_parquet(features, workdir, filters=[("split", "==", split)]).to_pandas()
         self.row_ids = rows["row_id"].to_numpy(dtype=object)
         self.embeddings = (np.stack(rows["embedding"].to_numpy()).astype(np.float32) if len(rows)
-                           else np.zeros((0, 384), np.float32))
+                           else np.zeros((0, 0), np.float32))
         self.labels = rows["label_id"].to_numpy(dtype=np.int32)
         self.hidden = None
-        if features.meta["cut"] < N_BLOCKS:
+        if rows["hidden"].notna().any():  # stored exactly when some block trains (tasks.embed)
             self.hidden = [np.frombuffer(blob, dtype=np.float16).reshape(n, -1)
                            for blob, n in zip(rows["hidden"], rows["n_tokens"])]
 
@@ -95,13 +96,13 @@ def finetune(features: ArtifactRef, cfg: TrainConfig, seed: int, backbone: Backb
     from core.model.saving import save_reproducibly
 
     labels = list(features.meta["labels"])
-    cut = int(features.meta["cut"])
+    frozen_blocks, unfreeze_top = int(features.meta["frozen_blocks"]), int(features.meta["unfreeze_top"])
     train, val = SplitFeatures(features, workdir, "train"), SplitFeatures(features, workdir, "val")
     weights = class_weights(train.labels, len(labels)) if cfg.class_weights else {i: 1.0 for i in range(len(labels))}
     selection = selection_rule(val.labels, labels, cfg.min_val_per_class)
     gpus = visible_gpus()
     mixed = resolve_mixed_precision(cfg.mixed_precision, gpus)
-    phase = "joint" if cut < N_BLOCKS else "head"
+    phase = "joint" if unfreeze_top else "head"
     # Keras names unnamed layers from per-process counters ("dropout_6" once an embed step has built a backbone
     # in this process), and the names are written into the saved file: start from a clean slate so the file
     # depends on the model alone, whichever runner or process trained it.
@@ -112,8 +113,8 @@ def finetune(features: ArtifactRef, cfg: TrainConfig, seed: int, backbone: Backb
         keras.utils.set_random_seed(member_seed)
         with strategy(gpus):
             curve, trained_backbone, head, plan, val_proba = _train(
-                train, val, weights, cfg, member_seed, backbone, cut, len(labels), mixed, select=selection is None,
-                val_probabilities=cfg.ensemble > 1)
+                train, val, weights, cfg, member_seed, backbone, frozen_blocks, len(labels), mixed,
+                select=selection is None, val_probabilities=cfg.ensemble > 1)
         scores = curve["val_macro_f1"]
         best = int(np.argmax(scores)) if selection is None else len(scores) - 1
         history = {k: [round(float(v), 5) for v in vals] for k, vals in curve.items()}
@@ -145,12 +146,14 @@ def finetune(features: ArtifactRef, cfg: TrainConfig, seed: int, backbone: Backb
                    "budget": members[0]["plan"], "phases": {p: len(c["loss"]) for p, c in history.items()},
                    "ensemble": {"members": cfg.ensemble, **figures,
                                 "member_figures": [{"seed": m["seed"], **m["summary"]} for m in members]}}
-        classifier = build_ensemble([m["backbone"] for m in members], [m["head"] for m in members], cut)
+        classifier = build_ensemble([m["backbone"] for m in members], [m["head"] for m in members], frozen_blocks)
+    tokenizer = load_tokenizer(backbone.path)  # the card records its settings as they are, whatever the backbone
     card = {
         "labels": labels,
         "backbone_sha256": backbone.sha256,
-        "unfreeze_top": N_BLOCKS - cut,
-        "tokenizer": {"strip_accents": True, "lowercase": True, "sequence_length": features.meta["sequence_length"]},
+        "unfreeze_top": unfreeze_top,
+        "tokenizer": {"strip_accents": bool(tokenizer.strip_accents), "lowercase": bool(tokenizer.lowercase),
+                      "sequence_length": features.meta["sequence_length"]},
         "train": cfg.model_dump(mode="json"),
         "hardware": {"gpus": gpus, "mixed_precision": mixed},
         "seed": seed,
@@ -162,7 +165,7 @@ def finetune(features: ArtifactRef, cfg: TrainConfig, seed: int, backbone: Backb
         save_reproducibly(classifier, folder / MODEL_FILE)
         write_json_atomic(folder / CARD_FILE, card)
         ref = store_dir(workdir, "finetune", folder, rows=len(train.labels),
-                        meta={"labels": labels, "cut": cut, "history": history, **summary,
+                        meta={"labels": labels, "frozen_blocks": frozen_blocks, "history": history, **summary,
                               "rows_in": int(len(train.labels) + len(val.labels))})
     if cfg.ensemble == 1:
         log.info("finetune: epoch %d of %d kept (%s): val macro-F1 %.4f, val accuracy %.4f", summary["best_epoch"],
@@ -205,10 +208,11 @@ def epochs_for(n_rows: int, cfg: TrainConfig, trains_blocks: bool) -> tuple[int,
 
 
 def _train(train: SplitFeatures, val: SplitFeatures, weights: dict[int, float], cfg: TrainConfig, seed: int,
-           backbone: Backbone, cut: int, n_labels: int, mixed: bool, select: bool, val_probabilities: bool = False):
-    """Train the head (and the top blocks) jointly; returns the per-epoch curve, the backbone holding the
-    trained blocks, the trained head, the step budget used and (if `val_probabilities`) the kept weights'
-    validation probabilities (else None)."""
+           backbone: Backbone, frozen_blocks: int, n_labels: int, mixed: bool, select: bool,
+           val_probabilities: bool = False):
+    """Train the head (and the blocks above the `frozen_blocks` bottom ones) jointly; returns the per-epoch
+    curve, the backbone holding the trained blocks, the trained head, the step budget used and (if
+    `val_probabilities`) the kept weights' validation probabilities (else None)."""
     import keras
 
     from core.model.inference import forward, pad_hidden, predict_in_order
@@ -216,14 +220,15 @@ def _train(train: SplitFeatures, val: SplitFeatures, weights: dict[int, float], 
     from core.model.training import (EpochLog, PartwiseAdamW, TrainingBatches, ValidationScores,
                                      learning_rate_schedule, seed_dropout)
 
-    trains_blocks = cut < N_BLOCKS
+    unfreeze_top = backbone.architecture.blocks - frozen_blocks
+    trains_blocks = unfreeze_top > 0
     epochs, steps_per_epoch = epochs_for(len(train.labels), cfg, trains_blocks)
     plan = {"epochs": epochs, "steps_per_epoch": steps_per_epoch, "steps": epochs * steps_per_epoch}
     head = build_head(n_labels, cfg, train.embeddings.shape[1], seed=seed)
     if trains_blocks:
         with dtype_policy(mixed):  # only the backbone's blocks: pooling and the softmax stay float32
             trained_backbone = fresh_backbone(backbone.path)
-        trainer = build_top(trained_backbone, head, cut)
+        trainer = build_top(trained_backbone, head, frozen_blocks)
         inputs, val_lengths, run = train.hidden, [len(h) for h in val.hidden], forward(trainer)
         predict_val = lambda: predict_in_order(  # noqa: E731
             lambda rows: run(pad_hidden([val.hidden[i] for i in rows])), val_lengths)
@@ -237,7 +242,7 @@ def _train(train: SplitFeatures, val: SplitFeatures, weights: dict[int, float], 
     seed_dropout(trainer, seed)
     optimizer = PartwiseAdamW(
         learning_rate_schedule(cfg.head_learning_rate(), plan["steps"], cfg.warmup),
-        multipliers=block_multipliers(trained_backbone, cut, cfg) if trains_blocks else {},
+        multipliers=block_multipliers(trained_backbone, frozen_blocks, cfg) if trains_blocks else {},
         weight_decay=cfg.weight_decay, global_clipnorm=cfg.clip_norm or None)
     trainer.compile(optimizer=keras.optimizers.LossScaleOptimizer(optimizer) if mixed else optimizer,
                     loss=keras.losses.SparseCategoricalCrossentropy())
@@ -246,7 +251,7 @@ def _train(train: SplitFeatures, val: SplitFeatures, weights: dict[int, float], 
     if select:
         callbacks.append(keras.callbacks.EarlyStopping(monitor="val_macro_f1", mode="max", patience=cfg.patience,
                                                        restore_best_weights=True))
-    callbacks.append(EpochLog(epochs, f"finetune/top{N_BLOCKS - cut}" if trains_blocks else "finetune/head"))
+    callbacks.append(EpochLog(epochs, f"finetune/top{unfreeze_top}" if trains_blocks else "finetune/head"))
     batches = TrainingBatches(inputs, train.labels, sample_weight, cfg.batch_size, seed, cfg.chunk_batches)
     # shuffle=False: the batches already shuffle from `seed`; Keras' own shuffle of a PyDataset's batch order
     # draws from Python's global `random`, which the Prefect engine's threads draw from too, so the order
@@ -255,15 +260,16 @@ def _train(train: SplitFeatures, val: SplitFeatures, weights: dict[int, float], 
     return curve, trained_backbone, head, plan, (predict_val() if val_probabilities else None)
 
 
-def block_multipliers(backbone, cut: int, cfg: TrainConfig) -> dict[str, float]:
-    """Learning-rate multiplier (relative to the head's) of each trainable block's variables, by variable
-    path: `finetune_learning_rate / learning_rate`, times `layer_decay` per block below the top one."""
+def block_multipliers(backbone, frozen_blocks: int, cfg: TrainConfig) -> dict[str, float]:
+    """Learning-rate multiplier (relative to the head's) of each trainable block's variables (the blocks above
+    the `frozen_blocks` bottom ones), by layer name: `finetune_learning_rate / learning_rate`, times
+    `layer_decay` per block below the top one."""
     from core.model.graph import transformer_blocks
 
     blocks = transformer_blocks(backbone)
     base = cfg.finetune_learning_rate / cfg.head_learning_rate()
     return {block.name: base * cfg.layer_decay ** (len(blocks) - 1 - index)
-            for index, block in enumerate(blocks) if index >= cut}
+            for index, block in enumerate(blocks) if index >= frozen_blocks}
 
 
 def load_classifier(model: ArtifactRef, workdir: Path):

@@ -96,14 +96,14 @@ def champion_probabilities(workdir: Path, name: str, version: str, labels: list[
         return "the backbone changed, so the champion's inputs are not the challenger's"
     model = load_classifier_file(folder / "model.keras")
     length = int(card["tokenizer"]["sequence_length"])
-    champion_cut = encoder_depth(model) - int(card["unfreeze_top"])
-    cut = int(features.meta["cut"])
-    if length == int(features.meta["sequence_length"]) and cut <= champion_cut:
+    champion_frozen = encoder_depth(model) - int(card["unfreeze_top"])
+    frozen_blocks = int(features.meta["frozen_blocks"])
+    if length == int(features.meta["sequence_length"]) and frozen_blocks <= champion_frozen:
         test = SplitFeatures(features, workdir, "test")
         if list(test.row_ids) != list(row_ids):
             raise ValueError("the stored test features and the evaluation's predictions list different rows; "
                              "re-run evaluate (its artifact does not belong to these features)")
-        proba, how = predict_stored(model, test.embeddings, test.hidden, cut), "stored test features"
+        proba, how = predict_stored(model, test.embeddings, test.hidden, frozen_blocks), "stored test features"
     else:
         proba = predict_token_ids(model, encode_for_model(backbone.path, texts, length))
         how = "whole saved model on the test texts"

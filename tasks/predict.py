@@ -92,6 +92,16 @@ def _number(location: str) -> int:
     return int(tail) if tail.isdigit() else 0
 
 
+def trained_backbone(folder: Path) -> Backbone:
+    """The backbone the version in `folder` was trained on: its lineage's `model.backbone` setting (a preset
+    folder), else the bundled one. Raises `ConfigError` when that folder is no longer a backbone preset."""
+    try:
+        setting = json.loads((folder / "lineage.json").read_text())["config"]["model"]["backbone"]
+    except (OSError, ValueError, KeyError, TypeError):
+        setting = None  # versions registered before the setting existed used the bundled backbone
+    return Backbone.resolve(setting)
+
+
 def score(folder: Path, texts: list[str], backbone: Backbone) -> tuple[np.ndarray, list[str]]:
     """Class probabilities, float64 (len(texts), k) in the order of `texts`, of the model in `folder`, and its
     labels (the column order). Raises `RegistryError` if the model was trained on another backbone."""
@@ -107,18 +117,20 @@ def score(folder: Path, texts: list[str], backbone: Backbone) -> tuple[np.ndarra
     return predict_token_ids(model, sequences, BATCH, progress="predict"), list(card["labels"])
 
 
-def predict_file(data: Path, out: Path, folder: Path, text_col: str, backbone: Backbone, encoding: str = "utf-8",
-                 max_chars: int = 2000, max_file_mb: int = 512, delimiter: str = "auto",
+def predict_file(data: Path, out: Path, folder: Path, text_col: str, backbone: Backbone | None = None,
+                 encoding: str = "utf-8", max_chars: int = 2000, max_file_mb: int = 512, delimiter: str = "auto",
                  on_invalid: str = "refuse") -> dict:
     """Score every row of `data` with the model in `folder`; write `out` atomically; returns figures.
 
-    Rows in = rows out, in input order. With `on_invalid="keep"` an invalid row is written with an empty
-    `predicted_label`, empty probabilities and its `reason`; by default any invalid row refuses the file."""
+    `backbone` defaults to the one the model was trained on (`trained_backbone`). Rows in = rows out, in
+    input order. With `on_invalid="keep"` an invalid row is written with an empty `predicted_label`, empty
+    probabilities and its `reason`; by default any invalid row refuses the file."""
     inputs = read_texts(data, text_col, encoding, max_chars, max_file_mb, delimiter, on_invalid)
     valid = inputs.valid
     started = time.perf_counter()
     if valid:
-        proba, labels = score(folder, inputs.frame[text_col].iloc[valid].astype(str).tolist(), backbone)
+        proba, labels = score(folder, inputs.frame[text_col].iloc[valid].astype(str).tolist(),
+                              backbone or trained_backbone(folder))
     else:
         labels = list(json.loads((folder / "model.json").read_text())["labels"])
         proba = np.zeros((0, len(labels)))

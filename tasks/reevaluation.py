@@ -72,13 +72,11 @@ def reevaluate(workdir: Path, name: str, version: str, backbone: Backbone | None
     """
     from schemas.tables import predictions_schema
     from tasks.evaluate import classification_metrics
-    from tasks.predict import score
+    from tasks.predict import score, trained_backbone
 
     folder = registry.resolve_version(workdir, name, version)
     version = folder.name
-    if backbone is None:
-        lineage = json.loads((folder / "lineage.json").read_text())
-        backbone = Backbone.resolve(lineage.get("config", {}).get("model", {}).get("backbone"))
+    backbone = backbone or trained_backbone(folder)
     old = pq.read_table(folder / "predictions.parquet").to_pandas()
     texts = recorded_texts(folder, old, data)
     proba, labels = score(folder, texts, backbone)

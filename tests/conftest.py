@@ -114,7 +114,8 @@ def assert_four_paths_agree(workdir: Path, version_folder: Path, tmp: Path) -> d
     """One answer, four paths (CONTRACT.md's invariant), on a registered version's test rows:
     (a) evaluate's stored-feature probabilities (its predictions.parquet), (b) the gate's re-scoring of the
     version as champion (on the stored test features, and as the whole saved model on the texts),
-    (c) `python -m flows.predict` on the same texts, (d) the exported SavedModel's `serve`.
+    (c) `python -m flows.predict` on the same texts, (d) the exported SavedModel's `serve` on the raw texts (and
+    its `serve_token_ids` on the ids).
     Each agrees with (a) to 2e-3 row by row, and gives the same label wherever (a)'s top two probabilities
     are more than 5e-3 apart. Returns the largest absolute difference of each path."""
     import json
@@ -140,7 +141,7 @@ def assert_four_paths_agree(workdir: Path, version_folder: Path, tmp: Path) -> d
     name, version = version_folder.parent.parent.name, version_folder.name
     features = ArtifactRef(path=f"artifacts/embed/{card['features_sha256'][:16]}.parquet",
                            sha256=card["features_sha256"],
-                           meta={"cut": 6 - card["unfreeze_top"], "labels": labels,
+                           meta={"frozen_blocks": 6 - card["unfreeze_top"], "labels": labels,
                                  "sequence_length": card["tokenizer"]["sequence_length"]})
     assert features.is_intact(workdir), "the run's features artifact is gone"
     b_stored, how = champion_probabilities(workdir, name, version, labels, backbone, features,
@@ -157,15 +158,19 @@ def assert_four_paths_agree(workdir: Path, version_folder: Path, tmp: Path) -> d
     assert scored["sentence"].tolist() == texts  # rows in = rows out, in order
     c = scored[[f"prob_{label}" for label in labels]].to_numpy()
 
+    import tensorflow_text  # noqa: F401  (the SavedModel's tokenizer ops)
+
     exported = tf.saved_model.load(str(version_folder / "saved_model"))  # kept alive: `serve` uses its variables
-    d = predict_in_order(lambda rows: exported.serve(pad_batch([sequences[i] for i in rows])).numpy(),
+    d = predict_in_order(lambda rows: exported.serve(text=tf.constant([texts[i] for i in rows]))["probabilities"].numpy(),
+                         [len(s) for s in sequences])
+    e = predict_in_order(lambda rows: exported.serve_token_ids(pad_batch([sequences[i] for i in rows])).numpy(),
                          [len(s) for s in sequences])
 
     top2 = np.sort(a, axis=1)[:, -2:]
     clear = (top2[:, 1] - top2[:, 0]) > 5e-3
     gaps = {}
     for path, proba in {"gate (stored features)": b_stored, "gate (whole model)": b_whole, "flows.predict": c,
-                        "SavedModel serve": d}.items():
+                        "SavedModel serve (text)": d, "SavedModel serve_token_ids": e}.items():
         gaps[path] = float(np.abs(proba - a).max())
         assert gaps[path] <= 2e-3, f"{path} differs from evaluate's probabilities by {gaps[path]:.2e}"
         assert (proba.argmax(axis=1) == a.argmax(axis=1))[clear].all(), f"{path} predicts another label"

@@ -157,7 +157,7 @@ def test_the_champions_training_data_is_found_from_its_lineage(tmp_path: Path):
     import json
 
     from core.storage import registry
-    from core.run.runner import champion_training_data
+    from core.run.summary import champion_training_data
 
     assert champion_training_data(tmp_path, "m") is None
     validated = _validated(tmp_path, "trained-on", first_per_label(20))

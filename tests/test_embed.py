@@ -33,9 +33,9 @@ def counted(monkeypatch):
     calls: list[int] = []
     real = embed_module.run_bottom
 
-    def counting(preset, sequences, cut, batch_size=embed_module.BATCH):
+    def counting(preset, sequences, frozen_blocks, batch_size=embed_module.BATCH):
         calls.append(len(sequences))
-        return real(preset, sequences, cut, batch_size)
+        return real(preset, sequences, frozen_blocks, batch_size)
 
     monkeypatch.setattr(embed_module, "run_bottom", counting)
     return calls
@@ -81,7 +81,7 @@ def test_a_damaged_segment_is_set_aside_and_recomputed(tmp_path, backbone, count
 
 
 def test_cache_round_trips_float16_hidden_states(tmp_path):
-    cache = FeatureCache(tmp_path, "f" * 16, "hidden-cut4")
+    cache = FeatureCache(tmp_path, "f" * 16, "hidden-frozen4")
     entries = {"a" * 32: np.random.default_rng(0).normal(size=(7, 384)).astype(np.float16),
                "b" * 32: np.ones((3, 384), np.float16)}
     cache.put(entries)

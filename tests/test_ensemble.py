@@ -4,8 +4,8 @@ that averages their probabilities.
 On small real slices with the real backbone: the saved ensemble's probabilities are the mean of the single
 models that runs with the members' seeds train (so each member is that single model), its card records each
 member's kept epoch and validation figures and the ensemble's own, every scoring path agrees on it (stored
-features at its own cut and at a lower one, the whole model on token ids, and, through the flow, the four
-paths of CONTRACT.md), and `train.ensemble = 1` saves the single model's layout and card.
+features taken after its own frozen blocks and after fewer, the whole model on token ids, and, through the flow,
+the four paths of CONTRACT.md), and `train.ensemble = 1` saves the single model's layout and card.
 """
 
 from __future__ import annotations
@@ -81,7 +81,8 @@ def test_the_saved_ensemble_is_the_mean_of_the_single_models_of_its_seeds(traine
     # The members differ (else the mean would prove nothing), and the ensemble is neither of them.
     assert np.abs(members[0] - members[1]).max() > 1e-3
 
-    stored = predict_stored(load_classifier(ensemble, workdir), test.embeddings, test.hidden, int(features.meta["cut"]))
+    stored = predict_stored(load_classifier(ensemble, workdir), test.embeddings, test.hidden,
+                            int(features.meta["frozen_blocks"]))
     stored_members = [predict_stored(load_classifier(s, workdir), test.embeddings, test.hidden, 5) for s in singles]
     np.testing.assert_allclose(stored, np.mean(stored_members, axis=0), atol=1e-6)
     np.testing.assert_allclose(stored, whole[: len(stored)], atol=2e-3)  # float16 stored inputs
@@ -110,7 +111,7 @@ def test_the_card_records_each_member_and_the_ensembles_validation_figures(train
     assert ensemble.meta["ensemble"] == card["ensemble"]
 
 
-def test_stored_features_cut_lower_run_the_shared_frozen_block_first(trained, backbone, tmp_path):
+def test_stored_features_taken_lower_run_the_shared_frozen_block_first(trained, backbone, tmp_path):
     """The gate scores a champion on the challenger's stored features, which may start a block lower than the
     blocks the champion trained: the ensemble's shared frozen block runs first, then its members."""
     from tasks.finetune import load_classifier

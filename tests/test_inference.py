@@ -85,7 +85,7 @@ def sentences(backbone):
 def _confident_classifier(backbone, seed: int):
     """A classifier with a random but decisive head, so rows differ clearly in their probabilities."""
     keras.utils.set_random_seed(seed)
-    head = build_head(3, TrainConfig(dropout=0.0))
+    head = build_head(3, TrainConfig(dropout=0.0), backbone.architecture.hidden_dim)
     kernel, bias = head.get_layer("head_output").get_weights()
     head.get_layer("head_output").set_weights([kernel * 40, bias])
     return build_classifier(fresh_backbone(backbone.path), head)
@@ -95,16 +95,16 @@ def _confident_classifier(backbone, seed: int):
 def test_stored_features_and_whole_model_agree_row_by_row_over_many_batches(backbone, sentences, unfreeze_top):
     """Both inference paths, batches of 4 over 30 mixed-length rows, against each row scored alone."""
     texts, sequences = sentences
-    cut = 6 - unfreeze_top
+    frozen_blocks = backbone.frozen_blocks(unfreeze_top)
     classifier = _confident_classifier(backbone, seed=unfreeze_top)
-    bottom = build_bottom(load_backbone(backbone.path), cut)
+    bottom = build_bottom(load_backbone(backbone.path), frozen_blocks)
     stored = [bottom.predict_on_batch(pad_batch([s], multiple=1)) for s in sequences]
     embeddings = np.concatenate([o["embedding"] for o in stored])
-    hidden = ([o["hidden"][0].astype(np.float16) for o in stored] if cut < 6 else None)  # as stored on disk
+    hidden = ([o["hidden"][0].astype(np.float16) for o in stored] if unfreeze_top else None)  # as stored on disk
     alone = np.concatenate([classifier.predict_on_batch(pad_batch([s], multiple=1)) for s in sequences])
 
     whole = predict_token_ids(classifier, sequences, batch_size=4)
-    piecewise = predict_stored(classifier, embeddings, hidden, cut, batch_size=4)
+    piecewise = predict_stored(classifier, embeddings, hidden, frozen_blocks, batch_size=4)
 
     np.testing.assert_allclose(whole, alone, atol=1e-5)
     np.testing.assert_allclose(piecewise, alone, atol=2e-3)

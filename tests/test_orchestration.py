@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from flows.retrain import retrain
-from core.storage import caching
+from core.storage import versions as caching  # PROJECT_ROOT, PROJECT_PACKAGES: the code version's source tree
 from core.run import faults
 from tests.conftest import first_per_label, write_csv
 

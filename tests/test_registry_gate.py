@@ -147,6 +147,76 @@ def test_four_paths_agree_with_a_frozen_backbone(runs, tmp_path):
     assert max(gaps.values()) < 1e-4  # nothing float16 on this path: the head sees the same float32 embedding
 
 
+# What a serving user runs: TensorFlow and TensorFlow Text alone, in a fresh process, on the registered folder.
+SERVING_USER = """
+import sys
+import numpy as np
+import tensorflow as tf
+import tensorflow_text  # noqa: F401  (registers the tokenizer's ops)
+
+saved_model, inputs, outputs = sys.argv[1:]
+data = np.load(inputs)
+texts = data["texts"].tolist()
+exported = tf.saved_model.load(saved_model)
+out = {}
+for size in (1, 7, len(texts)):
+    batches = [exported.serve(text=tf.constant(texts[i: i + size])) for i in range(0, len(texts), size)]
+    out[f"proba_{size}"] = np.concatenate([b["probabilities"].numpy() for b in batches])
+    out[f"label_{size}"] = np.concatenate([b["predicted_label"].numpy() for b in batches]).astype(str)
+out["by_ids"] = exported.serve_token_ids({"token_ids": data["token_ids"], "padding_mask": data["padding_mask"]}).numpy()
+out["labels"] = exported.labels().numpy().astype(str)
+default = exported.signatures["serving_default"]
+out["inputs"] = np.array(sorted(default.structured_input_signature[1]))
+out["outputs"] = np.array(sorted(default.structured_outputs))
+out["empty"] = np.array(exported.serve(text=tf.constant([], tf.string))["probabilities"].shape)
+out["imported"] = np.array([m for m in ("keras_hub", "core", "tasks") if m in sys.modules], dtype=str)
+np.savez(outputs, **out)
+"""
+
+
+def test_the_saved_model_serves_raw_text_as_evaluate_scored_it(runs, tmp_path):
+    """`serve(text=...)` on the version's test sentences, batches of 1, 7 and all: evaluate's probabilities (to
+    1e-4) and labels, rows in input order; `serve_token_ids` still takes the ids; each weight is stored once."""
+    import subprocess
+    import sys
+
+    import tensorflow as tf
+
+    from core.model.backbone import Backbone, encode_for_model
+    from core.model.inference import pad_batch
+    from tasks.finetune import load_classifier_file
+
+    version = registry.version_dir(runs["workdir"], "default", runs["strong"]["model"]["version"])
+    card = json.loads((version / "model.json").read_text())
+    evaluated = pq.read_table(version / "predictions.parquet").to_pandas()
+    texts, labels = evaluated["text"].tolist(), card["labels"]
+    expected = evaluated[[f"prob_{label}" for label in labels]].to_numpy()
+    assert len(texts) > 7 and len(texts) % 7  # the batches of 7 end with a short one
+    ids = pad_batch(encode_for_model(Backbone.resolve(None).path, texts, card["tokenizer"]["sequence_length"]))
+    np.savez(tmp_path / "in.npz", texts=np.array(texts, dtype=str), **ids)
+    done = subprocess.run([sys.executable, "-c", SERVING_USER, str(version / "saved_model"), str(tmp_path / "in.npz"),
+                           str(tmp_path / "out.npz")], cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    out = np.load(tmp_path / "out.npz")
+
+    top2 = np.sort(expected, axis=1)[:, -2:]
+    clear = (top2[:, 1] - top2[:, 0]) > 1e-4
+    for size in (1, 7, len(texts)):
+        np.testing.assert_allclose(out[f"proba_{size}"], expected, atol=1e-4, err_msg=f"batches of {size}")
+        assert out[f"proba_{size}"].dtype == np.float32
+        assert (out[f"label_{size}"] == evaluated["predicted_label"].to_numpy())[clear].all(), f"batches of {size}"
+    np.testing.assert_allclose(out["by_ids"], expected, atol=1e-4)
+    assert out["labels"].tolist() == labels
+    assert out["inputs"].tolist() == ["text"] and out["outputs"].tolist() == ["predicted_label", "probabilities"]
+    assert out["empty"].tolist() == [0, len(labels)]
+    assert out["imported"].tolist() == []  # TensorFlow and TensorFlow Text are all a serving user needs
+
+    stored = tf.train.load_checkpoint(str(version / "saved_model" / "variables" / "variables"))
+    values = sum(int(np.prod(shape)) for name, shape in stored.get_variable_to_shape_map().items()
+                 if name != "_CHECKPOINTABLE_OBJECT_GRAPH")
+    assert values == load_classifier_file(version / "model.keras").count_params()  # not twice (keras#23553)
+
+
 def test_reevaluation_is_a_new_logged_record_that_matches_the_evaluation(runs):
     from tasks.reevaluation import LOG, latest, recorded_texts, reevaluate
 

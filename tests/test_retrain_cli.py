@@ -105,7 +105,7 @@ def test_registered_model_is_self_contained(trained):
     import tensorflow as tf
 
     exported = tf.saved_model.load(str(version / "saved_model"))  # kept alive: `serve` refers to its variables
-    served = exported.serve(pad_batch(ids)).numpy()
+    served = exported.serve_token_ids(pad_batch(ids)).numpy()
     np.testing.assert_allclose(served, proba, atol=1e-5)
     metrics = json.loads((version / "metrics.json").read_text())["test"]
     assert metrics["ci95"]["accuracy"][0] <= metrics["accuracy"] <= metrics["ci95"]["accuracy"][1]

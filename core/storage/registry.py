@@ -2,7 +2,8 @@
 
 Layout, per model name (several classifiers can share a workdir):
     <workdir>/models/<name>/versions/<version>/   model.keras, model.json, metrics.json, predictions.parquet,
-                                                  lineage.json, saved_model/ (TensorFlow SavedModel for serving)
+                                                  lineage.json, saved_model/ (TensorFlow SavedModel for serving:
+                                                  raw sentences in, core.model.serving)
     <workdir>/models/<name>/champion.json         {"version", "previous", "promoted_at", "reason"}
     <workdir>/models/<name>/promotions.jsonl      every change of champion, oldest first (for rollback); an
                                                   approved one names its reviewer, comment and time
@@ -128,7 +129,7 @@ def register(model: ArtifactRef, evaluation: ArtifactRef, name: str, lineage: di
             files = {path.name: sha256_file(path) for path in sorted(folder.iterdir())}
             write_json_atomic(folder / "lineage.json", {**lineage, "version": version, "model_sha256": model.sha256,
                                                         "files_sha256": files, "registered_at": _now()})
-            export_saved_model(folder / "model.keras", folder / SAVED_MODEL)
+            _export(folder, lineage)
             faults.point("register:before-rename", dest)
             os.replace(folder, dest)
         return version
@@ -171,13 +172,20 @@ def verify(workdir: Path, name: str, version: str) -> None:
                                 f"(`python -m flows.registry rollback --name {name}`) or promote another version")
 
 
-def export_saved_model(keras_file: Path, dest: Path) -> None:
-    """Export the classifier as a TensorFlow SavedModel whose `serve` takes token_ids and padding_mask."""
-    import keras
+def _export(folder: Path, lineage: dict[str, Any]) -> None:
+    """Write the version's `saved_model/` (raw sentences in: core.model.serving) with the tokenizer of the backbone
+    the run was configured with (its lineage's `model.backbone`; the bundled one if unset). Raises
+    `RegistryError` if that backbone is not the one the model was trained on."""
+    from core.model.backbone import Backbone
+    from core.model.serving import export_saved_model
 
-    import core.model.layers  # noqa: F401  (registers the custom layers)
-
-    keras.saving.load_model(keras_file, safe_mode=True).export(str(dest), format="tf_saved_model", verbose=False)
+    card = json.loads((folder / "model.json").read_text())
+    backbone = Backbone.resolve(((lineage.get("config") or {}).get("model") or {}).get("backbone"))
+    if card.get("backbone_sha256") != backbone.sha256:
+        raise RegistryError(f"cannot export the model: it was trained on the backbone with sha256 "
+                            f"{str(card.get('backbone_sha256'))[:12]}, but its run names {backbone.path} "
+                            f"({backbone.sha256[:12]})")
+    export_saved_model(folder / "model.keras", card, backbone.path, folder / SAVED_MODEL)
 
 
 def champion(workdir: Path, name: str) -> dict[str, Any] | None:
