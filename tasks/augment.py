@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
+import pyarrow as pa
 
 from schemas.tables import AUGMENTED_SCHEMA, AugmentedTable, to_arrow
 from core.text import eda
@@ -64,8 +65,10 @@ def plan(cfg: AugmentConfig, n_train: int) -> Plan:
     return Plan(n_aug, strengths)
 
 
-def augment_shard(splits: ArtifactRef, cfg: AugmentConfig, seed: int, shard: Shard, workdir: Path) -> ArtifactRef:
-    """Augment the rows of one shard of the split table: each row, then its EDA copies if it is a training row.
+def augmented_rows(splits: ArtifactRef, cfg: AugmentConfig, seed: int, shard: Shard,
+                   workdir: Path) -> tuple[pa.Table, dict]:
+    """The rows of one shard of the split table, each followed by its EDA copies if it is a training row, as an
+    Arrow table of `AUGMENTED_SCHEMA`, and the shard's meta (plan, rows in, languages left untouched).
 
     The plan (copies per sentence) and the held-out sentences come from the whole table, so a shard's output
     is exactly its slice of the unsharded output.
@@ -97,27 +100,36 @@ def augment_shard(splits: ArtifactRef, cfg: AugmentConfig, seed: int, shard: Sha
     out = pd.DataFrame(rows, columns=AUGMENTED_SCHEMA.names)
     meta = {"n_aug": chosen.n_aug, "strengths": chosen.strengths, "rows_in": len(part),
             "skipped_languages": dict(sorted(skipped.items()))}
-    return write_parquet(workdir, "augment-shards", to_arrow(out, AUGMENTED_SCHEMA), meta)
+    return to_arrow(out, AUGMENTED_SCHEMA), meta
+
+
+def augment_shard(splits: ArtifactRef, cfg: AugmentConfig, seed: int, shard: Shard, workdir: Path) -> ArtifactRef:
+    """One shard of augment on the Dask runner (`augmented_rows`), written for the merge to join."""
+    table, meta = augmented_rows(splits, cfg, seed, shard, workdir)
+    return write_parquet(workdir, "augment-shards", table, meta)
 
 
 def augment_merge(shards: list[ArtifactRef], splits: ArtifactRef, cfg: AugmentConfig, seed: int,
                   workdir: Path) -> ArtifactRef:
-    """Join the augmented shards in row order, check the whole table, and write it.
+    """Join the augmented shards (Dask runner) in row order and write the step's output (`write_augmented`)."""
+    return write_augmented([(read_parquet(ref, workdir), ref.meta) for ref in shards], splits, cfg, workdir)
+
+
+def write_augmented(parts: list[tuple[pa.Table, dict]], splits: ArtifactRef, cfg: AugmentConfig,
+                    workdir: Path) -> ArtifactRef:
+    """Join the parts `augmented_rows` made, in row order, check the whole table, and write it.
 
     Returns the reference of the augmented Parquet; `meta` has rows in and out and the plan used.
     """
-    import pyarrow as pa
-
-    table = pa.concat_tables([read_parquet(ref, workdir) for ref in shards])
-    out = AugmentedTable.validate(table.to_pandas())
+    out = AugmentedTable.validate(pa.concat_tables([table for table, _ in parts]).to_pandas())
     added = int(out["is_augmented"].sum())
-    chosen = shards[0].meta
+    chosen = parts[0][1]
     skipped: dict[str, int] = {}
-    for ref in shards:
-        for language, count in ref.meta.get("skipped_languages", {}).items():
+    for _, part_meta in parts:
+        for language, count in part_meta.get("skipped_languages", {}).items():
             skipped[language] = skipped.get(language, 0) + count
     meta = {"rows_in": splits.rows, "rows_out": len(out), "augmented_rows": added, "n_aug": chosen["n_aug"],
-            "strengths": chosen["strengths"], "labels": splits.meta.get("labels"), "shards": len(shards),
+            "strengths": chosen["strengths"], "labels": splits.meta.get("labels"), "shards": len(parts),
             "skipped_not_english": sum(skipped.values()), "skipped_languages": dict(sorted(skipped.items()))}
     log.info("augment: %d rows in, %d augmented rows added (n_aug=%d)", splits.rows, added, chosen["n_aug"])
     if skipped:
@@ -128,8 +140,9 @@ def augment_merge(shards: list[ArtifactRef], splits: ArtifactRef, cfg: AugmentCo
 
 
 def augment(splits: ArtifactRef, cfg: AugmentConfig, seed: int, workdir: Path) -> ArtifactRef:
-    """Every split row plus `n_aug` EDA copies of each training row, tagged with source and operation (one shard)."""
-    return augment_merge([augment_shard(splits, cfg, seed, WHOLE, workdir)], splits, cfg, seed, workdir)
+    """Every split row plus `n_aug` EDA copies of each training row, tagged with source and operation: the
+    whole table in one pass (the threads runner), byte-identical to the shards joined by `augment_merge`."""
+    return write_augmented([augmented_rows(splits, cfg, seed, WHOLE, workdir)], splits, cfg, workdir)
 
 
 def copies_of(text: str, source_id: str, chosen: Plan, seed: int, synonyms, heldout: set[str],
@@ -152,5 +165,6 @@ def copies_of(text: str, source_id: str, chosen: Plan, seed: int, synonyms, held
     return out
 
 
+augment_task = step_task(augment)
 augment_shard_task = step_task(augment_shard)
 augment_merge_task = step_task(augment_merge)

@@ -28,7 +28,7 @@ from core.storage.versions import runtime_version
 from core.storage.feature_cache import FeatureCache, sentence_key
 from core.text.identity import sha256_hex
 from core.storage.artifacts import ArtifactRef, read_parquet, store_json, write_parquet
-from core.run.sharding import WHOLE, Shard
+from core.run.sharding import Shard
 
 log = logging.getLogger(__name__)
 BATCH = 64
@@ -117,37 +117,63 @@ def cached_features(backbone: Backbone, sequences: list[list[int]], frozen_block
     return embeddings.astype(np.float32), hidden, counts
 
 
-def embed_shard(tokenized: ArtifactRef, backbone: Backbone, unfreeze_top: int, shard: Shard,
-                workdir: Path) -> ArtifactRef:
-    """Make sure the feature cache holds the sentences of one shard, running the backbone on those it lacks.
+def planned_order(sequences: list[list[int]]) -> list[list[list[int]]]:
+    """The distinct sentences of `sequences` in the batches the backbone runs them in, planned over the whole
+    table (grouped by length, `core.model.inference.length_batches`).
 
-    The batches are planned over the whole table (its distinct sentences, grouped by length) and a shard
-    computes a contiguous range of whole batches: each sentence is then computed in the same batch, and so
-    to the same bits, whichever runner ran it and however many shards there were (padding is masked, but a
-    batch of another shape sums in another order, which moves float32 results in the last bits, enough to
-    change a trained model). Returns a small JSON artifact with the shard's counts.
-    """
+    Each sentence is computed in the same batch, and so to the same bits, whichever runner ran it and however
+    many shards there were: padding is masked, but a batch of another shape sums in another order, which moves
+    float32 results in the last bits, enough to change a trained model."""
     from core.model.inference import length_batches
 
-    table = read_parquet(tokenized, workdir, columns=["token_ids"])
-    distinct = list({sentence_key(s): s for s in table.column("token_ids").to_pylist()}.values())
-    batches = length_batches([len(s) for s in distinct], BATCH)
+    distinct = list({sentence_key(s): s for s in sequences}.values())
+    return [[distinct[i] for i in batch] for batch in length_batches([len(s) for s in distinct], BATCH)]
+
+
+def embed_shard(tokenized: ArtifactRef, backbone: Backbone, unfreeze_top: int, shard: Shard,
+                workdir: Path) -> ArtifactRef:
+    """One shard of embed on the Dask runner: make sure the feature cache holds the sentences of a contiguous
+    range of the planned batches (`planned_order`), running the backbone on those it lacks. Returns a small
+    JSON artifact with the shard's counts."""
+    batches = planned_order(read_parquet(tokenized, workdir, columns=["token_ids"]).column("token_ids").to_pylist())
     start, stop = shard.bounds(len(batches))
-    mine = [distinct[i] for batch in batches[start:stop] for i in batch]  # length order: run_bottom keeps the batches
+    mine = [s for batch in batches[start:stop] for s in batch]  # length order: run_bottom keeps the batches
     _, _, counts = cached_features(backbone, mine, frozen_blocks_for(tokenized, backbone, unfreeze_top), workdir)
     return store_json(workdir, "embed-shards", counts, rows=len(mine), meta={"backbone_runs": counts})
 
 
 def embed_merge(shards: list[ArtifactRef], tokenized: ArtifactRef, backbone: Backbone, unfreeze_top: int,
                 workdir: Path) -> ArtifactRef:
-    """Write the frozen features of every tokenized row (see `schemas.tables.FEATURES_SCHEMA`) from the cache.
-
-    `meta["backbone_runs"]` counts, over the shards, the sentences the backbone computed and those the
-    feature cache supplied.
-    """
-    frozen_blocks = frozen_blocks_for(tokenized, backbone, unfreeze_top)
+    """After the shards (Dask runner) filled the feature cache: every row's features read from it, written by
+    `write_features`; `meta["backbone_runs"]` sums the shards' counts of sentences computed and reused."""
     table = read_parquet(tokenized, workdir)
+    frozen_blocks = frozen_blocks_for(tokenized, backbone, unfreeze_top)
     embeddings, hidden, _ = cached_features(backbone, table.column("token_ids").to_pylist(), frozen_blocks, workdir)
+    counts = {key: sum(ref.meta["backbone_runs"][key] for ref in shards) for key in ("distinct", "computed", "reused")}
+    return write_features(table, embeddings, hidden, tokenized, backbone, unfreeze_top, frozen_blocks, counts,
+                          len(shards), workdir)
+
+
+def embed(tokenized: ArtifactRef, backbone: Backbone, unfreeze_top: int, workdir: Path) -> ArtifactRef:
+    """The frozen features of every tokenized row in one pass (the threads runner): the backbone runs, in the
+    planned batches, on the distinct sentences the feature cache lacks; byte-identical to the Dask runner's
+    shards and merge."""
+    table = read_parquet(tokenized, workdir)
+    frozen_blocks = frozen_blocks_for(tokenized, backbone, unfreeze_top)
+    planned = [s for batch in planned_order(table.column("token_ids").to_pylist()) for s in batch]
+    embeddings, hidden, counts = cached_features(backbone, planned, frozen_blocks, workdir)
+    position = {sentence_key(s): i for i, s in enumerate(planned)}
+    rows = [position[sentence_key(s)] for s in table.column("token_ids").to_pylist()]
+    return write_features(table, embeddings[rows], [hidden[i] for i in rows] if hidden is not None else None,
+                          tokenized, backbone, unfreeze_top, frozen_blocks, counts, 1, workdir)
+
+
+def write_features(table: pa.Table, embeddings: np.ndarray, hidden: list[np.ndarray] | None, tokenized: ArtifactRef,
+                   backbone: Backbone, unfreeze_top: int, frozen_blocks: int, counts: dict[str, int], shards: int,
+                   workdir: Path) -> ArtifactRef:
+    """Write the features Parquet (`schemas.tables.FEATURES_SCHEMA`): `table` the tokenized rows, `embeddings`
+    (rows, hidden_dim) float32 and `hidden` (one (n_tokens, hidden_dim) float16 array per row, or None with the
+    backbone wholly frozen) in its row order; `counts` the backbone's runs (distinct, computed, reused)."""
     out = pa.Table.from_pydict({
         "row_id": table.column("row_id"),
         "split": table.column("split"),
@@ -157,21 +183,15 @@ def embed_merge(shards: list[ArtifactRef], tokenized: ArtifactRef, backbone: Bac
         "n_tokens": table.column("n_tokens"),
         "hidden": pa.array([h.tobytes() for h in hidden] if hidden else [None] * table.num_rows, pa.binary()),
     }, schema=FEATURES_SCHEMA)
-    counts = {"sentences": table.num_rows, **{key: sum(ref.meta["backbone_runs"][key] for ref in shards)
-                                              for key in ("distinct", "computed", "reused")}}
     meta = {"labels": tokenized.meta["labels"], "sequence_length": tokenized.meta["sequence_length"],
             "backbone_sha256": backbone.sha256, "blocks": backbone.architecture.blocks,
             "hidden_dim": backbone.architecture.hidden_dim, "unfreeze_top": unfreeze_top,
             "frozen_blocks": frozen_blocks, "rows_in": table.num_rows, "rows_out": table.num_rows,
-            "backbone_runs": counts, "shards": len(shards)}
+            "backbone_runs": {"sentences": table.num_rows, **{k: counts[k] for k in ("distinct", "computed", "reused")}},
+            "shards": shards}
     return write_parquet(workdir, "embed", out, meta)
 
 
-def embed(tokenized: ArtifactRef, backbone: Backbone, unfreeze_top: int, workdir: Path) -> ArtifactRef:
-    """The frozen features of every tokenized row, the backbone run only on sentences not cached (one shard)."""
-    return embed_merge([embed_shard(tokenized, backbone, unfreeze_top, WHOLE, workdir)], tokenized, backbone,
-                       unfreeze_top, workdir)
-
-
+embed_task = step_task(embed)
 embed_shard_task = step_task(embed_shard)
 embed_merge_task = step_task(embed_merge)

@@ -35,17 +35,22 @@ def choose_length(counts: np.ndarray, cfg: TokenizeConfig) -> int:
     return int(min(max(length, 8), MAX_POSITIONS))
 
 
-def tokenize_shard(augmented: ArtifactRef, cfg: TokenizeConfig, backbone: Backbone, shard: Shard,
-                   workdir: Path) -> ArtifactRef:
-    """WordPiece ids (no special tokens, untruncated) of one shard's rows: `row_id, ids`."""
-    table = read_parquet(augmented, workdir, columns=["row_id", "text"])
-    start, stop = shard.bounds(table.num_rows)
-    texts = table.column("text").slice(start, stop - start).to_pylist()  # this shard's rows only
-    ids = []
+def wordpiece_ids(texts: list[str], backbone: Backbone, shard: Shard = WHOLE) -> list[list[int]]:
+    """WordPiece ids (no special tokens, untruncated) of `texts`, which are `shard`'s rows (for the progress log)."""
+    ids: list[list[int]] = []
     for begin in range(0, len(texts), BATCH):
         ids.extend(encode_texts(backbone.path, texts[begin:begin + BATCH]))
         log.info("tokenize: %d/%d sentences of shard %d/%d", min(begin + BATCH, len(texts)), len(texts),
                  shard.index + 1, shard.count)
+    return ids
+
+
+def tokenize_shard(augmented: ArtifactRef, cfg: TokenizeConfig, backbone: Backbone, shard: Shard,
+                   workdir: Path) -> ArtifactRef:
+    """One shard of tokenize on the Dask runner: the WordPiece ids of its rows, written as `row_id, ids`."""
+    table = read_parquet(augmented, workdir, columns=["row_id", "text"])
+    start, stop = shard.bounds(table.num_rows)
+    ids = wordpiece_ids(table.column("text").slice(start, stop - start).to_pylist(), backbone, shard)
     out = pa.table({"row_id": table.column("row_id").slice(start, stop - start),
                     "ids": pa.array(ids, pa.list_(pa.int32()))})
     return write_parquet(workdir, "tokenize-shards", out, {"rows_in": stop - start})
@@ -53,13 +58,19 @@ def tokenize_shard(augmented: ArtifactRef, cfg: TokenizeConfig, backbone: Backbo
 
 def tokenize_merge(shards: list[ArtifactRef], augmented: ArtifactRef, cfg: TokenizeConfig, backbone: Backbone,
                    workdir: Path) -> ArtifactRef:
+    """Join the shards' ids (Dask runner) in row order and write the step's output (`write_tokenized`)."""
+    ids = [x for ref in shards for x in read_parquet(ref, workdir).column("ids").to_pylist()]
+    return write_tokenized(read_parquet(augmented, workdir), ids, augmented, cfg, backbone, workdir, len(shards))
+
+
+def write_tokenized(table: pa.Table, ids: list[list[int]], augmented: ArtifactRef, cfg: TokenizeConfig,
+                    backbone: Backbone, workdir: Path, shards: int = 1) -> ArtifactRef:
     """Choose the sequence length from every row's token count, truncate, and write the tokenized Parquet.
 
-    `meta` (and the file's Parquet metadata) record the vocabulary hash, the sequence length, the label
-    order, and how many sentences were truncated.
+    `table` is the augmented table, `ids` its rows' WordPiece ids in row order. `meta` (and the file's Parquet
+    metadata) record the vocabulary hash, the sequence length, the label order, and how many sentences were
+    truncated.
     """
-    table = read_parquet(augmented, workdir)
-    ids = [x for ref in shards for x in read_parquet(ref, workdir).column("ids").to_pylist()]
     full = np.array([len(x) + 2 for x in ids], dtype=np.int64)
     length = choose_length(full, cfg)
     token_ids = pack(ids, length, backbone.path)
@@ -91,16 +102,20 @@ def tokenize_merge(shards: list[ArtifactRef], augmented: ArtifactRef, cfg: Token
         "source_id": table.column("source_id"),
     }, schema=TOKENIZED_SCHEMA.with_metadata({f"retrain.{k}": str(v) for k, v in meta.items()}))
     TokenizedTable.validate(out.to_pandas())
-    meta["shards"] = len(shards)  # not in the file's metadata: the bytes must not depend on the sharding
+    meta["shards"] = shards  # not in the file's metadata: the bytes must not depend on the sharding
     log.info("tokenize: sequence length %d, %d of %d sentences truncated (%.2f%%)", length,
              meta["truncated_rows"], table.num_rows, 100 * meta["truncated_share"])
     return write_parquet(workdir, "tokenize", out, meta)
 
 
 def tokenize(augmented: ArtifactRef, cfg: TokenizeConfig, backbone: Backbone, workdir: Path) -> ArtifactRef:
-    """Tokenize every row of the augmented table and write the tokenized Parquet (one shard)."""
-    return tokenize_merge([tokenize_shard(augmented, cfg, backbone, WHOLE, workdir)], augmented, cfg, backbone, workdir)
+    """Tokenize every row of the augmented table and write the tokenized Parquet: the whole table in one pass
+    (the threads runner), byte-identical to the shards joined by `tokenize_merge`."""
+    table = read_parquet(augmented, workdir)
+    return write_tokenized(table, wordpiece_ids(table.column("text").to_pylist(), backbone), augmented, cfg,
+                           backbone, workdir)
 
 
+tokenize_task = step_task(tokenize)
 tokenize_shard_task = step_task(tokenize_shard)
 tokenize_merge_task = step_task(tokenize_merge)

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.conftest import assert_four_paths_agree, first_per_label, run_cli, write_csv
+from tests.conftest import assert_four_paths_agree, first_per_label, write_csv
 
 FAST = {"train.max_epochs": 2, "train.min_epochs": 2, "train.min_val_per_class": 1, "augment.n_aug": 0,
         "data.conflicts": "drop"}
@@ -130,34 +130,42 @@ def test_stored_features_taken_lower_run_the_shared_frozen_block_first(trained, 
         predict_stored(classifier, test.embeddings, test.hidden, 6)
 
 
-def test_an_ensemble_of_heads_on_the_frozen_backbone(tmp_path, backbone):
+@pytest.fixture(scope="module")
+def frozen(tmp_path_factory, backbone):
+    """The data steps with the backbone wholly frozen (stored pooled embeddings): (workdir, cfg, features)."""
+    workdir = tmp_path_factory.mktemp("frozen")
+    cfg, features, _, _ = _prepare(workdir, backbone, unfreeze_top=0)
+    return workdir, cfg, features
+
+
+def test_an_ensemble_of_heads_on_the_frozen_backbone(frozen, backbone):
     from tasks.finetune import finetune, load_classifier
     from core.model.inference import predict_stored
 
-    cfg, features, _, tokenized = _prepare(tmp_path, backbone, unfreeze_top=0)
-    ensemble = finetune(features, cfg.train.model_copy(update={"ensemble": 3}), 3, backbone, tmp_path)
-    singles = [finetune(features, cfg.train, seed, backbone, tmp_path) for seed in (3, 4, 5)]
-    test = _split(features, tmp_path, "test")
-    stored = predict_stored(load_classifier(ensemble, tmp_path), test.embeddings, None, 6)
-    members = [predict_stored(load_classifier(s, tmp_path), test.embeddings, None, 6) for s in singles]
+    workdir, cfg, features = frozen
+    ensemble = finetune(features, cfg.train.model_copy(update={"ensemble": 3}), 3, backbone, workdir)
+    singles = [finetune(features, cfg.train, seed, backbone, workdir) for seed in (3, 4, 5)]
+    test = _split(features, workdir, "test")
+    stored = predict_stored(load_classifier(ensemble, workdir), test.embeddings, None, 6)
+    members = [predict_stored(load_classifier(s, workdir), test.embeddings, None, 6) for s in singles]
     np.testing.assert_allclose(stored, np.mean(members, axis=0), atol=1e-6)
     assert [m["seed"] for m in ensemble.meta["ensemble"]["member_figures"]] == [3, 4, 5]
 
 
-def test_ensemble_one_is_the_single_model(tmp_path, backbone):
+def test_ensemble_one_is_the_single_model(frozen, backbone):
     """`train.ensemble = 1` (the default) saves the single model: backbone + head, no `ensemble` in the card,
     a scalar kept epoch; the same bytes as a run that does not name the setting."""
     from tasks.finetune import MODEL_FILE, finetune, load_classifier, read_card
     from core.storage.artifacts import sha256_file
 
-    cfg, features, _, _ = _prepare(tmp_path, backbone, unfreeze_top=0)
+    workdir, cfg, features = frozen
     assert cfg.train.ensemble == 1
-    model = finetune(features, cfg.train, 3, backbone, tmp_path)
-    card = read_card(model, tmp_path)
+    model = finetune(features, cfg.train, 3, backbone, workdir)
+    card = read_card(model, workdir)
     assert "ensemble" not in card and isinstance(card["best_epoch"], int) and set(card["history"]) == {"head"}
-    assert [layer.name for layer in load_classifier(model, tmp_path).layers][-1] == "head"
-    again = finetune(features, cfg.train.model_copy(update={"ensemble": 1}), 3, backbone, tmp_path)
-    assert sha256_file(again.resolve(tmp_path) / MODEL_FILE) == sha256_file(model.resolve(tmp_path) / MODEL_FILE)
+    assert [layer.name for layer in load_classifier(model, workdir).layers][-1] == "head"
+    again = finetune(features, cfg.train.model_copy(update={"ensemble": 1}), 3, backbone, workdir)
+    assert sha256_file(again.resolve(workdir) / MODEL_FILE) == sha256_file(model.resolve(workdir) / MODEL_FILE)
 
 
 def test_ensemble_setting_is_validated():
@@ -172,12 +180,12 @@ def test_ensemble_setting_is_validated():
 def test_four_paths_agree_on_an_ensemble(tmp_path, prefect_api):
     """The whole flow with `train.ensemble=2` and one block unfrozen: evaluate, the gate (stored features and
     whole model), flows.predict and the exported SavedModel give one answer."""
+    from flows.retrain import retrain
+
     data = write_csv(tmp_path / "slice.csv", first_per_label(40))
-    result = run_cli("flows.retrain", "--data", str(data), "--workdir", str(tmp_path / "work"),
-                     "--set", "train.ensemble=2", "--set", "train.unfreeze_top=1", "--set", "train.max_epochs=2",
-                     "--set", "train.min_epochs=2", "--set", "augment.n_aug=0", home=tmp_path)
-    assert result.returncode == 0, result.stderr[-3000:]
-    summary = json.loads(Path(result.stdout.strip().splitlines()[-1]).read_text())
+    summary = json.loads(Path(retrain(data=str(data), workdir=str(tmp_path / "work"), overrides={
+        "train.ensemble": 2, "train.unfreeze_top": 1, "train.max_epochs": 2, "train.min_epochs": 2,
+        "augment.n_aug": 0})).read_text())
     version = Path(summary["model"]["path"])
     card = json.loads((version / "model.json").read_text())
     assert card["train"]["ensemble"] == 2 and len(card["ensemble"]["member_figures"]) == 2

@@ -81,15 +81,16 @@ def _task_runs(flow_run_id: str) -> dict[str, int]:
 
 
 def test_transient_error_is_retried_in_place(prefect_api, data, tmp_path):
-    faults.arm("tokenize_shard:start=oserror*1")
+    faults.arm("tokenize:start=oserror*1")
     try:
         summary = json.loads(Path(retrain(data=str(data), workdir=str(tmp_path), overrides=FAST)).read_text())
     finally:
         faults.arm(None)
     assert summary["stages"]["tokenize"]["state"] == "Completed"
     counts = _task_runs(summary["run_id"])
-    assert counts["tokenize_shard"] == 2
-    assert counts["validate"] == counts["augment_shard"] == counts["tokenize_merge"] == counts["embed_shard"] == 1
+    assert counts["tokenize"] == 2
+    assert counts["validate"] == counts["augment"] == counts["embed"] == 1
+    assert not any(name.endswith(("_shard", "_merge")) for name in counts)  # threads: no shards, no merges
 
 
 def test_failed_run_resumes_from_the_failed_step(prefect_api, data, tmp_path):

@@ -42,11 +42,30 @@ def _assert_consistent(workdir: Path) -> str | None:
     return current["version"] if current else None
 
 
-def test_sigkill_at_any_point_loses_nothing(tmp_path: Path):
-    data = write_csv(tmp_path / "d.csv", first_per_label(30))
-    args = ["--data", str(data), "--workdir", str(tmp_path / "w"), *FAST]
-    first = _summary(run_cli("flows.retrain", *args, home=tmp_path))
+@pytest.fixture(scope="module")
+def api(tmp_path_factory) -> dict[str, str]:
+    """One real Prefect server for this module's command-line runs, as under `make serve` (`PREFECT_API_URL`
+    set): each run then starts no temporary server of its own (~10 s each), and killed runs share it."""
+    import socket
+
+    from flows import serve
+
+    home = tmp_path_factory.mktemp("api")
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    url = f"http://127.0.0.1:{port}/api"
+    server = serve.start_server("127.0.0.1", port, serve.prefect_env(url, home), log=home / "server.log")
+    try:
+        yield {"PREFECT_API_URL": url}
+    finally:
+        serve.stop(server)
+
+
+def test_sigkill_at_any_point_loses_nothing(trained, api, tmp_path: Path):
+    args = _copy(trained, tmp_path)  # a workdir with one successful run and its champion
     champion = _assert_consistent(tmp_path / "w")
+    assert champion is not None
     # New sentences (so the backbone has work to be killed in) with new labels: the next model is not
     # comparable with the champion, so the gate promotes it, and promotion itself gets killed too.
     renamed = write_csv(tmp_path / "renamed.csv",
@@ -55,17 +74,16 @@ def test_sigkill_at_any_point_loses_nothing(tmp_path: Path):
     # A data step (embed), training, and the registry's critical moment. augment:mid is left out to keep the
     # suite's time: it exercises the same mechanism as embed:batch (a shard killed before its rename).
     for point in ("embed:batch", "finetune:epoch", "promote:before-pointer"):
-        killed = run_cli("flows.retrain", *changed, home=tmp_path, env={faults.ENV: f"{point}=kill"})
+        killed = run_cli("flows.retrain", *changed, home=tmp_path, env={**api, faults.ENV: f"{point}=kill"})
         assert killed.returncode == -signal.SIGKILL, (point, killed.stderr[-2000:])
         assert _assert_consistent(tmp_path / "w") == champion, point  # the old champion, whole
-    final = _summary(run_cli("flows.retrain", *changed, home=tmp_path))
+    final = _summary(run_cli("flows.retrain", *changed, home=tmp_path, env=api))
     assert final["stages"]["validate"]["state"] == final["stages"]["embed"]["state"] == "Cached"
     assert final["promoted"] is True and "label set changed" in final["gate"]["reason"]
     for name, ref in final["artifacts"].items():
         path = tmp_path / "w" / ref["path"]
         assert ArtifactRef(path=ref["path"], sha256=ref["sha256"]).is_intact(tmp_path / "w"), name
-    assert _assert_consistent(tmp_path / "w") == final["model"]["version"]
-    assert first["model"]["version"] == champion
+    assert _assert_consistent(tmp_path / "w") == final["model"]["version"] != champion
     from core.storage.artifacts import sha256_file, sha256_tree
 
     for stored in (tmp_path / "w" / "artifacts").glob("*/[!.]*"):  # no partial file under a final name
@@ -73,10 +91,10 @@ def test_sigkill_at_any_point_loses_nothing(tmp_path: Path):
         assert digest.startswith(stored.name.split(".")[0]), stored
 
 
-def test_two_runs_at_once_both_finish_and_agree(tmp_path: Path):
+def test_two_runs_at_once_both_finish_and_agree(api, tmp_path: Path):
     data = write_csv(tmp_path / "d.csv", first_per_label(30))
     args = ["--data", str(data), "--workdir", str(tmp_path / "w"), *FAST]
-    env = {**os.environ, "PREFECT_HOME": str(tmp_path / "home")}
+    env = {**os.environ, **api, "PREFECT_HOME": str(tmp_path / "home")}  # two runs of one server, as deployments
     procs = [subprocess.Popen([sys.executable, "-m", "flows.retrain", *args], cwd=ROOT, env={**env, "PREFECT_HOME":
                               str(tmp_path / f"home{i}")}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
              for i in range(2)]

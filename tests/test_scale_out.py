@@ -47,7 +47,7 @@ def test_dask_run_brought_up_a_real_local_api_and_used_a_cluster_and_shards(both
     _, threads, dask, stderr = both
     assert "starting a local Prefect API" in stderr
     assert threads["runner"] == "threads" and dask["runner"].startswith("dask (tcp://")
-    assert len(dask["stages"]["augment"]["shards"]) == 3 and len(threads["stages"]["augment"]["shards"]) == 1
+    assert len(dask["stages"]["augment"]["shards"]) == 3 and "shards" not in threads["stages"]["augment"]  # threads: one pass
     assert all(state == "Completed" for state in dask["stages"]["embed"]["shards"])
 
 
