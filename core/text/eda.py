@@ -12,22 +12,30 @@ sentence and copy.
 
 from __future__ import annotations
 
+import functools
 import random
 import re
 from collections.abc import Callable, Iterable
-
-from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
 
 NEGATIONS = frozenset({
     "not", "no", "never", "n't", "without", "none", "nor", "neither", "nobody", "nothing", "nowhere",
     "cannot", "hardly", "barely", "scarcely", "lack", "lacks", "lacked", "lacking", "against", "fail",
     "fails", "failed",
 })
-STOP_WORDS = frozenset(ENGLISH_STOP_WORDS) - NEGATIONS
 _NUMERIC_OR_SYMBOL = re.compile(r"[\d%$€£¥]")
 _TICKER = re.compile(r"^\$?[A-Z][A-Z0-9.:\-]{1,}$")
 
 SynonymLookup = Callable[[str], tuple[str, ...]]
+
+
+@functools.cache
+def stop_words() -> frozenset[str]:
+    """scikit-learn's English stop words, less the negations (whose replacement would flip a sentence's meaning).
+    Imported on first use: scikit-learn takes about a second to import, which a run whose augment step is cached
+    (every unchanged re-run) should not pay."""
+    from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
+
+    return frozenset(ENGLISH_STOP_WORDS) - NEGATIONS
 OPERATIONS = ("sr", "ri", "rs", "rd")
 WORDNET_LANGUAGE = "en"  # WordNet's synonyms are English: EDA may touch English sentences only
 
@@ -64,7 +72,7 @@ def protected_positions(words: list[str], protected_words: Iterable[str] = ()) -
 
 def is_candidate(word: str) -> bool:
     """A plain lower-case word, long enough and not a stop word: one whose synonyms can be used."""
-    return word.isalpha() and word.islower() and len(word) > 2 and word not in STOP_WORDS
+    return word.isalpha() and word.islower() and len(word) > 2 and word not in stop_words()
 
 
 def synonym_replacement(words: list[str], n: int, rng: random.Random, synonyms: SynonymLookup,
