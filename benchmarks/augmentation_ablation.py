@@ -35,28 +35,17 @@ SETTINGS = {  # name -> augment overrides
 
 
 def one_run(workdir: Path, size: int, setting: str, seed: int, unfreeze_top: int) -> dict:
-    from tasks.augment import augment
     from core.model.backbone import Backbone
+    from flows import dag
     from schemas.config import RetrainConfig
-    from tasks.embed import embed
-    from tasks.evaluate import evaluate
-    from tasks.finetune import finetune
-    from tasks.split import split
-    from tasks.tokenization import tokenize
-    from tasks.validate import validate
 
     overrides = {"data.conflicts": "drop", "data.max_train_rows": size, "seed": seed,
                  "train.unfreeze_top": unfreeze_top, **{f"augment.{k}": v for k, v in SETTINGS[setting].items()}}
     cfg = RetrainConfig.from_parameters(workdir=workdir, overrides=overrides)
     backbone = Backbone.resolve(None)
     started = time.perf_counter()
-    validated = validate(cfg.data, workdir)
-    splits = split(validated, cfg.split, cfg.data.max_train_rows, cfg.data.min_per_class, workdir)
-    augmented = augment(splits, cfg.augment, cfg.seed, workdir)
-    tokenized = tokenize(augmented, cfg.tokenize, backbone, workdir)
-    features = embed(tokenized, backbone, cfg.train.unfreeze_top, workdir)
-    model = finetune(features, cfg.train, cfg.seed, backbone, workdir)
-    test = evaluate(model, features, augmented, workdir).meta["test"]
+    done = dag.run(dag.Plain(cfg), cfg, until="evaluate", backbone=backbone).results  # the retrain DAG's steps
+    splits, augmented, test = done["split"], done["augment"], done["evaluate"].meta["test"]
     return {"size": size, "setting": setting, "seed": seed, "train_rows": splits.meta["split_rows"]["train"],
             "augmented_rows": augmented.meta["augmented_rows"], "n_aug": augmented.meta["n_aug"],
             "alpha": augmented.meta["strengths"]["sr"], "accuracy": test["accuracy"], "macro_f1": test["macro_f1"],

@@ -23,33 +23,14 @@ OVERRIDES = {"data.conflicts": "drop", "train.unfreeze_top": 0}
 
 
 def plain(workdir: Path) -> None:
-    """The pipeline's functions in order, no Prefect: the baseline."""
+    """The pipeline's step functions in the flow's order (`flows/dag.py`), no Prefect: the baseline."""
     import flows  # noqa: F401
-    from tasks.augment import augment
     from core.model.backbone import Backbone
+    from flows import dag
     from schemas.config import RetrainConfig
-    from tasks.drift import drift
-    from tasks.embed import embed
-    from tasks.evaluate import evaluate
-    from tasks.finetune import finetune
-    from tasks.gate import gate
-    from tasks.promote import promote
-    from tasks.split import split
-    from tasks.tokenization import tokenize
-    from tasks.validate import validate
 
     cfg = RetrainConfig.from_parameters(workdir=workdir, overrides=OVERRIDES)
-    backbone = Backbone.resolve(None)
-    validated = validate(cfg.data, workdir)
-    drift(validated, None, cfg.validate_, workdir)
-    splits = split(validated, cfg.split, cfg.data.max_train_rows, cfg.data.min_per_class, workdir)
-    augmented = augment(splits, cfg.augment, cfg.seed, workdir)
-    tokenized = tokenize(augmented, cfg.tokenize, backbone, workdir)
-    features = embed(tokenized, backbone, cfg.train.unfreeze_top, workdir)
-    model = finetune(features, cfg.train, cfg.seed, backbone, workdir)
-    evaluation = evaluate(model, features, augmented, workdir)
-    decision = gate(evaluation, features, cfg.gate, cfg.model.name, backbone, workdir)
-    promote(model, evaluation, decision, cfg.model.name, {}, workdir)
+    dag.run(dag.Plain(cfg), cfg, backbone=Backbone.resolve(None))  # the flow's steps, declared once, no Prefect
 
 
 def timed(command: list[str]) -> float:
