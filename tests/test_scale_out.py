@@ -38,15 +38,8 @@ def both(tmp_path_factory):
         assert result.returncode == 0, result.stderr[-3000:]
         return json.loads(Path(result.stdout.strip().splitlines()[-1]).read_text()), result.stderr
 
-    # At the same time: the Dask run spends much of its wall time waiting (its API and cluster starting, task
-    # hand-offs), which the threads run fills; the two share nothing but the data file.
-    from concurrent.futures import ThreadPoolExecutor
-
-    with ThreadPoolExecutor(2) as pool:
-        first = pool.submit(run, "threads", FAST)
-        second = pool.submit(run, "dask", {**FAST, "runner": "dask", "dask.workers": 2, "dask.shards": 3},
-                             {"PREFECT_API_URL": ""})
-        (threads, _), (dask, stderr) = first.result(), second.result()
+    threads, _ = run("threads", FAST)
+    dask, stderr = run("dask", {**FAST, "runner": "dask", "dask.workers": 2, "dask.shards": 3}, {"PREFECT_API_URL": ""})
     return root, threads, dask, stderr
 
 
