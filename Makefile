@@ -34,10 +34,10 @@ run: setup
 	$(PY) -m flows.retrain --set data.conflicts=drop
 
 # Two pytest workers (pytest-xdist), a test file each at a time (module fixtures stay shared): most of the
-# suite's time is process start-up, Prefect servers and single-threaded Python, so the 2 cores overlap it
-# (the whole suite from a clean clone: 17 min 0 s with two workers; the last serial run, in CI, took 21 min 16 s).
+# suite's time is process start-up, Prefect servers and single-threaded Python, so the 2 cores overlap it.
+# Files go out longest first (tests/conftest.py's LONGEST_FIRST; xdist's own reorder sorts by test count).
 test: setup
-	$(PY) -m pytest -n 2 --dist loadfile --durations=15
+	$(PY) -m pytest -n 2 --dist loadfile --no-loadscope-reorder --durations=15
 
 # Unit and small-slice tests only (no backbone, no Prefect API, no end-to-end run): a minute or two.
 test-fast: setup

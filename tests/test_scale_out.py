@@ -24,23 +24,24 @@ def test_shards_cover_every_row_once():
 
 
 @pytest.fixture(scope="module")
-def both(tmp_path_factory):
-    """The same data run twice from the command line: with threads, and with `--set runner=dask` and no
-    configured API, so the run must bring up its own real local API for the Dask worker processes."""
+def both(prefect_api, tmp_path_factory):
+    """The same data run twice: with threads, in this (test) process, and from the command line with
+    `--set runner=dask` and no configured API, so that run must bring up its own real local API for the Dask
+    worker processes. Two processes, two runners: the model may depend on the seed and the data only (not on
+    which threads drew from Python's global `random` meanwhile, nor on what this process ran before;
+    core/model/training.py)."""
+    from flows.retrain import retrain
+
     root = tmp_path_factory.mktemp("scale")
     data = write_csv(root / "d.csv", first_per_label(40))
-    # Both in fresh processes, as users run them. Two processes, two runners: the model may depend on the seed
-    # and the data only (not on which threads drew from Python's global `random` meanwhile; core/model/training.py).
-    def run(workdir: str, sets: dict, env: dict | None = None):
-        result = run_cli("flows.retrain", "--data", str(data), "--workdir", str(root / workdir),
-                         *[arg for key, value in sets.items() for arg in ("--set", f"{key}={value}")],
-                         home=root / workdir, env=env)
-        assert result.returncode == 0, result.stderr[-3000:]
-        return json.loads(Path(result.stdout.strip().splitlines()[-1]).read_text()), result.stderr
-
-    threads, _ = run("threads", FAST)
-    dask, stderr = run("dask", {**FAST, "runner": "dask", "dask.workers": 2, "dask.shards": 3}, {"PREFECT_API_URL": ""})
-    return root, threads, dask, stderr
+    threads = json.loads(Path(retrain(data=str(data), workdir=str(root / "threads"), overrides=FAST)).read_text())
+    sets = {**FAST, "runner": "dask", "dask.workers": 2, "dask.shards": 3}
+    result = run_cli("flows.retrain", "--data", str(data), "--workdir", str(root / "dask"),
+                     *[arg for key, value in sets.items() for arg in ("--set", f"{key}={value}")],
+                     home=root / "dask", env={"PREFECT_API_URL": ""})
+    assert result.returncode == 0, result.stderr[-3000:]
+    dask = json.loads(Path(result.stdout.strip().splitlines()[-1]).read_text())
+    return root, threads, dask, result.stderr
 
 
 def test_dask_run_brought_up_a_real_local_api_and_used_a_cluster_and_shards(both):
