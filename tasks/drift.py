@@ -66,8 +66,6 @@ def label_check(reference: list[str], current: list[str], cfg: ValidateConfig, r
                 alpha: float | None = None) -> dict[str, Any]:
     """Chi-square permutation test of the label proportions; drift if p < alpha and Cramér's V >= the minimum
     effect, or if a label is new or vanished."""
-    from scipy.stats.contingency import association
-
     rng = rng or rng_for("labels")
     alpha = cfg.drift_alpha / N_CHECKS if alpha is None else alpha
     labels = sorted(set(reference) | set(current))
@@ -83,6 +81,9 @@ def label_check(reference: list[str], current: list[str], cfg: ValidateConfig, r
         chi2 = float(((kept[1] - expected_cur) ** 2 * weight).sum())
         draws = rng.multivariate_hypergeometric(totals, n_cur, size=cfg.drift_permutations)
         p = _monte_carlo_p(((draws - expected_cur) ** 2 * weight).sum(axis=1), chi2)
+        # Imported here: scipy.stats takes ~1 s to import, and an unchanged re-run has no new rows to test.
+        from scipy.stats.contingency import association
+
         cramers_v = float(association(kept, method="cramer"))
     added = sorted(set(current) - set(reference))
     removed = sorted(set(reference) - set(current))

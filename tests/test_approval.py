@@ -134,6 +134,21 @@ def test_approve_from_the_command_line_promotes_and_records_the_reviewer(manual_
     assert "approved" in Path(shown["report"]).read_text()  # the report was re-drawn with the decision
 
 
+def test_the_report_is_drawn_again_only_when_what_it_shows_changes(manual_run, monkeypatch):
+    """An unchanged re-run leaves the page as it is (no plots, no bootstraps); new inputs redraw it."""
+    workdir, version = manual_run["workdir"], manual_run["version"]
+    report = model_report.write_report(workdir, "default", version)
+    page, drawn = report.read_text(), []
+    render = model_report.render
+    monkeypatch.setattr(model_report, "render", lambda *args: drawn.append(args) or render(*args))
+    assert model_report.write_report(workdir, "default", version).read_text() == page and drawn == []
+    changed = {**manual_run["summary"], "dataset": {**manual_run["summary"]["dataset"], "rows": 123456}}
+    assert "123456" in model_report.write_report(workdir, "default", version, changed).read_text()
+    assert len(drawn) == 1
+    model_report.write_report(workdir, "default", version)
+    assert len(drawn) == 2 and report.read_text() == page  # back to the recorded summary: the same page
+
+
 # ------------------------------------------------------------------------------ the report in Chromium
 
 @pytest.fixture

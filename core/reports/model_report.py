@@ -10,7 +10,8 @@ embedded as a base64 PNG; nothing is fetched.
 The page is rendered from the version's recorded files (model.json, metrics.json, predictions.parquet,
 lineage.json), the registry's review log and, where it still exists, the run's summary (data and drift). It
 is the one file of a version folder that is not hashed at registration: it is re-written when the version's
-review changes (candidate, approved, rejected).
+review changes (candidate, approved, rejected), and only then: the page records a hash of what it was rendered
+from (`<meta name="report-inputs">`).
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ import numpy as np
 
 from core.storage import registry
 from core.storage.artifacts import atomic_path
+from core.storage.versions import code_version
+from core.text.identity import sha256_hex
 from core.metrics import BOOTSTRAP_SAMPLES, class_intervals
 
 log = logging.getLogger(__name__)
@@ -50,9 +53,17 @@ def write_report(workdir: Path, name: str, version: str, summary: dict[str, Any]
     if summary is None:
         path = Path(workdir) / "runs" / str(lineage.get("run_id")) / "summary.json"
         summary = json.loads(path.read_text()) if path.is_file() else {}
-    page = render(folder, lineage, summary, registry.approval_record(workdir, name, version),
-                  registry.reviews(workdir, name, version), name)
+    approval, reviews = registry.approval_record(workdir, name, version), registry.reviews(workdir, name, version)
     target = folder / REPORT_FILE
+    # The page is a pure function of these inputs (the version's own files never change) and of this code: an
+    # unchanged re-run finds it up to date and skips the plots and bootstraps (about 1 s, scipy and matplotlib).
+    inputs = sha256_hex(code_version(__name__), json.dumps([lineage, summary, approval, reviews, name],
+                                                           sort_keys=True, default=str))
+    stamp = f'<meta name="report-inputs" content="{inputs}">'
+    if target.is_file() and stamp in target.read_text(encoding="utf-8", errors="replace")[:2000]:
+        log.info("model report of %s version %s is up to date: %s", name, version, target.resolve())
+        return target.resolve()
+    page = render(folder, lineage, summary, approval, reviews, name).replace(HEAD, HEAD + stamp, 1)
     with atomic_path(target) as tmp:
         tmp.write_text(page, encoding="utf-8")
     log.info("model report of %s version %s: %s", name, version, target.resolve())
@@ -350,6 +361,7 @@ def render(folder: Path, lineage: dict[str, Any], summary: dict[str, Any], appro
                        status=html.escape(status), body="\n".join(sections))
 
 
+HEAD = '<html lang="en"><head><meta charset="utf-8">'
 PAGE = """<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>Model report: {title}</title>
 <style>
