@@ -1,8 +1,16 @@
-"""A real local Prefect API for the length of one command-line run, where the run needs one.
+"""A local Prefect API for the length of one command-line run, where no API is configured.
 
-Prefect's temporary in-process API (what a plain `python -m flows.retrain` uses) cannot serve Dask worker
-processes: each would start its own. So a `runner=dask` run without a configured API brings up a real
-server on 127.0.0.1 (`flows.serve.start_server`), points itself and its workers at it, and stops it after.
+Without `PREFECT_API_URL` (no `make serve`, no deployment), Prefect starts a temporary API server of its own
+when the flow starts: uvicorn serving `prefect.server.api.server:create_app`, no UI, no background services
+(`prefect.server.api.server.SubprocessASGIServer`). That costs a warm re-run most of its time: the server takes
+5-7 s to boot, and before it is even started this process spends ~2 s importing Prefect's server module, after
+~2 s importing Prefect and our steps. So `python -m flows.retrain` starts the same server itself, first thing,
+before those imports (`TemporaryAPI.start`, standard library only): it boots while they run.
+
+Once Prefect is imported, `for_run` decides: with an API configured after all (a Prefect profile can set one),
+the early server is stopped unused; otherwise the run waits for it, uses it, and stops it at the end. The same
+server serves a `runner=dask` run's worker processes (its URL goes into their environment), which Prefect's
+own temporary API could not: each worker would start another.
 """
 
 from __future__ import annotations
@@ -10,38 +18,111 @@ from __future__ import annotations
 import contextlib
 import os
 import socket
+import subprocess
 import sys
+import time
+import urllib.request
 from collections.abc import Iterator
+from pathlib import Path
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class TemporaryAPI:
+    """Prefect's temporary API server as a child process of this one (in its process group, so whatever kills
+    the run's group kills it too). Start it with `start()`, wait for it with `wait()`, end it with `stop()`."""
+
+    def __init__(self, process: subprocess.Popen, port: int):
+        self.process, self.port = process, port
+        self.url = f"http://127.0.0.1:{port}/api"
+
+    @classmethod
+    def start(cls) -> TemporaryAPI:
+        """Spawn the server on a free port of 127.0.0.1 and return at once (it boots in the background). The
+        command and environment are those of Prefect's own `SubprocessASGIServer` (Prefect 3)."""
+        # Prefect creates its home (where the server's default database lives) when its settings load; this
+        # process has not loaded them yet, and the server could otherwise fail with "unable to open database file".
+        Path(os.environ.get("PREFECT_HOME") or "~/.prefect").expanduser().mkdir(parents=True, exist_ok=True)
+        port = _free_port()
+        env = {**os.environ, "PREFECT_UI_ENABLED": "0", "PREFECT__SERVER_EPHEMERAL": "1", "PREFECT__SERVER_FINAL": "1"}
+        env.pop("PREFECT_API_URL", None)
+        process = subprocess.Popen(
+            [sys.executable, "-m", "uvicorn", "--factory", "prefect.server.api.server:create_app", "--host",
+             "127.0.0.1", "--port", str(port), "--log-level", "error", "--lifespan", "on"],
+            env=env, stdin=subprocess.DEVNULL)
+        return cls(process, port)
+
+    def wait(self, timeout: float) -> None:
+        """Block until the API answers its health check; raises RuntimeError if the server exits or does not
+        answer within `timeout` seconds (PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS, as Prefect's)."""
+        deadline, retried = time.monotonic() + timeout, False
+        while time.monotonic() < deadline:
+            if self.process.poll() == 3 and not retried:  # uvicorn's "address in use": the port was taken meanwhile
+                self.__dict__.update(vars(TemporaryAPI.start()))
+                retried = True
+                continue
+            if self.process.poll() is not None:
+                raise RuntimeError(f"Prefect's temporary API exited with code {self.process.returncode} before it "
+                                   "answered; set PREFECT_API_URL to a running server (`make serve`) to use that")
+            try:
+                with urllib.request.urlopen(f"{self.url}/health", timeout=2) as response:
+                    if response.status == 200:
+                        return
+            except OSError:
+                time.sleep(0.1)
+        raise RuntimeError(f"Prefect's temporary API at {self.url} did not answer within {timeout:.0f} s "
+                           "(PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS); the machine may be overloaded")
+
+    def stop(self) -> None:
+        """Terminate the server (SIGTERM, then SIGKILL after 5 s, as Prefect does) and reap it."""
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(5)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+def wanted(argv: list[str]) -> bool:
+    """Whether `python -m flows.retrain argv` will run the flow with no API in the environment: not for
+    `--help` or `--validate-only` (no flow), nor when `PREFECT_API_URL` is set."""
+    return not os.environ.get("PREFECT_API_URL") and not {"-h", "--help", "--validate-only"} & set(argv)
 
 
 @contextlib.contextmanager
-def for_runner(runner: str) -> Iterator[None]:
-    """With runner=dask and no Prefect API configured, a real local API while the block runs; otherwise (threads,
-    or an API already configured by a deployment or `make serve`) nothing changes."""
-    from prefect.settings import PREFECT_API_URL, temporary_settings
+def for_run(runner: str, early: TemporaryAPI | None) -> Iterator[None]:
+    """The API for the block's flow run: a configured one (environment or Prefect profile) as it is; otherwise
+    `early` (started at process start; or now, if there is none), pointed at by this process and, through the
+    environment, by a Dask run's workers, and stopped after the block."""
+    from prefect.settings import PREFECT_API_URL, PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS, temporary_settings
 
-    if runner != "dask" or PREFECT_API_URL.value():
+    if PREFECT_API_URL.value():
+        if early is not None:
+            early.stop()  # a profile configures an API: the early server is not needed
         yield
         return
-    from flows import serve
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    api_url = f"http://127.0.0.1:{port}/api"
-    print(f"runner=dask: starting a local Prefect API at {api_url} for the Dask workers", file=sys.stderr)
-    server = serve.start_server("127.0.0.1", port, serve.prefect_env(api_url))
-    os.environ["PREFECT_API_URL"] = api_url  # inherited by the Dask worker processes
+    api = early or TemporaryAPI.start()
     try:
-        with temporary_settings(updates={PREFECT_API_URL: api_url}):
-            yield
-    finally:
-        # Deliver the run's last logs and events while the API is still up: otherwise Prefect's background
-        # workers retry against a stopped server at interpreter exit, for over a minute.
-        from prefect.events.worker import EventsWorker
-        from prefect.logging.handlers import APILogWorker
+        api.wait(PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS.value())
+        print(f"Prefect API: a temporary one at {api.url} for this run (no PREFECT_API_URL set; `make serve` keeps "
+              f"one running){', for the Dask workers too' if runner == 'dask' else ''}", file=sys.stderr)
+        os.environ["PREFECT_API_URL"] = api.url  # inherited by Dask worker processes
+        try:
+            with temporary_settings(updates={PREFECT_API_URL: api.url}):
+                yield
+        finally:
+            # Deliver the run's last logs and events while the API is still up: otherwise Prefect's background
+            # workers retry against a stopped server at interpreter exit, for over a minute.
+            from prefect.events.worker import EventsWorker
+            from prefect.logging.handlers import APILogWorker
 
-        for worker in (APILogWorker, EventsWorker):
-            worker.drain_all(timeout=15)
-        os.environ.pop("PREFECT_API_URL", None)
-        serve.stop(server)
+            for worker in (APILogWorker, EventsWorker):
+                worker.drain_all(timeout=15)
+            os.environ.pop("PREFECT_API_URL", None)
+    finally:
+        api.stop()

@@ -7,22 +7,28 @@ typed `RetrainConfig`, and each step receives only its own section of it.
 
 from __future__ import annotations
 
-import argparse
-import os
 import sys
-from pathlib import Path
-from typing import Any
 
-from prefect import flow
-from prefect.runtime import flow_run
+if __name__ == "__main__":  # the command line: Prefect's temporary API boots while the imports below run
+    from flows import local_api
 
-from core.model.backbone import Backbone
-from core.run import faults
-from core.run.runner import StepRunner
-from core.text.readers import require_file
-from flows import cli, dag, local_api
-from schemas.config import ConfigError, RetrainConfig
-from tasks import approval
+    _early_api = local_api.TemporaryAPI.start() if local_api.wanted(sys.argv[1:]) else None
+
+import argparse  # noqa: E402
+import os  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import Any  # noqa: E402
+
+from prefect import flow  # noqa: E402
+from prefect.runtime import flow_run  # noqa: E402
+
+from core.model.backbone import Backbone  # noqa: E402
+from core.run import faults  # noqa: E402
+from core.run.runner import StepRunner  # noqa: E402
+from core.text.readers import require_file  # noqa: E402
+from flows import cli, dag, local_api  # noqa: E402
+from schemas.config import ConfigError, RetrainConfig  # noqa: E402
+from tasks import approval  # noqa: E402
 
 
 @flow(name="retrain", log_prints=True)
@@ -68,8 +74,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Parse the command line, run the flow (or validation alone), print the summary path; returns the exit code."""
+def main(argv: list[str] | None = None, early_api: local_api.TemporaryAPI | None = None) -> int:
+    """Parse the command line, run the flow (or validation alone), print the summary path; returns the exit code.
+    `early_api`: Prefect's temporary API if the command line started it already (see `flows.local_api`); it is
+    stopped before this returns."""
+    try:
+        return _main(argv, early_api)
+    finally:
+        if early_api is not None:
+            early_api.stop()  # unused (bad command line, missing file, ...) or already stopped: never left behind
+
+
+def _main(argv: list[str] | None, early_api: local_api.TemporaryAPI | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     overrides = cli.overrides_from(parser, args.assignments)
@@ -88,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
 
             result = validate_only(cfg)
         else:
-            with local_api.for_runner(cfg.runner):
+            with local_api.for_run(cfg.runner, early_api):
                 result = retrain(data=args.data, text_col=args.text_col, label_col=args.label_col,
                                  workdir=args.workdir, overrides=overrides)
     except Exception as exc:  # noqa: BLE001 (the command line's last line of defence: a message, an exit code)
@@ -98,4 +114,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(early_api=_early_api))

@@ -46,7 +46,7 @@ def both(prefect_api, tmp_path_factory):
 
 def test_dask_run_brought_up_a_real_local_api_and_used_a_cluster_and_shards(both):
     _, threads, dask, stderr = both
-    assert "starting a local Prefect API" in stderr
+    assert "Prefect API: a temporary one at http://127.0.0.1:" in stderr and ", for the Dask workers too" in stderr
     assert threads["runner"] == "threads" and dask["runner"].startswith("dask (tcp://")
     assert len(dask["stages"]["augment"]["shards"]) == 3 and "shards" not in threads["stages"]["augment"]  # threads: one pass
     assert all(state == "Completed" for state in dask["stages"]["embed"]["shards"])
