@@ -20,8 +20,6 @@ import os
 import socket
 import subprocess
 import sys
-import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -59,23 +57,14 @@ class TemporaryAPI:
     def wait(self, timeout: float) -> None:
         """Block until the API answers its health check; raises RuntimeError if the server exits or does not
         answer within `timeout` seconds (PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS, as Prefect's)."""
-        deadline, retried = time.monotonic() + timeout, False
-        while time.monotonic() < deadline:
-            if self.process.poll() == 3 and not retried:  # uvicorn's "address in use": the port was taken meanwhile
-                self.__dict__.update(vars(TemporaryAPI.start()))
-                retried = True
-                continue
-            if self.process.poll() is not None:
-                raise RuntimeError(f"Prefect's temporary API exited with code {self.process.returncode} before it "
-                                   "answered; set PREFECT_API_URL to a running server (`make serve`) to use that")
-            try:
-                with urllib.request.urlopen(f"{self.url}/health", timeout=2) as response:
-                    if response.status == 200:
-                        return
-            except OSError:
-                time.sleep(0.1)
-        raise RuntimeError(f"Prefect's temporary API at {self.url} did not answer within {timeout:.0f} s "
-                           "(PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS); the machine may be overloaded")
+        from flows.serve import wait_for_api
+
+        try:
+            wait_for_api(self.url, self.process, timeout, interval=0.1)
+        except (RuntimeError, TimeoutError) as exc:
+            raise RuntimeError(f"Prefect's temporary API did not come up: {exc}. Point PREFECT_API_URL at a running "
+                               "server (`make serve`), or raise PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS "
+                               "on a busy machine") from None
 
     def stop(self) -> None:
         """Terminate the server (SIGTERM, then SIGKILL after 5 s, as Prefect does) and reap it."""

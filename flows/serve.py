@@ -56,8 +56,10 @@ def start_server(host: str, port: int, env: dict[str, str], log: Path | None = N
     return server
 
 
-def wait_for_api(api_url: str, process: subprocess.Popen | None = None, timeout: float = 120) -> None:
-    """Poll the API's health endpoint until it answers; raises if the server died or never came up."""
+def wait_for_api(api_url: str, process: subprocess.Popen | None = None, timeout: float = 120,
+                 interval: float = 0.5) -> None:
+    """Poll the API's health endpoint every `interval` s until it answers; raises RuntimeError if the server
+    process died, TimeoutError if it did not answer within `timeout` s."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process is not None and process.poll() is not None:
@@ -67,7 +69,7 @@ def wait_for_api(api_url: str, process: subprocess.Popen | None = None, timeout:
                 if response.status == 200:
                     return
         except OSError:
-            time.sleep(0.5)
+            time.sleep(interval)
     raise TimeoutError(f"no Prefect API at {api_url} after {timeout:.0f} s")
 
 
