@@ -17,17 +17,12 @@ from __future__ import annotations
 
 import contextlib
 import os
-import socket
 import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+from flows.serve import free_port, wait_for_api
 
 
 class TemporaryAPI:
@@ -45,7 +40,7 @@ class TemporaryAPI:
         # Prefect creates its home (where the server's default database lives) when its settings load; this
         # process has not loaded them yet, and the server could otherwise fail with "unable to open database file".
         Path(os.environ.get("PREFECT_HOME") or "~/.prefect").expanduser().mkdir(parents=True, exist_ok=True)
-        port = _free_port()
+        port = free_port()
         env = {**os.environ, "PREFECT_UI_ENABLED": "0", "PREFECT__SERVER_EPHEMERAL": "1", "PREFECT__SERVER_FINAL": "1"}
         env.pop("PREFECT_API_URL", None)
         process = subprocess.Popen(
@@ -57,8 +52,6 @@ class TemporaryAPI:
     def wait(self, timeout: float) -> None:
         """Block until the API answers its health check; raises RuntimeError if the server exits or does not
         answer within `timeout` seconds (PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS, as Prefect's)."""
-        from flows.serve import wait_for_api
-
         try:
             wait_for_api(self.url, self.process, timeout, interval=0.1)
         except (RuntimeError, TimeoutError) as exc:

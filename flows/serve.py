@@ -14,6 +14,7 @@ import argparse
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -45,6 +46,13 @@ def prefect(args: list[str], env: dict[str, str], check: bool = True, timeout: i
     """Run the `prefect` command line of this venv."""
     command = [sys.executable, "-m", "prefect", *args]
     return subprocess.run(command, env=env, cwd=ROOT, capture_output=True, text=True, check=check, timeout=timeout)
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port on `host` that no one listens on now (the OS picks it); a server started on it soon gets it."""
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return sock.getsockname()[1]
 
 
 def start_server(host: str, port: int, env: dict[str, str], log: Path | None = None) -> subprocess.Popen:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import http.server
 import json
-import socket
 import threading
 import time
 from pathlib import Path
@@ -21,12 +20,6 @@ from tests.conftest import first_per_label, write_csv
 OVERRIDES = json.dumps({"train.unfreeze_top": 0, "train.max_epochs": 10, "augment.n_aug": 1, "data.min_per_class": 3})
 # The head alone on stored embeddings: its default epochs (early-stopped) cost seconds and clear the gate.
 MANUAL = {"train.unfreeze_top": 0, "augment.n_aug": 0, "data.min_per_class": 3, "gate.approval": "manual"}
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 class Receiver(http.server.ThreadingHTTPServer):
@@ -57,7 +50,7 @@ class Receiver(http.server.ThreadingHTTPServer):
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory):
     home = tmp_path_factory.mktemp("prefect-server")
-    port = free_port()
+    port = serve.free_port()
     api = f"http://127.0.0.1:{port}/api"
     env = {**serve.prefect_env(api, home), "PREFECT_WORKER_QUERY_SECONDS": "1"}
     server = serve.start_server("127.0.0.1", port, env, log=home / "server.log")

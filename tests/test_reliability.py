@@ -46,14 +46,10 @@ def _assert_consistent(workdir: Path) -> str | None:
 def api(tmp_path_factory) -> dict[str, str]:
     """One real Prefect server for this module's command-line runs, as under `make serve` (`PREFECT_API_URL`
     set): each run then starts no temporary server of its own (~10 s each), and killed runs share it."""
-    import socket
-
     from flows import serve
 
     home = tmp_path_factory.mktemp("api")
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = serve.free_port()
     url = f"http://127.0.0.1:{port}/api"
     server = serve.start_server("127.0.0.1", port, serve.prefect_env(url, home), log=home / "server.log")
     try:

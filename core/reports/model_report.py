@@ -60,7 +60,7 @@ def write_report(workdir: Path, name: str, version: str, summary: dict[str, Any]
     inputs = sha256_hex(code_version(__name__), json.dumps([lineage, summary, approval, reviews, name],
                                                            sort_keys=True, default=str))
     stamp = f'<meta name="report-inputs" content="{inputs}">'
-    if target.is_file() and stamp in target.read_text(encoding="utf-8", errors="replace")[:2000]:
+    if target.is_file() and stamp in _head(target):
         log.info("model report of %s version %s is up to date: %s", name, version, target.resolve())
         return target.resolve()
     page = render(folder, lineage, summary, approval, reviews, name).replace(HEAD, HEAD + stamp, 1)
@@ -68,6 +68,12 @@ def write_report(workdir: Path, name: str, version: str, summary: dict[str, Any]
         tmp.write_text(page, encoding="utf-8")
     log.info("model report of %s version %s: %s", name, version, target.resolve())
     return target.resolve()
+
+
+def _head(page: Path, chars: int = 2000) -> str:
+    """The first `chars` characters of a report page (where its `report-inputs` stamp is)."""
+    with open(page, encoding="utf-8", errors="replace") as handle:
+        return handle.read(chars)
 
 
 # ------------------------------------------------------------------------------------------ figures
