@@ -184,3 +184,48 @@ def test_dask_runner_gives_the_threads_runners_predictions_on_a_real_local_clust
     assert one.to_pandas().equals(two.to_pandas())  # the same rows, in order, the same floats (NaN where unscored)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["dask.parquet", "in.csv", "threads.parquet"]
 
+
+# ------------------------------------------------------------------------------------------ serving export
+
+def test_every_champion_change_lands_in_the_serving_dir_as_tf_serving_loads_it(model, tmp_path):
+    """promote, a second promote, rollback: 1, 2, 3 under <serving.dir>/<name>/, the oldest pruned (keep=2), no
+    hidden or half-written folder left; the newest loads with tf.saved_model.load, and its `serving_default`
+    signature on raw text equals flows.predict's probabilities to 2e-3."""
+    import shutil
+
+    import tensorflow as tf
+    import tensorflow_text  # noqa: F401  (the tokenizer's ops, as a TF Serving build with TF Text has them)
+
+    from core.storage import registry, serving_export
+    from flows.registry import main as registry_cli
+    from tasks.predict import predict_file
+
+    workdir = tmp_path / "work"
+    first = registry.version_dir(workdir, "default", model.name)
+    shutil.copytree(model, first)
+    second = registry.version_dir(workdir, "default", model.name + "-b")  # a second version (the same model)
+    shutil.copytree(model, second)
+    serving = tmp_path / "serving"
+    serving_export.configure(registry.model_root(workdir, "default"), serving, keep=2)
+    base = serving / "default"
+    registry.promote(workdir, "default", first.name, "first")
+    assert serving_export.numbers(base) == [1]
+    registry.promote(workdir, "default", first.name, "again")  # not a change: nothing written
+    registry.promote(workdir, "default", second.name, "second")
+    registry.rollback(workdir, "default")
+    assert serving_export.numbers(base) == [2, 3] and sorted(p.name for p in base.iterdir()) == ["2", "3"]
+    assert serving_export.published(base)["version"] == first.name  # the rolled-back-to champion is the highest
+    assert json.loads((base / "2" / serving_export.MARKER).read_text())["version"] == second.name
+
+    assert registry_cli(["export-serving", "--to", str(tmp_path / "other"), "--workdir", str(workdir)]) == 0
+    assert serving_export.numbers(tmp_path / "other" / "default") == [1]
+
+    texts = SENTENCES[:20] + ["Profit fell.", "x" * 3000]
+    path = write_csv(tmp_path / "in.csv", [{"text": t} for t in texts], fields=("text",))
+    predict_file(path, tmp_path / "scored.parquet", first, "text", max_chars=5000, chunk_rows=8)
+    labels = json.loads((first / "model.json").read_text())["labels"]
+    expected = pq.read_table(tmp_path / "scored.parquet").to_pandas()[[f"prob_{label}" for label in labels]]
+    loaded = tf.saved_model.load(str(base / "3"))
+    served = loaded.signatures["serving_default"](text=tf.constant(texts))
+    np.testing.assert_allclose(served["probabilities"].numpy(), expected.to_numpy(), atol=2e-3)
+    assert [v.decode() for v in served["predicted_label"].numpy()] == [labels[i] for i in expected.to_numpy().argmax(1)]
