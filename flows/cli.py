@@ -65,7 +65,7 @@ class HideExpectedTracebacks(logging.Filter):
 
 def _is_expected(exc: BaseException | None) -> bool:
     while exc is not None:
-        if isinstance(exc, PipelineError):
+        if isinstance(exc, (PipelineError, ConfigError)):  # bad data or a bad setting: the message is the story
             return True
         exc = exc.__cause__ or (exc.cause if isinstance(exc, StageFailed) else None)
     return False
