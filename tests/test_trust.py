@@ -356,9 +356,9 @@ def test_backbone_check_reads_config_json_only():
     import subprocess
     import sys
 
-    code = ("import sys; from schemas.config import RetrainConfig, ConfigError\n"
+    code = ("import sys; from schemas.config import RetrainConfig, ConfigError; from flows import cli\n"
             "cfg = RetrainConfig.from_parameters(overrides={'train.unfreeze_top': 9})\n"
-            "try:\n    cfg.check_backbone()\nexcept ConfigError as e:\n    print('refused', e)\n"
+            "try:\n    cli.check_backbone_settings(cfg)\nexcept ConfigError as e:\n    print('refused', e)\n"
             "print('tensorflow' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          cwd=Path(__file__).resolve().parents[1]).stdout
