@@ -48,14 +48,28 @@ def model_workdir(prefect_api, tmp_path_factory):
     root = tmp_path_factory.mktemp("suggest-model")
     labelled = first_per_label(30)
     data = write_csv(root / "train.csv", labelled)
+    pool = write_csv(root / "pool.csv", first_per_label(4, skip=30) + labelled[:3], fields=("text",))
     summary = json.loads(Path(retrain(data=str(data), workdir=str(root / "work"), overrides={
         "train.unfreeze_top": 0, "train.max_epochs": 3, "augment.n_aug": 0, "data.min_per_class": 3,
-        "gate.on_label_change": "promote"})).read_text())
+        "gate.on_label_change": "promote", "suggest.pool": str(pool), "suggest.n": 5})).read_text())
     if not summary["promoted"]:
         from core.storage import registry
 
         registry.promote(root / "work", "default", summary["model"]["version"], "for the test")
-    return {"work": root / "work", "labelled": [r["text"] for r in labelled]}
+    return {"work": root / "work", "labelled": [r["text"] for r in labelled], "summary": summary}
+
+
+def test_a_run_with_a_pool_ranks_it_and_says_so_in_its_report(model_workdir):
+    from core.reports.dashboard import run_markdown
+
+    summary = model_workdir["summary"]
+    listed = summary["suggestions"]
+    assert (listed["rows"], listed["already_labelled"], listed["suggested"]) == (15, 3, 5)
+    assert summary["stages"]["suggest"]["state"] == "Completed"
+    assert Path(listed["out"]) == model_workdir["work"] / "runs" / summary["run_id"] / "suggestions.csv"
+    assert len(pd.read_csv(listed["out"])) == 5
+    report = run_markdown(summary)
+    assert "## What to label next" in report and "of 15 pool rows ranked" in report and listed["out"] in report
 
 
 def _pool(tmp_path: Path, labelled: list[str]) -> Path:
@@ -122,3 +136,33 @@ def test_suggest_refuses_what_it_cannot_do_with_the_right_exit_code(model_workdi
         assert caught.value.code == 2
     assert suggest_cli.main(["--pool", str(clash), "--n", "3", "--out", str(out),
                              "--workdir", str(tmp_path / "empty")]) == 1
+
+
+def test_self_training_adds_confident_pseudo_labels_to_training_only(model_workdir, tmp_path):
+    """train.unlabelled: the champion's confident labels join the training split, marked, never val or test."""
+    import pyarrow.parquet as pq
+
+    from flows.retrain import retrain
+    from core.storage.artifacts import ArtifactRef
+
+    work, champion = model_workdir["work"], model_workdir["summary"]["model"]["version"]
+    data = write_csv(tmp_path / "train.csv", first_per_label(30))
+    unlabelled = write_csv(tmp_path / "unlabelled.csv", first_per_label(10, skip=30) + first_per_label(2),
+                           fields=("text",))
+    summary = json.loads(Path(retrain(data=str(data), workdir=str(work), overrides={
+        "train.unfreeze_top": 0, "train.max_epochs": 3, "augment.n_aug": 0, "data.min_per_class": 3,
+        "train.unlabelled": str(unlabelled), "train.pseudo_threshold": 0.4})).read_text())
+    report = summary["self_training"]
+    assert report["model"] == champion and report["rows"] == 36 and report["already_labelled"] == 6
+    assert report["added"] > 0 and sum(report["added_per_label"].values()) == report["added"]
+    features = pq.read_table(ArtifactRef(**summary["artifacts"]["pseudo_label"]).resolve(work)).to_pandas()
+    embedded = pq.read_table(ArtifactRef(**summary["artifacts"]["embed"]).resolve(work)).to_pandas()
+    pseudo = features[features["pseudo_labelled"]]
+    assert len(pseudo) == report["added"] and (pseudo["split"] == "train").all()
+    assert not set(pseudo["row_id"]) & set(embedded["row_id"])
+    kept = features[~features["pseudo_labelled"]].drop(columns="pseudo_labelled")
+    assert kept["row_id"].tolist() == embedded["row_id"].tolist() and kept["split"].tolist() == embedded["split"].tolist()
+    # without the setting the step hands embed's features on unchanged: nothing else moves
+    again = json.loads(Path(retrain(data=str(data), workdir=str(work), overrides={
+        "train.unfreeze_top": 0, "train.max_epochs": 3, "augment.n_aug": 0, "data.min_per_class": 3})).read_text())
+    assert "self_training" not in again and again["artifacts"]["pseudo_label"] == again["artifacts"]["embed"]
