@@ -109,6 +109,7 @@ NOTHING_DONE = {
     "retrain": "nothing was trained or promoted; fix the data (or the settings named above) and run again.",
     "predict": "nothing was scored or written; fix the data (or the settings named above) and run again, or keep "
                "the invalid rows in the output (empty prediction, a `reason` column) with --on-invalid keep.",
+    "suggest": "nothing was written; rename the pool's column named above and run again.",
 }
 MAX_LINE = 400  # characters of one reported failure: the report stays readable whatever the values hold
 

@@ -170,6 +170,24 @@ class TrainConfig(Section):
     ensemble: int = Field(1, ge=1, le=10, description="seed ensemble: k models trained by this recipe with seeds "
                                                       "seed..seed+k-1 on the same features, saved as one model "
                                                       "that averages their probabilities (1: one model)")
+    # Self-training (tasks/pseudo_label.py): the champion's confident labels of an unlabelled file join the
+    # training split. Off by default: it did not win on validation (benchmarks/active_learning.py).
+    unlabelled: Path | None = Field(None, description="unlabelled file (same format and text column as the data) "
+                                                      "for self-training; empty: off")
+    _local_unlabelled = field_validator("unlabelled", mode="before")(
+        lambda v: local_path(v) if v not in (None, "") else None)
+    pseudo_threshold: float = Field(0.9, gt=0, le=1, description="a pseudo-label is used where the champion's "
+                                                                 "top probability is at least this")
+
+    def cache_fingerprint(self) -> dict[str, Any]:
+        """Every setting by value, the unlabelled file by its bytes; without one, the self-training settings are
+        left out (so the keys of runs without it are what they were before the setting existed)."""
+        out = self.model_dump(mode="json", exclude={"unlabelled", "pseudo_threshold"})
+        if self.unlabelled is not None:
+            path = Path(self.unlabelled)
+            out["unlabelled_sha256"] = sha256_file(path) if path.is_file() else f"missing:{path}"
+            out["pseudo_threshold"] = self.pseudo_threshold
+        return out
 
     def head_learning_rate(self) -> float:
         """`learning_rate` as a number: "auto" is 1e-3 with trainable blocks, 3e-2 for the head alone."""
@@ -214,6 +232,16 @@ class DaskConfig(Section):
     shards: int = Field(0, ge=0, description="shards per data-parallel step; 0 = two per worker")
 
 
+class SuggestConfig(Section):
+    """After each run, what to label next (`tasks.suggest`): the `n` rows of the unlabelled file `pool` most worth
+    labelling for the champion, written to `runs/<run_id>/suggestions.csv` and named in the run report. Empty
+    `pool`: off."""
+
+    pool: Path | None = None
+    _local_pool = field_validator("pool", mode="before")(lambda v: local_path(v) if v not in (None, "") else None)
+    n: int = Field(100, ge=1, description="rows to suggest")
+
+
 class RetrainConfig(Section):
     """Everything a retrain run needs, one section per step; `seed` drives training randomness only."""
 
@@ -230,6 +258,7 @@ class RetrainConfig(Section):
     gate: GateConfig = GateConfig()
     model: ModelConfig = ModelConfig()
     dask: DaskConfig = DaskConfig()
+    suggest: SuggestConfig = SuggestConfig()
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
