@@ -18,6 +18,10 @@ does not grow with the file; the output is written under a temporary name and re
 leaves no partial output). `--set runner=dask` scores the chunks on Dask workers (a local cluster of
 `dask.workers` processes, or the scheduler at `dask.address`), joined in input order: the same predictions.
 
+`--out` may hold `{date}` (the UTC date, e.g. scores/{date}.parquet: a scheduled run's own file). Each run publishes
+a `<name>-scoring` artifact: rows scored, time, and the predicted labels' shares against the model's own data with
+their population stability index (PSI; the `predict/score-daily` deployment in prefect.yaml runs it daily).
+
 The last line on stdout is the absolute path of the output. Exit codes as retrain's: 65 invalid input (every
 bad row listed), 66 input missing, 1 anything else (e.g. no champion yet), 2 bad command line.
 """
@@ -27,6 +31,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -34,11 +39,11 @@ from prefect import flow
 
 from flows import cli
 from schemas.config import ConfigError, DataConfig, RetrainConfig
-from tasks.predict import ON_INVALID, predict_file, resolve_version
+from tasks.predict import ON_INVALID, predict_file, prediction_drift, resolve_version
 from core.text.readers import require_file
 
 # The settings of retrain that say how a file is read: the ones predict accepts with --set.
-READING_KEYS = ("data.encoding", "data.delimiter", "data.max_chars", "data.max_file_mb")
+READING_KEYS = ("data.encoding", "data.delimiter", "data.max_chars", "data.max_file_mb", "data.header")
 # ... and how it is scored (never taken from the model's lineage: they do not change a prediction).
 SCORING_KEYS = ("predict.chunk_rows", "predict.batch_size", "runner", "dask.address", "dask.workers", "dask.shards")
 
@@ -54,7 +59,9 @@ def reading_settings(folder: Path, overrides: dict[str, Any] | None = None) -> D
         trained = json.loads((folder / "lineage.json").read_text())["config"]["data"]
     except (OSError, ValueError, KeyError, TypeError):
         trained = {}
-    tree = {key: trained[key.split(".")[1]] for key in READING_KEYS if key.split(".")[1] in trained}
+    # data.header describes one file (is its line 1 a header?), not how the model reads: never taken from training
+    tree = {key: trained[key.split(".")[1]] for key in READING_KEYS
+            if key.split(".")[1] in trained and key != "data.header"}
     cfg = RetrainConfig.from_parameters(text_col=trained.get("text_col", "text"), overrides={**tree, **overrides})
     return cfg.data
 
@@ -68,11 +75,38 @@ def predict(data: str, out: str, model: str = "champion", workdir: str = "workdi
     runner, Dask cluster); `on_invalid` is `refuse` or `keep`."""
     folder = resolve_version(Path(workdir), name, model)
     settings = reading_settings(folder, overrides)
+    out = out.replace("{date}", datetime.now(timezone.utc).strftime("%Y-%m-%d"))  # a scheduled run's own file
     scoring = RetrainConfig.from_parameters(overrides={k: v for k, v in (overrides or {}).items() if k in SCORING_KEYS})
-    return predict_file(Path(data), Path(out), folder, text_col or settings.text_col, None,  # its own backbone
-                        settings.encoding, settings.max_chars, settings.max_file_mb, settings.delimiter, on_invalid,
-                        scoring.predict.chunk_rows, scoring.predict.batch_size,
-                        scoring.dask if scoring.runner == "dask" else None)
+    figures = predict_file(Path(data), Path(out), folder, text_col or settings.text_col, None,  # its own backbone
+                           settings.encoding, settings.max_chars, settings.max_file_mb, settings.delimiter,
+                           on_invalid, settings.header, scoring.predict.chunk_rows, scoring.predict.batch_size,
+                           scoring.dask if scoring.runner == "dask" else None)
+    figures["drift"] = prediction_drift(folder, figures["predicted_counts"])
+    figures["out"] = str(Path(out).resolve())
+    publish_scoring(name, figures)
+    return figures
+
+
+def publish_scoring(name: str, figures: dict) -> None:
+    """The run's `<name>-scoring` artifact: rows scored, time, and the predicted labels against the model's own
+    data (shares, PSI, chi-square: `tasks.predict.prediction_drift`)."""
+    from prefect.artifacts import create_markdown_artifact
+    from core.reports.dashboard import artifact_key
+
+    drift = figures["drift"]
+    lines = [f"# Scoring with {figures['model']}", "",
+             f"**{figures['rows']:,} rows** scored ({figures['scored']:,} predicted, {figures['invalid_kept']:,} "
+             f"invalid kept) in **{figures['seconds']:.1f} s** ({figures['sentences_per_second']:.0f} sentences/s, "
+             f"{figures['runner']}) -> `{figures['out']}`", ""]
+    if drift.get("psi") is not None:
+        lines += ["| label | predicted share | share in the model's data |", "|---|---|---|"]
+        lines += [f"| {label} | {share:.1%} | {drift['reference_share'][label]:.1%} |"
+                  for label, share in drift["predicted_share"].items()]
+        lines += ["", f"Drift of the predictions: PSI **{drift['psi']:.3f}** ({drift['verdict']}; < 0.1 stable, "
+                      f"0.1-0.25 moderate, > 0.25 large); chi-square {drift['chi_square']:.1f}, p = "
+                      f"{drift['chi_square_p']:.2g} (reference: the model's {drift['reference_rows']:,} test rows)."]
+    create_markdown_artifact(markdown="\n".join(lines), key=artifact_key(name, "scoring"),
+                             description=f"flows.predict: {figures['rows']:,} rows, PSI {drift.get('psi')}")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -107,15 +141,15 @@ def main(argv: list[str] | None = None) -> int:
                               f"takes --set with {', '.join(READING_KEYS + SCORING_KEYS)}")
         RetrainConfig.from_parameters(overrides=overrides)  # bad values: exit 2 before any start-up
     except ConfigError as exc:
-        parser.error(str(exc))
+        cli.setting_error(parser, str(exc))
     cli.quiet_expected_errors()
     try:
         require_file(args.data)
-        predict(data=str(args.data), out=str(args.out), model=args.model, workdir=str(args.workdir),
-                text_col=args.text_col, name=args.name, overrides=overrides, on_invalid=args.on_invalid)
+        figures = predict(data=str(args.data), out=str(args.out), model=args.model, workdir=str(args.workdir),
+                          text_col=args.text_col, name=args.name, overrides=overrides, on_invalid=args.on_invalid)
     except Exception as exc:  # noqa: BLE001 (the command line's last line of defence: a message, an exit code)
         return cli.report(exc, command="predict")
-    print(Path(args.out).resolve())
+    print(figures["out"])
     return cli.EXIT_OK
 
 

@@ -36,7 +36,7 @@ from schemas.tables import predictions_schema
 from core.storage import registry
 from core.storage.registry import resolve_version  # noqa: F401  (the CLI's entry point to the registry)
 from core.model.backbone import Backbone, encode_for_model
-from core.run.errors import InvalidData
+from core.run.errors import Failure, InvalidData
 from core.storage.artifacts import atomic_path
 from core.text.readers import RawTable, read_raw
 from core.text.stream import CHUNK_ROWS, ChunkReader, Scan
@@ -57,6 +57,7 @@ class Inputs:
     frame: pd.DataFrame
     locations: list[str]
     reasons: list[str]
+    text_col: str = "text"
 
     @property
     def valid(self) -> list[int]:
@@ -65,7 +66,7 @@ class Inputs:
 
 
 def read_texts(path: Path, text_col: str, encoding: str = "utf-8", max_chars: int = 2000, max_file_mb: int = 512,
-               delimiter: str = "auto", on_invalid: str = "refuse") -> Inputs:
+               delimiter: str = "auto", on_invalid: str = "refuse", header: str = "auto") -> Inputs:
     """The whole input file as read, one entry per row (rows in = rows out), after checking its text column row
     by row. (Batch prediction reads in chunks, `predict_file`; this whole-file form is its reference.)
 
@@ -74,18 +75,37 @@ def read_texts(path: Path, text_col: str, encoding: str = "utf-8", max_chars: in
     its reason. A fault of the whole file (missing column, undecodable bytes, unreadable CSV) always raises.
     """
     _check_on_invalid(on_invalid)
-    raw = read_raw(path, encoding, max_file_mb, delimiter, blank_lines="rows")
-    if text_col not in raw.frame.columns:
-        raise InvalidData([raw.missing_column(str(path), text_col, "--text-col")])
-    unparsed, failures = check_rows(raw, str(path), text_col, max_chars)
+    name = str(path)
+    raw = read_raw(path, encoding, max_file_mb, delimiter, blank_lines="rows", header=header)
+    text_col = header_text_col(raw, text_col, header)
+    check_columns(raw, name, text_col)
+    unparsed, failures = check_rows(raw, name, text_col, max_chars)
     if failures and on_invalid == "refuse":
         raise InvalidData(sorted(failures, key=lambda f: _number(f.location)))
-    return assemble(raw, unparsed, failures)
+    inputs = assemble(raw, unparsed, failures)
+    inputs.text_col = text_col
+    return inputs
 
 
 def _check_on_invalid(on_invalid: str) -> None:
     if on_invalid not in ON_INVALID:
         raise ValueError(f"on_invalid must be one of {ON_INVALID}, got {on_invalid!r}")
+
+
+def header_text_col(raw: RawTable, text_col: str, header: str) -> str:
+    """The text column: `text_col`, or with `data.header=none` and one column, that column whatever its name."""
+    if header == "none" and raw.delimiter is not None and raw.frame.shape[1] == 1 and text_col not in raw.frame.columns:
+        return str(raw.frame.columns[0])  # no header, one column: that column is the text, whatever its name
+    return text_col
+
+
+def check_columns(raw: RawTable, name: str, text_col: str) -> None:
+    """Raise `InvalidData` when the text column is missing, or exists only because line 1, a data row, was taken
+    for the header (`RawTable.check_header`). `raw` may hold no rows: its columns are what counts."""
+    if text_col not in raw.frame.columns:
+        raise InvalidData([raw.missing_column(name, text_col, "--text-col")])
+    if failures := raw.check_header(name, {"--text-col": text_col}, "--text-col"):
+        raise InvalidData(failures)
 
 
 def check_rows(raw: RawTable, name: str, text_col: str, max_chars: int) -> tuple[list, list]:
@@ -166,6 +186,21 @@ def score(folder: Path, texts: list[str], backbone: Backbone) -> tuple[np.ndarra
     return scorer(texts, progress="predict"), scorer.labels
 
 
+def output_collisions(name: str, columns: list[str], labels: list[str], on_invalid: str) -> list[Failure]:
+    """The input columns the output would overwrite (`predicted_label`, `prob_<label>` of the model's labels, and
+    `reason` with `--on-invalid keep`): one file-level failure naming them and the fix. A column of the user's
+    file is never overwritten (CONTRACT.md); an earlier output scored again is the usual cause."""
+    added = ["predicted_label", *(f"prob_{label}" for label in labels), *(["reason"] if on_invalid == "keep" else [])]
+    clash = [column for column in added if column in {str(c) for c in columns}]
+    if not clash:
+        return []
+    return [Failure(name, "file", clash[0], f"the input already has column{'s' * (len(clash) > 1)} "
+                    f"{', '.join(repr(c) for c in clash)}, which the output adds (predicted_label, prob_<label> per "
+                    "label): scoring would overwrite the file's own values; rename or drop "
+                    f"{'them' if len(clash) > 1 else 'it'} in the input (is it an earlier output scored again?), or "
+                    "score only the text column")]
+
+
 def result_frame(inputs: Inputs, proba: np.ndarray, labels: list[str], on_invalid: str) -> pd.DataFrame:
     """The output rows of `inputs`: its cells, `predicted_label` and `prob_<label>` (empty for rows that were not
     scored), and with `on_invalid="keep"` the `reason` column. `proba` holds the valid rows' probabilities, in
@@ -197,32 +232,35 @@ class Plan:
     chunks: int
     scan: Scan
     reading: dict = field(default_factory=dict)
+    text_col: str = "text"
 
 
 def check_file(data: Path, text_col: str, labels: list[str], encoding: str = "utf-8", max_chars: int = 2000,
                max_file_mb: int = 512, delimiter: str = "auto", on_invalid: str = "refuse",
-               chunk_rows: int = CHUNK_ROWS) -> Plan:
-    """The first pass: read `data` in chunks and check every row; returns the `Plan` of the output. Raises
-    `InvalidData` for a fault of the file, a missing text column, or (with `on_invalid="refuse"`) any invalid
-    row, every one listed in file order."""
+               chunk_rows: int = CHUNK_ROWS, header: str = "auto") -> Plan:
+    """The checking passes: read `data` in chunks (its structure, then every row); returns the `Plan` of the
+    output. Raises `InvalidData` for a fault of the file, a missing text column, input columns the output would
+    overwrite, or (with `on_invalid="refuse"`) any invalid row, every one listed in file order."""
     _check_on_invalid(on_invalid)
-    reading = {"encoding": encoding, "max_file_mb": max_file_mb, "delimiter": delimiter, "chunk_rows": chunk_rows}
+    name = str(data)
+    reading = {"encoding": encoding, "max_file_mb": max_file_mb, "delimiter": delimiter, "chunk_rows": chunk_rows,
+               "header": header}
     reader = ChunkReader(data, **reading)
+    scan = reader.scan()
+    columns = RawTable(pd.DataFrame(columns=scan.columns), [], delimiter=scan.delimiter,
+                       data_like_header=scan.data_like_header)
+    text_col = header_text_col(columns, text_col, header)
+    check_columns(columns, name, text_col)
+    if clash := output_collisions(name, scan.columns, labels, on_invalid):
+        raise InvalidData(clash)
     failures: list = []
     types: dict[str, set] = {}
     chunks = 0
-
-    def visit(chunk: RawTable) -> None:
-        nonlocal chunks
+    for chunk in reader.chunks(scan=scan):
         chunks += 1
-        failures.extend(check_rows(chunk, str(data), text_col, max_chars)[1])
+        failures.extend(check_rows(chunk, name, text_col, max_chars)[1])
         for column in chunk.frame.columns:
             types.setdefault(column, set()).add(_arrow_type(chunk.frame[column]))
-
-    scan = reader.scan(visit)
-    if text_col not in scan.columns:
-        empty = RawTable(pd.DataFrame(columns=scan.columns), [], delimiter=scan.delimiter)
-        raise InvalidData([empty.missing_column(str(data), text_col, "--text-col")])
     if failures and on_invalid == "refuse":
         raise InvalidData(sorted(failures, key=lambda f: _number(f.location)))
     fields = [pa.field(str(c), _unify(types.get(c, set()))) for c in scan.columns]
@@ -230,7 +268,7 @@ def check_file(data: Path, text_col: str, labels: list[str], encoding: str = "ut
     if on_invalid == "keep":
         fields.append(pa.field("reason", pa.string()))
     invalid = len({f.location for f in failures})
-    return Plan(pa.schema(fields), scan.rows, invalid, chunks, scan, reading)
+    return Plan(pa.schema(fields), scan.rows, invalid, chunks, scan, reading, text_col)
 
 
 def _arrow_type(values: pd.Series) -> pa.DataType | None:
@@ -303,30 +341,31 @@ def _duration(seconds: float) -> str:
 
 def predict_file(data: Path, out: Path, folder: Path, text_col: str, backbone: Backbone | None = None,
                  encoding: str = "utf-8", max_chars: int = 2000, max_file_mb: int = 512, delimiter: str = "auto",
-                 on_invalid: str = "refuse", chunk_rows: int = CHUNK_ROWS, batch_size: int = BATCH,
-                 dask: object | None = None) -> dict:
+                 on_invalid: str = "refuse", header: str = "auto", chunk_rows: int = CHUNK_ROWS,
+                 batch_size: int = BATCH, dask: object | None = None) -> dict:
     """Score every row of `data` with the model in `folder`; write `out` atomically; returns figures.
 
     `backbone` defaults to the one the model was trained on (`trained_backbone`). Rows in = rows out, in
     input order. With `on_invalid="keep"` an invalid row is written with an empty `predicted_label`, empty
     probabilities and its `reason`; by default any invalid row refuses the file (before anything is scored).
-    Reads and scores `chunk_rows` rows at a time. `dask` (a `schemas.config.DaskConfig`) scores the chunks on a
+    `header` is `data.header` (auto, first, none). Reads and scores `chunk_rows` rows at a time. `dask` (a `schemas.config.DaskConfig`) scores the chunks on a
     Dask cluster instead of in this process (`runner=dask`)."""
     backbone = backbone or trained_backbone(folder)
     labels = [str(label) for label in json.loads((folder / "model.json").read_text())["labels"]]
     started = time.perf_counter()
-    plan = check_file(data, text_col, labels, encoding, max_chars, max_file_mb, delimiter, on_invalid, chunk_rows)
+    plan = check_file(data, text_col, labels, encoding, max_chars, max_file_mb, delimiter, on_invalid, chunk_rows,
+                      header)
     checked = time.perf_counter() - started
     log.info("predict: %s rows in %d chunks of up to %d checked in %.1f s; scoring with %s", f"{plan.rows:,}",
              plan.chunks, chunk_rows, checked, folder.name)
-    job = ScoreJob(str(data), str(folder), str(backbone.path), text_col, max_chars, on_invalid, plan, batch_size)
+    job = ScoreJob(str(data), str(folder), str(backbone.path), plan.text_col, max_chars, on_invalid, plan, batch_size)
     out = Path(out)
     with atomic_path(out) as tmp:
         if dask is None:
             runner = "threads"
-            _write_chunks(job, tmp, 0, plan.chunks, Progress(plan.rows))
+            counts = _write_chunks(job, tmp, 0, plan.chunks, Progress(plan.rows))[1]
         else:
-            runner = _score_on_dask(job, tmp, dask)
+            runner, counts = _score_on_dask(job, tmp, dask)
     seconds = time.perf_counter() - started
     scored = plan.rows - plan.invalid
     rate = scored / seconds if seconds else 0.0
@@ -335,7 +374,7 @@ def predict_file(data: Path, out: Path, folder: Path, text_col: str, backbone: B
              f", {plan.invalid} invalid kept with an empty prediction and a reason" if plan.invalid else "", out)
     return {"rows": plan.rows, "scored": scored, "invalid_kept": plan.invalid, "model": folder.name,
             "seconds": round(seconds, 3), "check_seconds": round(checked, 3), "sentences_per_second": round(rate, 1),
-            "chunks": plan.chunks, "runner": runner, "labels": labels}
+            "chunks": plan.chunks, "runner": runner, "labels": labels, "predicted_counts": counts}
 
 
 @dataclass(frozen=True)
@@ -358,29 +397,33 @@ def _scorer(folder: str, backbone: str, batch_size: int) -> Scorer:
     return Scorer(Path(folder), Backbone.resolve(Path(backbone)), batch_size)
 
 
-def _write_chunks(job: ScoreJob, dest: Path, start: int, stop: int, progress: Progress | None = None) -> int:
+def _write_chunks(job: ScoreJob, dest: Path, start: int, stop: int,
+                  progress: Progress | None = None) -> tuple[int, dict[str, int]]:
     """Score chunks `start` to `stop` (exclusive) of the job's file and write them, in order, as one Parquet file
-    `dest`; returns the rows written."""
+    `dest`; returns the rows written and the count of each predicted label."""
     scorer = _scorer(job.folder, job.backbone, job.batch_size)
     reader = ChunkReader(Path(job.data), **job.plan.reading)
     if progress is not None:
         progress.restart()
-    rows = 0
+    rows, counts = 0, dict.fromkeys(scorer.labels, 0)
     with pq.ParquetWriter(dest, job.plan.schema, compression="zstd") as writer:
         for chunk in reader.chunks(start, stop, job.plan.scan):  # the columns the checking pass settled
             table = score_chunk(chunk, scorer, scorer.labels, job.data, job.text_col, job.max_chars, job.on_invalid,
                                 job.plan.schema)
             writer.write_table(table)
             rows += table.num_rows
+            for label, n in zip(*np.unique(table["predicted_label"].drop_null().to_numpy(zero_copy_only=False),
+                                           return_counts=True)):
+                counts[str(label)] += int(n)
             if progress is not None:
                 progress.add(table.num_rows)
-    return rows
+    return rows, counts
 
 
-def _score_on_dask(job: ScoreJob, dest: Path, cfg) -> str:
+def _score_on_dask(job: ScoreJob, dest: Path, cfg) -> tuple[str, dict[str, int]]:
     """Deal the chunks out to the Dask cluster in contiguous shards (`dask.shards`, default two per worker), each
     written to a part file beside `dest`, then join the parts into `dest` in input order; returns the runner's
-    description. The parts' folder is removed whatever happens."""
+    description and the count of each predicted label. The parts' folder is removed whatever happens."""
     from core.run.dask import dask_client
 
     parts = Path(tempfile.mkdtemp(prefix=f".{dest.name}.parts-", dir=dest.parent))
@@ -396,16 +439,47 @@ def _score_on_dask(job: ScoreJob, dest: Path, cfg) -> str:
             progress = Progress(job.plan.rows)
             from distributed import as_completed
 
+            counts: dict[str, int] = {}
             for future in as_completed(futures):
-                progress.add(future.result())
+                rows, shard_counts = future.result()
+                progress.add(rows)
+                for label, n in shard_counts.items():
+                    counts[label] = counts.get(label, 0) + n
             description = f"dask ({client.scheduler.address}, {workers} workers, {count} shards)"
         with pq.ParquetWriter(dest, job.plan.schema, compression="zstd") as writer:
             for i in range(count):
                 for batch in pq.ParquetFile(parts / f"{i:05d}.parquet").iter_batches():
                     writer.write_batch(batch)
-        return description
+        return description, counts
     finally:
         shutil.rmtree(parts, ignore_errors=True)
+
+
+def prediction_drift(folder: Path, counts: dict[str, int]) -> dict:
+    """The predicted labels' distribution against the labels of the model's own data: the true labels of its test
+    split (`predictions.parquet`, registered with the version; the split is a hash of each sentence, so its label
+    shares are the training data's up to sampling noise). Returns shares, the population stability index
+    PSI = sum over labels of (p - q) ln(p / q) (p: predicted share, q: reference share, each floored at 1e-4;
+    Siddiqi, *Credit Risk Scorecards*, 2006: < 0.1 stable, 0.1-0.25 a moderate shift, > 0.25 a large one) and
+    Pearson's chi-square goodness-of-fit test of the counts against the reference shares (`scipy.stats.chisquare`;
+    with thousands of rows it flags even a trivial shift: PSI is the one to act on)."""
+    from scipy.stats import chisquare
+
+    reference = pq.read_table(folder / "predictions.parquet", columns=["label"])["label"].to_pylist()
+    labels = list(counts)
+    ref_counts = np.array([sum(1 for r in reference if str(r) == label) for label in labels], dtype=float)
+    got = np.array([counts[label] for label in labels], dtype=float)
+    if not got.sum() or not ref_counts.sum():
+        return {"rows": int(got.sum()), "reference_rows": int(ref_counts.sum()), "psi": None}
+    p, q = np.maximum(got / got.sum(), 1e-4), np.maximum(ref_counts / ref_counts.sum(), 1e-4)
+    psi = float(np.sum((p - q) * np.log(p / q)))
+    chi = chisquare(got, q / q.sum() * got.sum())
+    verdict = "stable" if psi < 0.1 else "moderate shift" if psi < 0.25 else "large shift"
+    return {"rows": int(got.sum()), "reference_rows": int(ref_counts.sum()),
+            "predicted_share": {label: round(float(v), 4) for label, v in zip(labels, got / got.sum())},
+            "reference_share": {label: round(float(v), 4) for label, v in zip(labels, ref_counts / ref_counts.sum())},
+            "psi": round(psi, 4), "verdict": verdict, "chi_square": round(float(chi.statistic), 3),
+            "chi_square_p": float(chi.pvalue)}
 
 
 def _to_arrow(frame: pd.DataFrame, schema: pa.Schema | None = None) -> pa.Table:

@@ -11,8 +11,12 @@ are collected over a whole pass (`file_failures`) so that one report lists every
 
 How each type streams: Parquet by record batches (`pyarrow.parquet.ParquetFile.iter_batches`); CSV/TSV and
 JSON lines line by line from the binary file (each line decoded on its own, which is how `read_raw` reports
-undecodable lines anyway), CSV through `csv.reader` over those lines (quoted newlines included). An encoding
-in which a newline is not the byte 0x0a (UTF-16, UTF-32) cannot be split by lines: such a file is decoded whole.
+undecodable lines anyway), CSV through `csv.reader` over those lines (quoted newlines included). Where the
+whole-file reader decides from the whole file, or the file cannot be split by lines, the file is read whole by
+`read_raw` itself and then handed out in chunks (memory then grows with that file; the result is the same):
+a UTF-16/32 file (a byte-order mark, or one without), Excel's `sep=` first line, a JSON array in a .json file,
+`data.header=none`, a header that looks like a data row (`data.header=auto`), rows that all end in a trailing
+delimiter. Each is rare in files of millions of rows, which exporters write plainly.
 """
 
 from __future__ import annotations
@@ -49,6 +53,8 @@ class Scan:
     notes: list[str] = field(default_factory=list)
     delimiter: str | None = None
     read_as: list = field(default_factory=list)  # the same columns under the names chunks are read with
+    whole: bool = False  # read whole by read_raw (see the module's docstring), then handed out in chunks
+    data_like_header: str | None = None  # as RawTable's: line 1 may be a data row, not a header
 
 
 class ChunkReader:
@@ -57,11 +63,12 @@ class ChunkReader:
     large, empty)."""
 
     def __init__(self, path: Path, encoding: str = "utf-8", max_file_mb: int = 512, delimiter: str = "auto",
-                 chunk_rows: int = CHUNK_ROWS):
+                 chunk_rows: int = CHUNK_ROWS, header: str = "auto"):
         if chunk_rows < 1:
             raise ValueError(f"chunk_rows must be >= 1, got {chunk_rows}")
         self.path, self.name = Path(path), str(path)
-        self.encoding, self.delimiter_setting, self.chunk_rows = encoding, delimiter, chunk_rows
+        self.encoding, self.delimiter_setting, self.chunk_rows, self.header = encoding, delimiter, chunk_rows, header
+        self.max_file_mb = max_file_mb
         require_file(self.path)
         self.fmt = FORMATS.get(self.path.suffix.lower())
         if self.fmt is None:
@@ -81,6 +88,8 @@ class ChunkReader:
         self.columns: list[str] | None = None  # set by `scan`: every chunk after it has exactly these
         self._kept: list | None = None  # the same columns under the names the chunks are read with
         self._header: list[str] | None = None  # CSV/TSV: the header (chunks are read with positions as names)
+        self._whole = False
+        self._data_like: str | None = None
         self.delimiter: str | None = None
         self.notes: list[str] = []
 
@@ -90,6 +99,13 @@ class ChunkReader:
         """One pass over the whole file: the columns to keep, the row count, the notes; `visit` is called with each
         chunk as read (the file's column names, before any is dropped). Raises `InvalidData` listing every fault
         of the whole file (undecodable lines, an unreadable CSV, a repeated header, no rows)."""
+        try:
+            return self._scan(visit)
+        except _Whole:
+            self._whole = True  # the whole-file reader decides this file (see the module's docstring)
+            return self._scan(visit)
+
+    def _scan(self, visit: Callable[[RawTable], None] | None) -> Scan:
         rows, seen, holding = 0, [], set()
         for chunk in self._chunks():
             rows += chunk.rows_read
@@ -116,7 +132,7 @@ class ChunkReader:
         self.columns = names
         for note in notes:
             log.info("%s: %s", self.name, note)
-        return Scan(self.columns, rows, notes, self.delimiter, self._kept)
+        return Scan(self.columns, rows, notes, self.delimiter, self._kept, self._whole, self._data_like)
 
     def _name(self, column):
         """A column's name in the file (CSV/TSV columns are read under their positions: names may repeat)."""
@@ -127,7 +143,7 @@ class ChunkReader:
         `scan` kept (this reader's own `scan()`, or the `Scan` another process made of the same file). Chunks
         before `start` are read and skipped (cheap next to scoring)."""
         if scan is not None:
-            self.columns, self._kept = scan.columns, scan.read_as
+            self.columns, self._kept, self._whole = scan.columns, scan.read_as, scan.whole
         if self.columns is None:
             raise RuntimeError("ChunkReader.scan() must run before chunks()")
         kept = self._kept
@@ -142,13 +158,49 @@ class ChunkReader:
     # ------------------------------------------------------------------------------------------ by file type
 
     def _chunks(self) -> Iterator[RawTable]:
-        self.file_failures, self.notes = [], []
-        if self.fmt == "parquet":
+        self.file_failures, self.notes, self._header, self._data_like = [], [], None, None
+        if self._whole or self._needs_whole():
+            self._whole = True
+            yield from self._from_whole()
+        elif self.fmt == "parquet":
             yield from self._parquet()
         elif self.fmt == "jsonl":
             yield from self._jsonl()
         else:
             yield from self._delimited()
+
+    def _needs_whole(self) -> bool:
+        """What the file's first bytes show the whole-file reader must read (see the module's docstring)."""
+        if self.fmt == "parquet":
+            return False
+        if self.fmt in ("csv", "tsv") and self.header == "none":
+            return True
+        with open(self.path, "rb") as handle:
+            head = handle.read(4096)
+        if self.encoding.lower().replace("_", "-") in ("utf-8", "utf8", "utf-8-sig") and (
+                any(head.startswith(mark) for mark, _ in readers.BOMS) or readers._looks_like_utf16(head)):
+            return True
+        first = head.split(b"\n", 1)[0].decode("utf-8", errors="replace").rstrip("\r")
+        if self.fmt == "jsonl":
+            return head.lstrip(codecs.BOM_UTF8 + b" \t\r\n").startswith(b"[")
+        return bool(readers._EXCEL_SEP.match(first))
+
+    def _from_whole(self) -> Iterator[RawTable]:
+        """`read_raw`'s table of the whole file, handed out in chunks of rows (parsed and unparsed, in file order)."""
+        raw = readers.read_raw(self.path, self.encoding, self.max_file_mb, self.delimiter_setting, blank_lines="rows",
+                               header=self.header)  # logs its own notes
+        self.delimiter, self._data_like = raw.delimiter, raw.data_like_header
+        located = [f for f in raw.failures if f.location.startswith(("line ", "row "))]
+        others = [f for f in raw.failures if f not in located]
+        items = sorted([(_line(loc), i, None) for i, loc in enumerate(raw.locations)]
+                       + [(_line(f.location), -1, f) for f in located], key=lambda item: item[0])
+        frame = raw.frame.reset_index(drop=True)
+        for start in range(0, max(len(items), 1), self.chunk_rows):
+            part = items[start: start + self.chunk_rows]
+            rows = [i for _, i, f in part if f is None]
+            yield RawTable(frame.iloc[rows].reset_index(drop=True), [raw.locations[i] for i in rows],
+                           (others if start == 0 else []) + [f for _, _, f in part if f is not None],
+                           delimiter=raw.delimiter, data_like_header=raw.data_like_header)
 
     def _parquet(self) -> Iterator[RawTable]:
         try:
@@ -255,7 +307,7 @@ class ChunkReader:
                 pass
             return
         self._header = None
-        delimiter, how = readers._choose_delimiter(sample, self.fmt, self.delimiter_setting, self.name)
+        delimiter, how = readers._choose_delimiter(sample, self.fmt, self.delimiter_setting, self.name, self.header)
         self.delimiter = delimiter
         self.notes.append(f"columns separated by '{readers.show_invisible(delimiter)}' ({how})")
         kind = readers._delimiter_word(delimiter)[:-1] if delimiter in readers.DELIMITER_NAMES else repr(delimiter)
@@ -278,6 +330,9 @@ class ChunkReader:
                         continue
                     header = [h.strip() for h in fields]
                     self._header = header
+                    header_key = [h.casefold() for h in header]
+                    if self.header == "auto" and any(readers._looks_like_data(h) for h in header):
+                        raise _Whole()  # line 1 may be a data row: the whole-file reader words it
                     continue
                 if readers._is_blank(fields):
                     pending.append((start, fields))
@@ -289,7 +344,15 @@ class ChunkReader:
                         yield _delimited_table(len(header), records, locations, failures)
                         records, locations, failures = [], [], []
                 pending = []
-                if len(fields) != len(header):
+                if len(fields) > len(header) and not any(f.strip() for f in fields[len(header):]):
+                    raise _Whole()  # a trailing delimiter: on every row (an unnamed empty column) or not, file-wide
+                if self.header == "auto" and readers._data_like_header(header, [(start, fields)]):
+                    raise _Whole()  # a header name found as a value in its own column: line 1 may be a data row
+                if len(fields) >= 2 and [f.strip().casefold() for f in fields] == header_key:
+                    failures.append(Failure(self.name, f"line {start}", "", "this line repeats the header (two "
+                                            "exports joined into one file?): delete it",
+                                            readers._preview(delimiter.join(fields))))
+                elif len(fields) != len(header):
                     failures.append(Failure(self.name, f"line {start}", "", f"row has {len(fields)} fields, the "
                                             f"header has {len(header)} (an unquoted {kind} or quote?)",
                                             readers._preview(delimiter.join(fields))))
@@ -316,6 +379,15 @@ class ChunkReader:
                 records, locations, failures = [], [], []
         if records or failures or self.columns is None:
             yield _delimited_table(len(header), records, locations, failures)
+
+
+class _Whole(Exception):
+    """The file is one the whole-file reader must decide (see the module's docstring): read it whole."""
+
+
+def _line(location: str) -> int:
+    tail = location.rpartition(" ")[2]
+    return int(tail) if tail.isdigit() else 0
 
 
 def _delimited_table(width: int, records: list, locations: list[str], failures: list[Failure]) -> RawTable:
