@@ -94,6 +94,13 @@ def publish_scoring(name: str, figures: dict) -> None:
     from core.reports.dashboard import artifact_key
 
     drift = figures["drift"]
+    create_markdown_artifact(markdown=scoring_markdown(figures), key=artifact_key(name, "scoring"),
+                             description=f"flows.predict: {figures['rows']:,} rows, PSI {drift.get('psi')}")
+
+
+def scoring_markdown(figures: dict) -> str:
+    """The scoring artifact's text (see `publish_scoring`)."""
+    drift = figures["drift"]
     lines = [f"# Scoring with {figures['model']}", "",
              f"**{figures['rows']:,} rows** scored ({figures['scored']:,} predicted, {figures['invalid_kept']:,} "
              f"invalid kept) in **{figures['seconds']:.1f} s** ({figures['sentences_per_second']:.0f} sentences/s, "
@@ -105,8 +112,7 @@ def publish_scoring(name: str, figures: dict) -> None:
         lines += ["", f"Drift of the predictions: PSI **{drift['psi']:.3f}** ({drift['verdict']}; < 0.1 stable, "
                       f"0.1-0.25 moderate, > 0.25 large); chi-square {drift['chi_square']:.1f}, p = "
                       f"{drift['chi_square_p']:.2g} (reference: the model's {drift['reference_rows']:,} test rows)."]
-    create_markdown_artifact(markdown="\n".join(lines), key=artifact_key(name, "scoring"),
-                             description=f"flows.predict: {figures['rows']:,} rows, PSI {drift.get('psi')}")
+    return "\n".join(lines)
 
 
 def build_parser() -> argparse.ArgumentParser:
