@@ -47,7 +47,8 @@ class ApprovalForm(RunInput):
 
     decision: Literal["approve", "reject"] = Field(description="approve: make the candidate the champion; "
                                                                "reject: keep the current champion")
-    reviewer: str = Field(min_length=1, description="your name: recorded in the registry's promotion log")
+    reviewer: str = Field(min_length=1, description="your name: recorded in the registry's promotion log as typed "
+                                                    "(the form cannot verify it; see README, four-eyes)")
     comment: str = Field("", description="why (recorded with the decision)")
 
 
@@ -60,8 +61,9 @@ class ReviewedDecision(GateDecision):
 
 
 def commands(name: str, version: str, workdir: Any) -> dict[str, str]:
-    """The commands that approve or reject a candidate from the command line."""
-    common = f"{version} --workdir {workdir} --name {name} --reviewer NAME --comment TEXT"
+    """The commands that approve or reject a candidate from the command line: run by an OS account other than
+    the one that started the run (the reviewer's identity is the account; `--reviewer NAME` may add a name)."""
+    common = f"{version} --workdir {workdir} --name {name} --comment TEXT"
     return {"approve": f"python -m flows.registry approve {common}",
             "reject": f"python -m flows.registry reject {common}"}
 
@@ -110,11 +112,14 @@ def review(run: Any, release: Release, decision: GateDecision, gate_cfg: Any) ->
         outcome = _record(run, release, decision, "approval timed out", why, promoted=False,
                           approval={"status": "expired", "report": str(report)})
     else:
-        via = f"Prefect UI (flow run {run.run_id})"
+        # Nothing authenticates the form's answer on a plain Prefect server: the typed name is recorded as typed
+        # and marked unauthenticated; four-eyes can only refuse a typed name equal to the starter's.
+        via = f"Prefect UI form (flow run {run.run_id}; typed name, not authenticated)"
         details = {"reviewer": answer.reviewer, "comment": answer.comment, "via": via, "report": str(report)}
         if answer.decision == "approve":
             try:
-                pointer = registry.approve(workdir, name, version, answer.reviewer, answer.comment, via=via)
+                pointer = registry.approve(workdir, name, version, answer.reviewer, answer.comment, via=via,
+                                           authenticated=False)
             except registry.RegistryError as exc:
                 why = f"approved by {answer.reviewer}, but the registry refused: {exc}"
                 log.error("approval of %s: %s", version, why)
@@ -126,7 +131,7 @@ def review(run: Any, release: Release, decision: GateDecision, gate_cfg: Any) ->
                 outcome = _record(run, release, decision, "promote", why, promoted=True,
                                   approval={"status": "approved", "at": pointer.get("approved_at"), **details})
         else:
-            registry.reject(workdir, name, version, answer.reviewer, answer.comment, via=via)
+            registry.reject(workdir, name, version, answer.reviewer, answer.comment, via=via, authenticated=False)
             why = f"rejected by {answer.reviewer}" + (f": {answer.comment}" if answer.comment else "") + "; not promoted"
             log.warning("version %s of %s %s", version, name, why)
             outcome = _record(run, release, decision, "rejected", why, promoted=False,

@@ -52,7 +52,8 @@ def promote(model: ArtifactRef, evaluation: ArtifactRef, decision: GateDecision,
                 reason = (f"the champion changed to {current} while this run was being gated against "
                           f"{decision.champion_version}; not promoted: run again to challenge the new champion")
         if promoted and approval == "manual":
-            registry.propose(workdir, name, version, decision.champion_version, str(lineage.get("run_id")), reason)
+            registry.propose(workdir, name, version, decision.champion_version, str(lineage.get("run_id")), reason,
+                             started_by=lineage.get("started_by"))
             log.info("promote: %s version %s passed the gate and awaits approval (gate.approval=manual)", name, version)
             return Release(name=name, version=version, path=str(path.resolve()), promoted=False,
                            reason=f"{reason}; awaiting a reviewer's approval (gate.approval=manual)",

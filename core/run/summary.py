@@ -78,7 +78,9 @@ def drift_baselines(workdir: Path, model_name: str) -> Baselines:
 
 
 def lineage(cfg: RetrainConfig, run_id: str | None, validated: ArtifactRef) -> dict[str, Any]:
-    """Where a model came from: run, data, configuration, code, and the champion it challenged (read now)."""
+    """Where a model came from: run, who started it (core.run.identity.run_starter), data, configuration, code,
+    and the champion it challenged (read now)."""
+    from core.run.identity import run_starter
     from core.storage.registry import champion
     from core.storage.versions import code_version
 
@@ -89,7 +91,8 @@ def lineage(cfg: RetrainConfig, run_id: str | None, validated: ArtifactRef) -> d
     return {"run_id": run_id, "dataset_path": str(Path(cfg.data.path).resolve()),
             "dataset_sha256": validated.meta["source_sha256"], "validated_sha256": validated.sha256,
             "config": cfg.model_dump(mode="json", by_alias=True),
-            "code_version": code_version("tasks.finetune"), "parent_champion": parent}
+            "code_version": code_version("tasks.finetune"), "parent_champion": parent,
+            "started_by": run_starter(run_id)}
 
 
 def history(workdir: Path) -> list[dict[str, Any]]:
