@@ -82,7 +82,7 @@ def review(run: Any, release: Release, decision: GateDecision, gate_cfg: Any) ->
     so summary.json, the run report and the history say it. Returns the (possibly updated) release.
     """
     workdir, name, version = run.workdir, release.name, release.version
-    report = _write_report(run, release)
+    report = _write_report(run, release) or "(not written: see the warning above)"
     if not release.awaiting_approval:
         return release
     how = commands(name, version, workdir.resolve())
@@ -142,10 +142,21 @@ def review(run: Any, release: Release, decision: GateDecision, gate_cfg: Any) ->
 
 def _write_report(run: Any, release: Release):
     """The version's report, with the data section of the run that registered it (a re-run of the same model
-    returns the existing version: its report keeps describing the run that trained it)."""
-    lineage = json.loads((registry.version_dir(run.workdir, release.name, release.version) / "lineage.json").read_text())
-    own = str(lineage.get("run_id")) == str(run.run_id)
-    return model_report.write_report(run.workdir, release.name, release.version, run.summary() if own else None)
+    returns the existing version: its report keeps describing the run that trained it). Returns its path, or None
+    if it could not be drawn: a report is a view of the registry and never fails the run, which may already have
+    moved the champion (the failure is logged and kept in summary.json's `report_error`)."""
+    try:
+        lineage = json.loads((registry.version_dir(run.workdir, release.name, release.version) / "lineage.json")
+                             .read_text())
+        own = str(lineage.get("run_id")) == str(run.run_id)
+        path = model_report.write_report(run.workdir, release.name, release.version, run.summary() if own else None)
+    except Exception as exc:  # noqa: BLE001 (see above)
+        run.report_error = f"{type(exc).__name__}: {exc}"
+        log.warning("the model report of %s version %s was not written (%s); the run, its summary and the registry "
+                    "are complete", release.name, release.version, run.report_error)
+        return None
+    run.report_error = None
+    return path
 
 
 def _record(run: Any, release: Release, decision: GateDecision, verdict: str, reason: str, promoted: bool,

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from core.reports import dashboard as report
+from core.run import faults
 from core.run.errors import InvalidData
 from core.storage.artifacts import ArtifactRef, artifact_dir, atomic_path, write_json_atomic
 from schemas.config import RetrainConfig
@@ -175,10 +176,15 @@ def write_summary(workdir: Path, run_id: str, content: dict[str, Any], validated
     the summary's absolute path."""
     path = (run_dir(workdir, run_id) / "summary.json").resolve()
     write_json_atomic(path, content)
-    if "drift" in content:
-        report.publish_drift(content["drift"])
-    report.publish_run(content, history(workdir))
     write_json_atomic(Path(workdir) / "runs" / LATEST_SUCCESS,
                       {"run_id": run_id, "validated": validated.model_dump(mode="json")})
+    try:  # the dashboard is a view of what is recorded: it never fails a run (the champion may have moved)
+        faults.point("report:publish")
+        if "drift" in content:
+            report.publish_drift(content["drift"])
+        report.publish_run(content, history(workdir))
+    except Exception as exc:  # noqa: BLE001
+        log.warning("the run's dashboard artifacts were not published (%s: %s); summary.json and the registry are "
+                    "complete", type(exc).__name__, exc)
     log.info("summary written to %s", path)
     return path
