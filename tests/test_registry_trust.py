@@ -207,3 +207,26 @@ def test_a_version_named_on_the_command_line_must_be_a_plain_name(tmp_path, caps
     for command in (["show", version], ["promote", version], ["approve", version]):
         assert registry_cli.main(["--workdir", str(tmp_path), "--name", "m", *command]) == 1
         assert "is not a version of this registry" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------------------------ leftovers
+
+def test_prune_removes_what_killed_registrations_left_and_counts_every_byte(tmp_path):
+    from tasks.prune import prune
+
+    for v in ("v1", "v2", "v3"):
+        _version(tmp_path, v)
+    registry.promote(tmp_path, "m", "v2", "first")
+    registry.promote(tmp_path, "m", "v3", "champion")  # v2 stays as its predecessor, v1 goes
+    versions = registry.model_root(tmp_path, "m") / "versions"
+    staging = versions / ".staging.abc123"  # a registration killed while copying (what `register` names them)
+    (staging / "saved_model").mkdir(parents=True)
+    (staging / "saved_model" / "big.bin").write_bytes(b"x" * 100_000)
+    (versions / ".deleting-v0").mkdir()  # a prune killed while deleting
+    (versions / ".deleting-v0" / "model.keras").write_bytes(b"y" * 5_000)
+    expected = sum(registry.tree_size(versions / v) for v in ("v1", ".staging.abc123", ".deleting-v0"))
+    dry = prune(tmp_path, keep=1, dry_run=True, grace_seconds=0)
+    assert dry["versions"]["m"] == ["v1"] and dry["bytes"] == expected and staging.exists()
+    done = prune(tmp_path, keep=1, grace_seconds=0)
+    assert done["versions"]["m"] == ["v1"] and done["bytes"] == expected
+    assert sorted(p.name for p in versions.iterdir()) == ["v2", "v3"]

@@ -140,6 +140,7 @@ def register(model: ArtifactRef, evaluation: ArtifactRef, name: str, lineage: di
              workdir: Path) -> str:
     """Register a trained model with its evaluation as an immutable version (once per model); returns it."""
     with locked(workdir, name):
+        remove_leftovers(workdir, name)
         if existing := find_registered(workdir, name, model.sha256):
             return existing
         version = new_version(model)
@@ -350,17 +351,46 @@ def protected_versions(workdir: Path, name: str) -> set[str]:
     return keep
 
 
-def prune_versions(workdir: Path, name: str, keep_latest: int) -> list[str]:
-    """Delete versions other than the champion, its predecessor and the `keep_latest` newest; returns them."""
+def prune_versions(workdir: Path, name: str, keep_latest: int, dry_run: bool = False) -> tuple[list[str], int]:
+    """Delete versions other than the champion, its predecessor and the `keep_latest` newest, and what killed
+    registrations left (`remove_leftovers`); returns the versions and the bytes freed (with `dry_run`: that would
+    be)."""
     with locked(workdir, name):
         all_versions = [entry["version"] for entry in versions(workdir, name)]
         keep = protected_versions(workdir, name) | set(all_versions[-keep_latest:] if keep_latest else [])
-        removed = []
+        removed, freed = [], 0
         for version in all_versions:
             if version not in keep:
-                _remove_tree(version_dir(workdir, name, version))
+                freed += tree_size(version_dir(workdir, name, version))
+                if not dry_run:
+                    _remove_tree(version_dir(workdir, name, version))
                 removed.append(version)
-        return removed
+        return removed, freed + remove_leftovers(workdir, name, dry_run)
+
+
+def remove_leftovers(workdir: Path, name: str, dry_run: bool = False) -> int:
+    """Remove the half-assembled `.staging.*` and half-deleted `.deleting-*` folders a killed registration or
+    prune left in `versions/`; call with the registry lock held (then no registration is under way). Returns the
+    bytes freed (with `dry_run`: that would be)."""
+    folder = model_root(workdir, name) / "versions"
+    freed = 0
+    for path in sorted(folder.glob(".*")) if folder.is_dir() else []:
+        if path.name.startswith((".staging.", ".deleting-")):
+            freed += tree_size(path)
+            if not dry_run:
+                shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
+                log.info("registry: removed %s, left by a killed registration or prune", path)
+    return freed
+
+
+def tree_size(path: Path) -> int:
+    """Bytes of the files under `path` (or of the file `path`); 0 if it is gone."""
+    try:
+        if path.is_dir():
+            return sum(p.stat().st_size for p in path.rglob("*") if p.is_file() and not p.is_symlink())
+        return path.stat().st_size
+    except OSError:
+        return 0
 
 
 # ------------------------------------------------------------------------------ four-eyes approval
