@@ -203,7 +203,7 @@ def test_labels_that_are_mathtext_and_markup_train_promote_and_report(prefect_ap
 
 @pytest.mark.parametrize("fault", ["report:render=bug", "report:publish=bug"])
 def test_a_report_that_fails_after_promotion_does_not_fail_the_run(prefect_api, tmp_path: Path, capsys, monkeypatch,
-                                                                   fault):
+                                                                   caplog, fault):
     data = write_csv(tmp_path / "d.csv", first_per_label(30))
     monkeypatch.setenv(faults.ENV, fault)
     try:
@@ -216,9 +216,22 @@ def test_a_report_that_fails_after_promotion_does_not_fail_the_run(prefect_api, 
     assert registry.champion(tmp_path / "w", "default")["version"] == summary["model"]["version"]
     if fault.startswith("report:render"):
         assert "injected failure at report:render" in summary["report_error"]
-        assert "was not written" in captured.err
+        assert "was not written" in caplog.text
     else:
-        assert "dashboard artifacts were not published" in captured.err
+        assert "dashboard artifacts were not published" in caplog.text
+
+
+def test_a_failed_run_leaves_no_pickle_of_its_data_in_prefects_storage(api, tmp_path: Path):
+    """Prefect always writes a failed flow run's exception to its default result storage; the flows' serializer
+    keeps only the exception's type there (the rows it quotes stay in our own run folder)."""
+    data = write_csv(tmp_path / "d.csv", [{"text": "a line holding hunter2-secret", "label": "only"}] * 3)
+    failed = run_cli("flows.retrain", "--data", str(data), "--workdir", str(tmp_path / "w"), home=tmp_path, env=api)
+    assert failed.returncode == 65, failed.stderr[-2000:]
+    stored = [path for path in (tmp_path / ".prefect-home").rglob("*") if path.is_file() and path.suffix != ".db"
+              and "storage" in path.parts]
+    assert stored, "Prefect wrote no failure record: the test no longer sees what it checks"
+    for path in stored:
+        assert json.loads(path.read_text()) == {"error": "InvalidData"}, path
 
 
 def test_unwritable_workdir_names_the_path(tmp_path: Path, capsys):
