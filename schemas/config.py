@@ -195,7 +195,8 @@ class GateConfig(Section):
     approval: Literal["auto", "manual"] = Field(
         "auto", description="auto: a challenger that passes the gate becomes champion; manual: it becomes a "
                             "candidate that a second person approves (Prefect UI form, or `flows.registry approve`)")
-    approval_timeout: int = Field(86400, ge=1, description="seconds a paused deployment run waits for a reviewer")
+    approval_timeout: int = Field(86400, ge=1, description="seconds a candidate waits for a reviewer: a paused "
+                                                           "deployment run, or `flows.registry approve`, after which it expires")
 
 
 class ModelConfig(Section):

@@ -230,3 +230,31 @@ def test_prune_removes_what_killed_registrations_left_and_counts_every_byte(tmp_
     done = prune(tmp_path, keep=1, grace_seconds=0)
     assert done["versions"]["m"] == ["v1"] and done["bytes"] == expected
     assert sorted(p.name for p in versions.iterdir()) == ["v2", "v3"]
+
+
+# ------------------------------------------------------------------------------------------------ candidates
+
+def test_a_candidate_expires_after_the_approval_timeout(tmp_path, capsys):
+    import time
+
+    _version(tmp_path, "v1")
+    entry = registry.propose(tmp_path, "m", "v1", None, "run-1", "better", started_by=STARTER, expires_in=1)
+    assert entry["expires_at"] > entry["proposed_at"]
+    time.sleep(1.2)
+    assert registry.approval_record(tmp_path, "m", "v1")["status"] == "expired"  # read-only commands say so
+    with pytest.raises(registry.RegistryError, match="not awaiting approval: it was expired .*gate.approval_timeout"):
+        registry.approve(tmp_path, "m", "v1", "bob")
+    assert registry.candidate(tmp_path, "m") is None and registry.champion(tmp_path, "m") is None
+    assert registry_cli.main(["--workdir", str(tmp_path), "--name", "m", "promote", "v1"]) == 0  # no longer a candidate
+
+
+def test_a_later_candidate_replaces_an_earlier_one_loudly(tmp_path, caplog):
+    for v, f1 in (("v1", 0.9), ("v2", 0.6)):
+        folder = _version(tmp_path, v)
+        (folder / "metrics.json").write_text(json.dumps({"test": {"accuracy": f1, "macro_f1": f1}}))
+    registry.propose(tmp_path, "m", "v1", None, "run-1", "better", started_by=STARTER)
+    entry = registry.propose(tmp_path, "m", "v2", None, "run-2", "better", started_by=STARTER)
+    assert entry["replaced"] == {"version": "v1", "run_id": "run-1", "proposed_at": entry["replaced"]["proposed_at"],
+                                 "macro_f1": 0.9, "new_macro_f1": 0.6}
+    assert "candidate v1 of m (run run-1, test macro-F1 0.9)" in caplog.text and "replaced by v2" in caplog.text
+    assert registry.approval_record(tmp_path, "m", "v1")["status"] == "superseded"

@@ -103,6 +103,11 @@ def test_two_runs_at_once_both_finish_and_agree(api, tmp_path: Path):
     assert summaries[0]["model"]["version"] == summaries[1]["model"]["version"]  # registered once
     assert len(registry.versions(tmp_path / "w", "default")) == 1
     assert _assert_consistent(tmp_path / "w") == summaries[0]["model"]["version"]
+    # One champion change, and one summary that claims it; the other says why it did not promote.
+    assert sorted(summary["promoted"] for summary in summaries) == [False, True]
+    assert len(registry.promotion_log(tmp_path / "w", "default")) == 1
+    other = next(summary for summary in summaries if not summary["promoted"])
+    assert other["promotion_reason"], other
 
 
 @pytest.fixture(scope="module")
@@ -232,6 +237,34 @@ def test_a_failed_run_leaves_no_pickle_of_its_data_in_prefects_storage(api, tmp_
     assert stored, "Prefect wrote no failure record: the test no longer sees what it checks"
     for path in stored:
         assert json.loads(path.read_text()) == {"error": "InvalidData"}, path
+
+
+def test_a_full_disk_while_exporting_the_saved_model_is_our_disk_full_error(trained, tmp_path: Path):
+    """A real full file system (a small tmpfs): TensorFlow's own error becomes OSError(ENOSPC) naming the folder,
+    which the command line reports as `the disk is full`. Needs root, to mount it."""
+    import errno
+    import shutil
+
+    if os.geteuid() != 0 or not shutil.which("mount"):
+        pytest.skip("mounting a small tmpfs needs root")
+    version = registry.champion(trained / "w", "default")["version"]
+    source = registry.version_dir(trained / "w", "default", version)
+    small = tmp_path / "small"
+    small.mkdir()
+    needed = sum((source / f).stat().st_size for f in ("model.keras", "model.json", "lineage.json"))
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={needed + 2_000_000}", "tmpfs", str(small)],
+                             capture_output=True, text=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
+    try:
+        for name in ("model.keras", "model.json"):
+            shutil.copy2(source / name, small / name)
+        lineage = json.loads((source / "lineage.json").read_text())
+        with pytest.raises(OSError) as raised:
+            registry._export(small, lineage)
+        assert raised.value.errno == errno.ENOSPC and raised.value.filename == str(small / "saved_model")
+    finally:
+        subprocess.run(["umount", "-l", str(small)], check=False)
 
 
 def test_unwritable_workdir_names_the_path(tmp_path: Path, capsys):

@@ -167,6 +167,7 @@ def summary(cfg: RetrainConfig, run_id: str, stages: dict[str, dict[str, Any]], 
     if release := refs.get("promote"):
         out["model"] = {"name": release.name, "version": release.version, "path": release.path}
         out["promoted"] = release.promoted
+        out["promotion_reason"] = release.reason  # why (not): the gate's reason, or what promote found after it
     return out
 
 

@@ -29,13 +29,14 @@ from, the champion pointer included.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import logging
 import os
 import shutil
 import time
 from collections.abc import Iterator
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -242,7 +243,15 @@ def _export(folder: Path, lineage: dict[str, Any]) -> None:
         raise RegistryError(f"cannot export the model: it was trained on the backbone with sha256 "
                             f"{str(card.get('backbone_sha256'))[:12]}, but its run names {backbone.path} "
                             f"({backbone.sha256[:12]})")
-    export_saved_model(folder / "model.keras", card, backbone.path, folder / SAVED_MODEL)
+    try:
+        export_saved_model(folder / "model.keras", card, backbone.path, folder / SAVED_MODEL)
+    except OSError:
+        raise
+    except Exception as exc:  # noqa: BLE001 (TensorFlow reports a full disk as its own error types)
+        if "no space left on device" not in str(exc).lower():
+            raise
+        raise OSError(errno.ENOSPC, "No space left on device (writing the SavedModel)",
+                      str(folder / SAVED_MODEL)) from None
 
 
 def champion(workdir: Path, name: str) -> dict[str, Any] | None:
@@ -412,25 +421,64 @@ def candidate(workdir: Path, name: str) -> dict[str, Any] | None:
 
 
 def propose(workdir: Path, name: str, version: str, champion_version: str | None, run_id: str,
-            reason: str, started_by: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Make `version` the candidate awaiting approval (superseding any earlier one); idempotent. `started_by`
-    (core.run.identity.run_starter) is who started the run: no reviewer may be them."""
+            reason: str, started_by: dict[str, Any] | None = None, expires_in: int | None = None) -> dict[str, Any]:
+    """Make `version` the candidate awaiting approval for `expires_in` seconds (gate.approval_timeout; None: no
+    limit), superseding any earlier one; idempotent. `started_by` (core.run.identity.run_starter) is who
+    started the run: no reviewer may be them. A candidate it replaces is named in the returned entry's
+    `replaced` (version, run, test macro-F1 of both) and logged as a warning: never replaced silently."""
     with locked(workdir, name):
+        withdraw_expired(workdir, name)
         pending = candidate(workdir, name)
         if pending and pending["version"] == version and pending.get("champion_version") == champion_version:
             return pending
+        replaced = None
         if pending and pending["version"] != version:
+            replaced = {"version": pending["version"], "run_id": pending.get("run_id"),
+                        "proposed_at": pending.get("proposed_at"), "macro_f1": _macro_f1(workdir, name, pending["version"]),
+                        "new_macro_f1": _macro_f1(workdir, name, version)}
             _append_log(workdir, name, {"action": "superseded", "version": pending["version"], "by": version,
                                         "at": _now(), "run_id": pending.get("run_id")}, REVIEWS)
+            log.warning("registry: candidate %s of %s (run %s, test macro-F1 %s) awaiting approval since %s is replaced "
+                        "by %s (test macro-F1 %s); only the latest candidate can be approved", pending["version"], name,
+                        pending.get("run_id"), replaced["macro_f1"], pending.get("proposed_at"), version,
+                        replaced["new_macro_f1"])
+        now = datetime.now(timezone.utc)
         entry = {"version": version, "champion_version": champion_version, "run_id": run_id,
-                 "proposed_at": _now(), "gate_reason": reason, "started_by": started_by}
+                 "proposed_at": now.isoformat(timespec="seconds"), "gate_reason": reason, "started_by": started_by,
+                 "expires_at": (now + timedelta(seconds=expires_in)).isoformat(timespec="seconds") if expires_in else None,
+                 **({"replaced": replaced} if replaced else {})}
         write_json_atomic(model_root(workdir, name) / CANDIDATE, entry)
         _append_log(workdir, name, {"action": "candidate", "at": entry["proposed_at"], **entry}, REVIEWS)
         return entry
 
 
+def _macro_f1(workdir: Path, name: str, version: str) -> float | None:
+    try:
+        return json.loads((version_dir(workdir, name, version) / "metrics.json").read_text())["test"]["macro_f1"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def expired(entry: dict[str, Any] | None, now: datetime | None = None) -> bool:
+    """Whether the candidate `entry` is past its `expires_at` (a candidate without one never expires)."""
+    at = (entry or {}).get("expires_at")
+    return bool(at) and datetime.fromisoformat(at) <= (now or datetime.now(timezone.utc))
+
+
+def withdraw_expired(workdir: Path, name: str) -> dict[str, Any] | None:
+    """Withdraw the candidate if it is past its `expires_at` (recorded as `expired` in the review log); returns
+    the review entry, or None if there was nothing to withdraw."""
+    with locked(workdir, name):
+        pending = candidate(workdir, name)
+        if not expired(pending):
+            return None
+        return expire(workdir, name, pending["version"], f"no reviewer approved it before {pending['expires_at']} "
+                                                         "(gate.approval_timeout); not promoted")
+
+
 def _pending(workdir: Path, name: str, version: str) -> dict[str, Any]:
     """The candidate entry of `version`; raises `RegistryError` saying why it cannot be reviewed."""
+    withdraw_expired(workdir, name)
     if not version_dir(workdir, name, version).is_dir():
         raise RegistryError(f"model {name!r} has no version {version!r}; see `python -m flows.registry list`")
     pending = candidate(workdir, name)
@@ -532,6 +580,7 @@ def promote_by_hand(workdir: Path, name: str, version: str, reason: str, overrid
     with locked(workdir, name):
         version_dir(workdir, name, version)  # a plain name, or RegistryError
         verify(workdir, name, version)
+        withdraw_expired(workdir, name)
         pending = candidate(workdir, name)
         last = review(workdir, name, version)
         awaiting = pending is not None and pending.get("version") == version
@@ -594,6 +643,8 @@ def approval_record(workdir: Path, name: str, version: str) -> dict[str, Any]:
     if last is not None:
         status = {"candidate": "awaiting approval", "overridden": "promoted overriding the review"}.get(
             last["action"], last["action"])
+        if status == "awaiting approval" and expired(candidate(workdir, name)):
+            status = "expired"  # withdrawn in the log by the next registry command that changes something
         return {"status": status, **{k: last.get(k) for k in ("reviewer", "reviewer_name", "reviewer_authenticated",
                                                               "comment", "at", "via", "run_id", "by", "started_by")}}
     promoted = [e for e in promotion_log(workdir, name) if e.get("version") == version]
