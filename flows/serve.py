@@ -409,8 +409,8 @@ def main(argv: list[str] | None = None) -> int:
             install_alerts(api_url, args.alert_webhook, auth)
             say(f"alerts: failed or crashed retrain runs POST to {args.alert_webhook}")
         worker = start_worker(env)
-        say(f"dashboard: http://{args.host}:{args.port}  (deployments retrain/weekly, retrain/adhoc; run one with: "
-            f"PREFECT_API_URL={api_url} .venv/bin/prefect deployment run retrain/adhoc --watch)\n"
+        say(f"dashboard: http://{args.host}:{args.port}  (deployments retrain/weekly, retrain/adhoc, suggest/weekly; "
+            f"run one with: PREFECT_API_URL={api_url} .venv/bin/prefect deployment run retrain/adhoc --watch)\n"
             "Ctrl-C (or SIGTERM, SIGHUP) stops the worker and the server.")
         while True:
             if server.poll() is not None:
