@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
 import ipaddress
 import json
 import os
@@ -91,7 +92,7 @@ def port_holder(host: str, port: int) -> str | None:
             sock.bind((host, port))
             return None
         except OSError as exc:
-            if exc.errno not in (98, 48):  # EADDRINUSE (Linux, macOS)
+            if exc.errno != errno.EADDRINUSE:
                 return f"it cannot be bound ({exc.strerror})"
     import psutil
 
@@ -102,7 +103,7 @@ def port_holder(host: str, port: int) -> str | None:
                 with proc.oneshot():
                     command = " ".join(proc.cmdline())[:200] or proc.name()
                     return f"pid {conn.pid} ({command}; user {proc.username()})"
-    return "a process this account cannot see (`ss -ltnp` or `sudo lsof -i :PORT` names it)".replace("PORT", str(port))
+    return f"a process this account cannot see (`ss -ltnp` or `sudo lsof -i :{port}` names it)"
 
 
 def prefect(args: list[str], env: dict[str, str], check: bool = True, timeout: int = 300) -> subprocess.CompletedProcess:
