@@ -77,6 +77,7 @@ def quiet_expected_errors() -> None:
 # What a refused input leaves behind, by command: each command's own words, never another's.
 NOTHING_DONE = {
     "retrain": "nothing was trained or promoted; fix the data (or the settings named above) and run again.",
+    "embed": "nothing was embedded or written; fix the data (or the settings named above) and run again.",
     "predict": "nothing was scored or written; fix the data (or the settings named above) and run again, or keep "
                "the invalid rows in the output (empty prediction, a `reason` column) with --on-invalid keep.",
 }

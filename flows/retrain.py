@@ -22,7 +22,7 @@ from typing import Any  # noqa: E402
 from prefect import flow  # noqa: E402
 from prefect.runtime import flow_run  # noqa: E402
 
-from core.model.backbone import Backbone  # noqa: E402
+from core.model.backbone import Backbone, preset_folder  # noqa: E402
 from core.run import faults  # noqa: E402
 from core.run.runner import StepRunner  # noqa: E402
 from core.text.readers import require_file  # noqa: E402
@@ -98,6 +98,7 @@ def _main(argv: list[str] | None, early_api: local_api.TemporaryAPI | None) -> i
     try:
         if args.data:
             require_file(cfg.data.path)  # fail fast, before any Prefect or TensorFlow start-up
+        preset_folder(cfg.model.backbone)  # all-mpnet-base-v2 named but not installed: exit 2 naming `make mpnet`
         cli.ensure_writable(cfg.workdir)
         if args.validate_only:
             from flows.validate_only import validate_only
