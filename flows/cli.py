@@ -35,6 +35,12 @@ def add_set_option(parser: argparse.ArgumentParser) -> None:
                              f"Keys: {', '.join(known_keys())}")
 
 
+def setting_error(parser: argparse.ArgumentParser, message: str) -> None:
+    """Exit 2 for a bad setting with one line on stderr (`prog: error: message (see --help)`): the cause and the
+    fix, without argparse's usage block above it, which says nothing about a setting's value."""
+    parser.exit(EXIT_USAGE, f"{parser.prog}: error: {message} (see --help)\n")
+
+
 def overrides_from(parser: argparse.ArgumentParser, assignments: list[str]) -> dict[str, Any]:
     """`--set` assignments as the overrides dict the flow takes; a malformed one exits with code 2."""
     overrides = {}
@@ -42,7 +48,7 @@ def overrides_from(parser: argparse.ArgumentParser, assignments: list[str]) -> d
         try:
             key, value = parse_assignment(text)
         except ConfigError as exc:
-            parser.error(str(exc))
+            setting_error(parser, str(exc))
         overrides[key] = value
     return overrides
 
@@ -59,7 +65,7 @@ class HideExpectedTracebacks(logging.Filter):
 
 def _is_expected(exc: BaseException | None) -> bool:
     while exc is not None:
-        if isinstance(exc, PipelineError):
+        if isinstance(exc, (PipelineError, ConfigError)):  # bad data or a bad setting: the message is the story
             return True
         exc = exc.__cause__ or (exc.cause if isinstance(exc, StageFailed) else None)
     return False

@@ -104,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
 
         preset_folder(args.backbone)  # an uninstalled all-mpnet-base-v2: exit 2 with `make mpnet`, before any work
     except ConfigError as exc:
-        parser.error(str(exc))
+        cli.setting_error(parser, str(exc))
     cli.quiet_expected_errors()
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", stream=sys.stderr)

@@ -22,7 +22,7 @@ from typing import Any  # noqa: E402
 from prefect import flow  # noqa: E402
 from prefect.runtime import flow_run  # noqa: E402
 
-from core.model.backbone import Backbone, preset_folder  # noqa: E402
+from core.model.backbone import Backbone  # noqa: E402
 from core.run import faults  # noqa: E402
 from core.run.runner import StepRunner  # noqa: E402
 from core.text.readers import require_file  # noqa: E402
@@ -46,6 +46,7 @@ def retrain(
     version's report and, with gate.approval=manual, a reviewer's decision.
     """
     cfg = RetrainConfig.from_parameters(data, text_col, label_col, workdir, overrides)
+    cfg.check_backbone()  # the settings the backbone bounds, from its config.json (the command line checked them)
     backbone = Backbone.resolve(cfg.model.backbone, cfg.train.unfreeze_top)  # ConfigError before any step
     with StepRunner(cfg, run_id=str(flow_run.id)) as run:
         done = dag.run(dag.ThroughPrefect(run), cfg, backbone=backbone).results
@@ -91,14 +92,14 @@ def _main(argv: list[str] | None, early_api: local_api.TemporaryAPI | None) -> i
     overrides = cli.overrides_from(parser, args.assignments)
     try:
         cfg = RetrainConfig.from_parameters(args.data, args.text_col, args.label_col, args.workdir, overrides)
+        cfg.check_backbone()  # exit 2 before Prefect or TensorFlow start, for --validate-only and a run alike
     except ConfigError as exc:
-        parser.error(str(exc))
+        cli.setting_error(parser, str(exc))
     cli.quiet_expected_errors()
     faults.arm(os.environ.get(faults.ENV))  # test-only failpoints; inert unless the variable is set
     try:
         if args.data:
             require_file(cfg.data.path)  # fail fast, before any Prefect or TensorFlow start-up
-        preset_folder(cfg.model.backbone)  # all-mpnet-base-v2 named but not installed: exit 2 naming `make mpnet`
         cli.ensure_writable(cfg.workdir)
         if args.validate_only:
             from flows.validate_only import validate_only

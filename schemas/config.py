@@ -59,6 +59,9 @@ class DataConfig(Section):
     max_train_rows: int = Field(0, ge=0)
     # "auto": a tab for .tsv, detected (csv.Sniffer) for .csv; or comma, semicolon, tab, pipe, one character
     delimiter: str = "auto"
+    # CSV/TSV: "auto" = line 1 is the header unless it looks like a data row (then refused, with the fix); "first" =
+    # line 1 is the header whatever it holds; "none" = no header line, columns numbered 1, 2, ... (--text-col 1)
+    header: Literal["auto", "first", "none"] = "auto"
 
     @field_validator("delimiter", mode="before")
     @classmethod
@@ -251,6 +254,28 @@ class RetrainConfig(Section):
             return cls.model_validate(tree)
         except ValidationError as exc:
             raise ConfigError(_explain(exc)) from None
+
+
+    def check_backbone(self) -> None:
+        """Check the settings the backbone bounds against its config.json alone (no weights read, no TensorFlow
+        imported: milliseconds), so a command refuses them before anything starts: `train.unfreeze_top` (at most
+        its transformer blocks), `tokenize.max_length` (at most its positions), and `model.backbone` itself (a
+        BERT or MPNet preset folder, or an installed body's name). Raises `ConfigError` naming every setting that does not fit, with its bound."""
+        from core.model.backbone import architecture, preset_folder
+
+        preset = preset_folder(self.model.backbone)  # a name or a folder; all-mpnet-base-v2 absent: `make mpnet`
+        shape = architecture(preset)  # ConfigError naming model.backbone if the folder is not a BERT or MPNet preset
+        problems = []
+        if self.train.unfreeze_top > shape.blocks:
+            problems.append(f"train.unfreeze_top={self.train.unfreeze_top}, but the backbone {preset} has "
+                            f"{shape.blocks} transformer block{'s' * (shape.blocks != 1)}: set train.unfreeze_top "
+                            f"between 0 and {shape.blocks}")
+        if self.tokenize.max_length > shape.max_positions:
+            problems.append(f"tokenize.max_length={self.tokenize.max_length}, but the backbone {preset} takes "
+                            f"{shape.max_positions} positions: set tokenize.max_length to {shape.max_positions} "
+                            "or less (0: chosen from the data)")
+        if problems:
+            raise ConfigError("; ".join(problems))
 
 
 class ConfigError(ValueError):
