@@ -244,14 +244,20 @@ def test_flows_embed_writes_one_row_per_input_row(tiny, tmp_path):
 
 def test_naming_mpnet_without_the_weights_exits_2_with_the_command(tmp_path, monkeypatch, capsys):
     from core.model import backbone
+    from flows.embed import main as embed_main
     from flows.retrain import main
 
     monkeypatch.setattr(backbone, "MPNET_FOLDER", tmp_path / "absent")
     data = write_csv(tmp_path / "d.csv", first_per_label(10))
-    code = main(["--data", str(data), "--workdir", str(tmp_path / "w"), "--set", "model.backbone=all-mpnet-base-v2"])
+    with pytest.raises(SystemExit) as caught:  # the command line's setting error: argparse's exit 2
+        main(["--data", str(data), "--workdir", str(tmp_path / "w"), "--set", "model.backbone=all-mpnet-base-v2"])
     err = capsys.readouterr().err
-    assert code == 2 and "make mpnet" in err and "Traceback" not in err, err[-2000:]
+    assert caught.value.code == 2 and "run `make mpnet`" in err and "Traceback" not in err, err[-2000:]
     assert not (tmp_path / "w" / "artifacts").exists()
+    with pytest.raises(SystemExit) as caught:
+        embed_main(["--data", str(data), "--out", str(tmp_path / "e.parquet"), "--backbone", "all-mpnet-base-v2"])
+    assert caught.value.code == 2 and "run `make mpnet`" in capsys.readouterr().err
+    assert not (tmp_path / "e.parquet").exists()
 
 
 # ---------------------------------------------------------------- the real weights against the reference
