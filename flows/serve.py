@@ -163,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
             install_alerts(api_url, args.alert_webhook)
             print(f"alerts: failed or crashed retrain runs POST to {args.alert_webhook}", file=sys.stderr)
         worker = start_worker(env)
-        print(f"dashboard: http://{args.host}:{args.port}  (deployments retrain/weekly, retrain/adhoc; "
+        print(f"dashboard: http://{args.host}:{args.port}  (deployments retrain/weekly, retrain/adhoc, suggest/weekly; "
               f"run one with: PREFECT_API_URL={api_url} .venv/bin/prefect deployment run retrain/adhoc --watch)\n"
               "Ctrl-C stops the worker and the server.", file=sys.stderr)
         while server.poll() is None and worker.poll() is None:

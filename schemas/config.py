@@ -170,12 +170,48 @@ class TrainConfig(Section):
     ensemble: int = Field(1, ge=1, le=10, description="seed ensemble: k models trained by this recipe with seeds "
                                                       "seed..seed+k-1 on the same features, saved as one model "
                                                       "that averages their probabilities (1: one model)")
+    # Self-training (tasks/pseudo_label.py): the champion's confident labels of an unlabelled file join the
+    # training split. Off by default: it did not win on validation (benchmarks/active_learning.py).
+    unlabelled: Path | None = Field(None, description="unlabelled file (same format and text column as the data) "
+                                                      "for self-training; empty: off")
+    _local_unlabelled = field_validator("unlabelled", mode="before")(
+        lambda v: local_path(v) if v not in (None, "") else None)
+    pseudo_threshold: float = Field(0.9, gt=0, le=1, description="a pseudo-label is used where the champion's "
+                                                                 "top probability is at least this")
+
+    def cache_fingerprint(self) -> dict[str, Any]:
+        """Every setting by value, the unlabelled file by its bytes; without one, the self-training settings are
+        left out (so the keys of runs without it are what they were before the setting existed)."""
+        out = self.model_dump(mode="json", exclude={"unlabelled", "pseudo_threshold"})
+        if self.unlabelled is not None:
+            path = Path(self.unlabelled)
+            out["unlabelled_sha256"] = sha256_file(path) if path.is_file() else f"missing:{path}"
+            out["pseudo_threshold"] = self.pseudo_threshold
+        return out
 
     def head_learning_rate(self) -> float:
         """`learning_rate` as a number: "auto" is 1e-3 with trainable blocks, 3e-2 for the head alone."""
         if self.learning_rate != "auto":
             return float(self.learning_rate)
         return 1e-3 if self.unfreeze_top else 3e-2
+
+    # Which method trains (tasks/finetune.py, "Regimes"): "finetune" = the recipe above; "fewshot" = contrastive
+    # tuning of the top blocks on same/different-label pairs, then a head on the tuned embeddings (SetFit's
+    # method); "frozen" = the head alone on the frozen embeddings; "auto" = "fewshot" while the smallest class
+    # has fewer than `fewshot_below` training rows, else "finetune" (the threshold measured in
+    # benchmarks/regime_selection.py, on validation rows only).
+    regime: Literal["auto", "fewshot", "finetune", "frozen"] = "auto"
+    fewshot_below: int = Field(32, ge=0, description="train.regime=auto: few-shot below this many training rows "
+                                                     "in the smallest class")
+    pair_iterations: int = Field(20, ge=1, description="few-shot: positive and negative pairs per training row "
+                                                       "each (SetFit's num_iterations)")
+    pair_batch_size: int = Field(16, ge=1, description="few-shot: pairs per optimizer step")
+    contrastive_epochs: int = Field(1, ge=1, description="few-shot: passes over the pairs")
+    contrastive_learning_rate: float = Field(2e-5, gt=0, description="few-shot: peak learning rate of the blocks")
+    fewshot_head: Literal["logistic", "softmax"] = Field(
+        "logistic", description="few-shot: the head on the tuned embeddings: scikit-learn logistic regression "
+                                "(C=fewshot_c; SetFit's default) or the softmax head trained by the recipe above")
+    fewshot_c: float = Field(1.0, gt=0, description="few-shot: inverse regularisation of the logistic head")
 
     # float16 compute for the trainable blocks: "auto" = on exactly where a GPU is visible (core.model.hardware)
     mixed_precision: bool | Literal["auto"] = Field("auto", union_mode="left_to_right")
@@ -216,6 +252,16 @@ class DaskConfig(Section):
     shards: int = Field(0, ge=0, description="shards per data-parallel step; 0 = two per worker")
 
 
+class SuggestConfig(Section):
+    """After each run, what to label next (`tasks.suggest`): the `n` rows of the unlabelled file `pool` most worth
+    labelling for the champion, written to `runs/<run_id>/suggestions.csv` and named in the run report. Empty
+    `pool`: off."""
+
+    pool: Path | None = None
+    _local_pool = field_validator("pool", mode="before")(lambda v: local_path(v) if v not in (None, "") else None)
+    n: int = Field(100, ge=1, description="rows to suggest")
+
+
 class RetrainConfig(Section):
     """Everything a retrain run needs, one section per step; `seed` drives training randomness only."""
 
@@ -232,6 +278,7 @@ class RetrainConfig(Section):
     gate: GateConfig = GateConfig()
     model: ModelConfig = ModelConfig()
     dask: DaskConfig = DaskConfig()
+    suggest: SuggestConfig = SuggestConfig()
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
@@ -254,28 +301,6 @@ class RetrainConfig(Section):
             return cls.model_validate(tree)
         except ValidationError as exc:
             raise ConfigError(_explain(exc)) from None
-
-
-    def check_backbone(self) -> None:
-        """Check the settings the backbone bounds against its config.json alone (no weights read, no TensorFlow
-        imported: milliseconds), so a command refuses them before anything starts: `train.unfreeze_top` (at most
-        its transformer blocks), `tokenize.max_length` (at most its positions), and `model.backbone` itself (a
-        BERT or MPNet preset folder, or an installed body's name). Raises `ConfigError` naming every setting that does not fit, with its bound."""
-        from core.model.backbone import architecture, preset_folder
-
-        preset = preset_folder(self.model.backbone)  # a name or a folder; all-mpnet-base-v2 absent: `make mpnet`
-        shape = architecture(preset)  # ConfigError naming model.backbone if the folder is not a BERT or MPNet preset
-        problems = []
-        if self.train.unfreeze_top > shape.blocks:
-            problems.append(f"train.unfreeze_top={self.train.unfreeze_top}, but the backbone {preset} has "
-                            f"{shape.blocks} transformer block{'s' * (shape.blocks != 1)}: set train.unfreeze_top "
-                            f"between 0 and {shape.blocks}")
-        if self.tokenize.max_length > shape.max_positions:
-            problems.append(f"tokenize.max_length={self.tokenize.max_length}, but the backbone {preset} takes "
-                            f"{shape.max_positions} positions: set tokenize.max_length to {shape.max_positions} "
-                            "or less (0: chosen from the data)")
-        if problems:
-            raise ConfigError("; ".join(problems))
 
 
 class ConfigError(ValueError):

@@ -159,7 +159,10 @@ def run_markdown(summary: dict[str, Any]) -> str:
                   f"(unfreeze_top={embed['unfreeze_top']})"]
     if training := summary.get("training"):
         budget = training.get("budget") or {}
-        lines += ["", "## Training", f"epoch {training['best_epoch']} of {training['epochs_run']} kept: "
+        lines += ["", "## Training"]
+        if training.get("regime"):
+            lines += [f"regime **{training['regime']}**: {training.get('regime_reason')}", ""]
+        lines += [f"epoch {training['best_epoch']} of {training['epochs_run']} kept: "
                   f"{training.get('selection', 'best epoch')} (val macro-F1 {training.get('best_val_macro_f1')}, "
                   f"val loss {training['best_val_loss']}); budget {budget.get('epochs')} epochs of "
                   f"{budget.get('steps_per_epoch')} steps"]
@@ -192,6 +195,16 @@ def run_markdown(summary: dict[str, Any]) -> str:
                   f"The version's self-contained HTML report (data, learning curves, confusion matrix, per-class "
                   f"intervals, calibration, the gate's bootstrap, lineage, approval): "
                   f"[`{Path(model['path']) / 'report.html'}`]({(Path(model['path']) / 'report.html').as_uri()})"]
+    if suggestions := summary.get("suggestions"):
+        lines += ["", "## What to label next"]
+        if "error" in suggestions:
+            lines.append(f"No list: the pool `{suggestions['pool']}` could not be ranked ({suggestions['error']}).")
+        else:
+            lines.append(f"{suggestions['candidates']} of {suggestions['rows']} pool rows ranked for model "
+                         f"`{suggestions['model']}` ({suggestions['already_labelled'] + suggestions['near_labelled']} "
+                         f"already labelled or near-duplicates of labelled ones, {suggestions['duplicates_in_pool']} "
+                         f"repeated, {suggestions['invalid']} invalid); the {suggestions['suggested']} most worth "
+                         f"labelling, best first: `{suggestions['out']}`")
     if (approval := (summary.get("gate") or {}).get("approval")) and approval.get("approve"):
         lines += ["", f"Awaiting a second person's approval: `{approval['approve']}` (or `{approval['reject']}`)"]
     return "\n".join(lines)

@@ -152,10 +152,12 @@ def summary(cfg: RetrainConfig, run_id: str, stages: dict[str, dict[str, Any]], 
         out["tokenize"] = {k: tokenized.meta[k] for k in ("sequence_length", "truncated_rows", "truncated_share")}
     if features := refs.get("embed"):
         out["embed"] = {**features.meta["backbone_runs"], "unfreeze_top": features.meta["unfreeze_top"]}
+    if (pseudo := refs.get("pseudo_label")) and "self_training" in pseudo.meta:
+        out["self_training"] = pseudo.meta["self_training"]
     if model := refs.get("finetune"):
         out["training"] = {k: model.meta.get(k) for k in ("best_epoch", "epochs_run", "best_val_loss", "best_val_macro_f1",
                                                           "best_val_accuracy", "selection", "budget", "phases",
-                                                          "history")}
+                                                          "history", "regime", "regime_reason")}
     if evaluation := refs.get("evaluate"):
         out["metrics"] = {"test": evaluation.meta["test"]}
     if decision := refs.get("gate"):
@@ -163,6 +165,8 @@ def summary(cfg: RetrainConfig, run_id: str, stages: dict[str, dict[str, Any]], 
     if release := refs.get("promote"):
         out["model"] = {"name": release.name, "version": release.version, "path": release.path}
         out["promoted"] = release.promoted
+    if suggestions := refs.get("suggest"):  # suggest.pool: what to label next (tasks.suggest's accounting)
+        out["suggestions"] = suggestions
     return out
 
 

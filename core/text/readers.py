@@ -102,7 +102,7 @@ class RawTable:
         one = len(self.frame.columns) == 1
         then = ("its one column is the text" if one and option == "--text-col" else
                 f"e.g. {option}{' N' if option == '--text-col' else ''}")
-        return (f"no header line? line 1 is a sentence ('{show_invisible(self.data_like_header, 30)}'), not column "
+        return (f"no header line? line 1 looks like a data row ('{show_invisible(self.data_like_header, 30)}'), not column "
                 f"names: read it as a row with --set data.header=none (columns are then 1, 2, ...: {then}); if line 1 "
                 "is the header, --set data.header=first")
 
@@ -178,7 +178,8 @@ def read_raw(path: Path, encoding: str = "utf-8", max_file_mb: int = 512, delimi
             data = path.read_bytes()
             text, notes = _decode(data, encoding, name)
             if fmt == "jsonl":
-                table = _read_json_array(text, name) if _is_json_array(text) else _read_jsonl(text, name, blank_lines)
+                table = (_read_json_array(text, name) if _is_json_array(text) else None) or _read_jsonl(
+                    text, name, blank_lines)
             else:
                 text, hint = _excel_sep_line(text)
                 if hint:
@@ -392,7 +393,7 @@ def _read_delimited(text: str, name: str, fmt: str, chosen: tuple[str, str], bla
         header = header + [""] * extra  # every data row ends with `extra` empty fields: unnamed empty columns
         notes.append(f"every data row ends with {extra} {_delimiter_word(delimiter)[:-1] if extra == 1 else _delimiter_word(delimiter)} "
                      "that the header lacks (a trailing delimiter): the empty field read as an unnamed empty column")
-    data_like = next((h for h in header if _looks_like_data(h)), None) if header_mode == "auto" else None
+    data_like = _data_like_header(header, rows) if header_mode == "auto" else None
     records, locations, failures, skipped, pending = [], [], [], [], []
     kind = _delimiter_word(delimiter)[:-1] if delimiter in DELIMITER_NAMES else repr(delimiter)
     header_key = [h.casefold() for h in header]
@@ -432,6 +433,22 @@ def _read_delimited(text: str, name: str, fmt: str, chosen: tuple[str, str], bla
     _check_header(header, name)
     frame = pd.DataFrame.from_records(records, columns=header) if records else pd.DataFrame(columns=header)
     return RawTable(frame.astype(object), locations, failures, notes, delimiter, skipped, data_like)
+
+
+def _data_like_header(header: list[str], rows: list[tuple[int, list[str]]]) -> str | None:
+    """The header cell that says line 1 is a data row, if one does: a sentence (`_looks_like_data`), or a value that
+    its own column holds again further down (a label such as `positive` on line 1 of a header-less file). Rows that
+    repeat the whole header (two exports joined) are not counted: they are named on their own."""
+    if cell := next((h for h in header if _looks_like_data(h)), None):
+        return cell
+    key = [h.casefold() for h in header]
+    for _, fields in rows:
+        values = [f.strip().casefold() for f in fields]
+        if len(values) == len(key) and values != key:
+            for name, value in zip(key, values):
+                if name and value == name:
+                    return header[key.index(name)]
+    return None
 
 
 def _trailing_delimiters(rows: list[tuple[int, list[str]]], width: int) -> int:
@@ -515,9 +532,10 @@ def _is_json_array(text: str) -> bool:
     return text.lstrip("\ufeff \t\r\n").startswith("[")
 
 
-def _read_json_array(text: str, name: str) -> RawTable:
+def _read_json_array(text: str, name: str) -> RawTable | None:
     """A JSON array of records, each located by the line where it starts (as JSON lines are). An element that is
-    not an object fails on its line; an array that does not parse is refused saying it is an array, where it breaks."""
+    not an object fails on its line; an array that does not parse is refused saying it is an array, where it breaks.
+    None when text follows the array's end: JSON lines whose first record is an array, read (and refused) as such."""
     decoder = json.JSONDecoder()
     records, locations, failures = [], [], []
     position = text.index("[") + 1
@@ -526,6 +544,8 @@ def _read_json_array(text: str, name: str) -> RawTable:
         while True:
             position = ws.match(text, position).end()
             if position >= len(text) or text[position] == "]":
+                if text[position + 1:].strip():
+                    return None
                 break
             line = text.count("\n", 0, position) + 1
             value, position = decoder.raw_decode(text, position)
