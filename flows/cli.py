@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from schemas.config import ConfigError, known_keys, local_path, parse_assignment
+from schemas.config import ConfigError, RetrainConfig, known_keys, local_path, parse_assignment
 from core.run.errors import InputNotFound, InvalidData, PipelineError, StageFailed
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_DATAERR, EXIT_NOINPUT = 0, 1, 2, 65, 66
@@ -35,6 +35,36 @@ def add_set_option(parser: argparse.ArgumentParser) -> None:
                              f"Keys: {', '.join(known_keys())}")
 
 
+def check_backbone_settings(cfg: RetrainConfig) -> None:
+    """Check the settings the backbone bounds against its config.json alone (no weights read, no TensorFlow
+    imported: milliseconds), so a command refuses them before anything starts: `model.backbone` itself (a BERT
+    preset folder), `train.unfreeze_top` (at most its transformer blocks) and `tokenize.max_length` (at most its
+    positions). Raises `ConfigError` naming every setting that does not fit, with its bound. (Here, not in
+    schemas/config.py: the validate step imports that module, and its cache key must not depend on the backbone's
+    libraries.)"""
+    from core.model.backbone import architecture, default_preset
+
+    preset = Path(cfg.model.backbone) if cfg.model.backbone else default_preset()
+    shape = architecture(preset)  # ConfigError naming model.backbone if the folder is not a BERT preset
+    problems = []
+    if cfg.train.unfreeze_top > shape.blocks:
+        problems.append(f"train.unfreeze_top={cfg.train.unfreeze_top}, but the backbone {preset} has "
+                        f"{shape.blocks} transformer block{'s' * (shape.blocks != 1)}: set train.unfreeze_top "
+                        f"between 0 and {shape.blocks}")
+    if cfg.tokenize.max_length > shape.max_positions:
+        problems.append(f"tokenize.max_length={cfg.tokenize.max_length}, but the backbone {preset} takes "
+                        f"{shape.max_positions} positions: set tokenize.max_length to {shape.max_positions} "
+                        "or less (0: chosen from the data)")
+    if problems:
+        raise ConfigError("; ".join(problems))
+
+
+def setting_error(parser: argparse.ArgumentParser, message: str) -> None:
+    """Exit 2 for a bad setting with one line on stderr (`prog: error: message (see --help)`): the cause and the
+    fix, without argparse's usage block above it, which says nothing about a setting's value."""
+    parser.exit(EXIT_USAGE, f"{parser.prog}: error: {message} (see --help)\n")
+
+
 def overrides_from(parser: argparse.ArgumentParser, assignments: list[str]) -> dict[str, Any]:
     """`--set` assignments as the overrides dict the flow takes; a malformed one exits with code 2."""
     overrides = {}
@@ -42,7 +72,7 @@ def overrides_from(parser: argparse.ArgumentParser, assignments: list[str]) -> d
         try:
             key, value = parse_assignment(text)
         except ConfigError as exc:
-            parser.error(str(exc))
+            setting_error(parser, str(exc))
         overrides[key] = value
     return overrides
 
@@ -59,7 +89,7 @@ class HideExpectedTracebacks(logging.Filter):
 
 def _is_expected(exc: BaseException | None) -> bool:
     while exc is not None:
-        if isinstance(exc, PipelineError):
+        if isinstance(exc, (PipelineError, ConfigError)):  # bad data or a bad setting: the message is the story
             return True
         exc = exc.__cause__ or (exc.cause if isinstance(exc, StageFailed) else None)
     return False

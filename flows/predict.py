@@ -33,7 +33,7 @@ from tasks.predict import ON_INVALID, predict_file, resolve_version
 from core.text.readers import require_file
 
 # The settings of retrain that say how a file is read: the ones predict accepts with --set.
-READING_KEYS = ("data.encoding", "data.delimiter", "data.max_chars", "data.max_file_mb")
+READING_KEYS = ("data.encoding", "data.delimiter", "data.max_chars", "data.max_file_mb", "data.header")
 
 
 def reading_settings(folder: Path, overrides: dict[str, Any] | None = None) -> DataConfig:
@@ -47,7 +47,9 @@ def reading_settings(folder: Path, overrides: dict[str, Any] | None = None) -> D
         trained = json.loads((folder / "lineage.json").read_text())["config"]["data"]
     except (OSError, ValueError, KeyError, TypeError):
         trained = {}
-    tree = {key: trained[key.split(".")[1]] for key in READING_KEYS if key.split(".")[1] in trained}
+    # data.header describes one file (is its line 1 a header?), not how the model reads: never taken from training
+    tree = {key: trained[key.split(".")[1]] for key in READING_KEYS
+            if key.split(".")[1] in trained and key != "data.header"}
     cfg = RetrainConfig.from_parameters(text_col=trained.get("text_col", "text"), overrides={**tree, **overrides})
     return cfg.data
 
@@ -61,7 +63,8 @@ def predict(data: str, out: str, model: str = "champion", workdir: str = "workdi
     folder = resolve_version(Path(workdir), name, model)
     settings = reading_settings(folder, overrides)
     return predict_file(Path(data), Path(out), folder, text_col or settings.text_col, None,  # its own backbone
-                        settings.encoding, settings.max_chars, settings.max_file_mb, settings.delimiter, on_invalid)
+                        settings.encoding, settings.max_chars, settings.max_file_mb, settings.delimiter, on_invalid,
+                        settings.header)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -95,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
                               f"--set with {', '.join(READING_KEYS)}")
         RetrainConfig.from_parameters(overrides=overrides)  # bad values: exit 2 before any start-up
     except ConfigError as exc:
-        parser.error(str(exc))
+        cli.setting_error(parser, str(exc))
     cli.quiet_expected_errors()
     try:
         require_file(args.data)

@@ -58,7 +58,9 @@ def list_versions(workdir: Path, name: str) -> str:
              f"{v['test'].get('macro_f1', float('nan')):.4f}", v["lineage"].get("dataset_sha256", "")[:12],
              v["lineage"].get("run_id", "")] for v in registry.versions(workdir, name)]
     if not rows:
-        return warning + f"no versions of model {name!r} in {workdir}"
+        others = sorted(p.name for p in (Path(workdir) / "models").glob("*") if p.is_dir() and p.name != name)
+        hint = f" (models there: {', '.join(others)}; choose one with --name)" if others else ""
+        return warning + f"no versions of model {name!r} in {workdir}{hint}"
     return warning + _table(rows, ["champion", "version", "accuracy", "macro_f1", "dataset", "run"])
 
 
@@ -131,6 +133,11 @@ def main(argv: list[str] | None = None) -> int:
     for command in sub.choices.values():  # every sub-command, including any added above this line
         add_common_options(command, defaults=False)
     args = parser.parse_args(argv)
+    if not Path(args.workdir).is_dir():
+        # nothing to list, show or change there: say so (a typo in --workdir must not look like an empty registry)
+        print(f"error: the workdir {args.workdir} does not exist{' (it is a file)' if Path(args.workdir).exists() else ''}"
+              f"; give the --workdir your runs used (retrain's --workdir, default ./workdir)", file=sys.stderr)
+        return cli.EXIT_NOINPUT
     try:
         if args.command == "list":
             print(list_versions(args.workdir, args.name))

@@ -46,6 +46,7 @@ def retrain(
     version's report and, with gate.approval=manual, a reviewer's decision.
     """
     cfg = RetrainConfig.from_parameters(data, text_col, label_col, workdir, overrides)
+    cli.check_backbone_settings(cfg)  # the settings the backbone bounds, from its config.json (as the command line)
     backbone = Backbone.resolve(cfg.model.backbone, cfg.train.unfreeze_top)  # ConfigError before any step
     with StepRunner(cfg, run_id=str(flow_run.id)) as run:
         done = dag.run(dag.ThroughPrefect(run), cfg, backbone=backbone).results
@@ -116,8 +117,9 @@ def _main(argv: list[str] | None, early_api: local_api.TemporaryAPI | None) -> i
     overrides = cli.overrides_from(parser, args.assignments)
     try:
         cfg = RetrainConfig.from_parameters(args.data, args.text_col, args.label_col, args.workdir, overrides)
+        cli.check_backbone_settings(cfg)  # exit 2 before Prefect or TensorFlow start: --validate-only and a run alike
     except ConfigError as exc:
-        parser.error(str(exc))
+        cli.setting_error(parser, str(exc))
     cli.quiet_expected_errors()
     faults.arm(os.environ.get(faults.ENV))  # test-only failpoints; inert unless the variable is set
     try:

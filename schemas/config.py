@@ -59,6 +59,9 @@ class DataConfig(Section):
     max_train_rows: int = Field(0, ge=0)
     # "auto": a tab for .tsv, detected (csv.Sniffer) for .csv; or comma, semicolon, tab, pipe, one character
     delimiter: str = "auto"
+    # CSV/TSV: "auto" = line 1 is the header unless it looks like a data row (then refused, with the fix); "first" =
+    # line 1 is the header whatever it holds; "none" = no header line, columns numbered 1, 2, ... (--text-col 1)
+    header: Literal["auto", "first", "none"] = "auto"
 
     @field_validator("delimiter", mode="before")
     @classmethod
@@ -191,6 +194,24 @@ class TrainConfig(Section):
         if self.learning_rate != "auto":
             return float(self.learning_rate)
         return 1e-3 if self.unfreeze_top else 3e-2
+
+    # Which method trains (tasks/finetune.py, "Regimes"): "finetune" = the recipe above; "fewshot" = contrastive
+    # tuning of the top blocks on same/different-label pairs, then a head on the tuned embeddings (SetFit's
+    # method); "frozen" = the head alone on the frozen embeddings; "auto" = "fewshot" while the smallest class
+    # has fewer than `fewshot_below` training rows, else "finetune" (the threshold measured in
+    # benchmarks/regime_selection.py, on validation rows only).
+    regime: Literal["auto", "fewshot", "finetune", "frozen"] = "auto"
+    fewshot_below: int = Field(32, ge=0, description="train.regime=auto: few-shot below this many training rows "
+                                                     "in the smallest class")
+    pair_iterations: int = Field(20, ge=1, description="few-shot: positive and negative pairs per training row "
+                                                       "each (SetFit's num_iterations)")
+    pair_batch_size: int = Field(16, ge=1, description="few-shot: pairs per optimizer step")
+    contrastive_epochs: int = Field(1, ge=1, description="few-shot: passes over the pairs")
+    contrastive_learning_rate: float = Field(2e-5, gt=0, description="few-shot: peak learning rate of the blocks")
+    fewshot_head: Literal["logistic", "softmax"] = Field(
+        "logistic", description="few-shot: the head on the tuned embeddings: scikit-learn logistic regression "
+                                "(C=fewshot_c; SetFit's default) or the softmax head trained by the recipe above")
+    fewshot_c: float = Field(1.0, gt=0, description="few-shot: inverse regularisation of the logistic head")
 
     # float16 compute for the trainable blocks: "auto" = on exactly where a GPU is visible (core.model.hardware)
     mixed_precision: bool | Literal["auto"] = Field("auto", union_mode="left_to_right")

@@ -12,6 +12,61 @@ from collections.abc import Sequence
 
 import pandera.pandas as pa
 
+# Excel's and LibreOffice's error values: what a cell shows when its formula failed. In a label column they are
+# a broken export, never a class; in a text column, never a sentence to learn from or to score.
+SPREADSHEET_ERRORS = ("#N/A", "#VALUE!", "#REF!", "#DIV/0!", "#NAME?", "#NUM!", "#NULL!", "#N/A N/A", "#SPILL!",
+                      "#CALC!", "#GETTING_DATA", "#FIELD!", "#BLOCKED!", "#CONNECT!", "#BUSY!", "#UNKNOWN!")
+_SPREADSHEET_ERRORS = frozenset(SPREADSHEET_ERRORS)
+# Format characters (Unicode category Cf) that keep a meaning where they stand: the zero-width non-joiner and
+# joiner change how Arabic-script and Indic words and emoji render, so a label keeps them (they still do not make
+# a label distinct from its look-alike without them: `label_key` drops them).
+_MEANINGFUL_FORMAT = frozenset("\u200c\u200d")
+
+
+def is_spreadsheet_error(value: object) -> bool:
+    """True for a cell that holds a spreadsheet error value (`#N/A`, `#VALUE!`, ... in any case, spaces around)."""
+    return isinstance(value, str) and value.strip().upper() in _SPREADSHEET_ERRORS
+
+
+def canonical_spelling(label: str) -> str:
+    """The one spelling a label is stored under: Unicode NFC, without invisible format characters (category Cf:
+    zero-width space, word joiner, BOM, soft hyphen, direction marks; the zero-width (non-)joiner kept), ends
+    stripped. `négatif` typed on macOS (NFD: e + U+0301) and on Windows (NFC) is one label; so is `positive`
+    with a zero-width space pasted after it. (Unicode Standard Annex #15 for the normal forms.)"""
+    # the format characters go first: one between a letter and its accent would keep NFC from composing them
+    text = "".join(ch for ch in label if unicodedata.category(ch) != "Cf" or ch in _MEANINGFUL_FORMAT)
+    return unicodedata.normalize("NFC", text).strip()
+
+
+def label_key(label: str) -> str:
+    """What a person sees of a label: compatibility forms folded (NFKC: full-width letters, ligatures,
+    superscripts), every format character dropped, case folded, runs of whitespace collapsed. Two spellings with
+    one key are one label written two ways."""
+    text = unicodedata.normalize("NFKC", "".join(ch for ch in label if unicodedata.category(ch) != "Cf"))
+    return " ".join(text.casefold().split())
+
+
+def spelling_difference(a: str, b: str) -> str:
+    """In words, how two spellings with one `label_key` differ: invisible characters (named), Unicode normal form,
+    case or spacing, or compatibility forms, the first that applies."""
+    hidden = sorted({f"U+{ord(ch):04X} {unicodedata.name(ch, 'format character')}" for ch in a + b
+                     if unicodedata.category(ch) == "Cf"})
+    if hidden:
+        return f"invisible characters ({', '.join(hidden)})"
+    if unicodedata.normalize("NFC", a) == unicodedata.normalize("NFC", b):
+        return "Unicode normal form (NFC and NFD: an accent stored as one character or as two)"
+    def folded(text: str) -> str:
+        return " ".join(unicodedata.normalize("NFC", text).casefold().split())
+    if folded(a) == folded(b):
+        return "case or spacing"
+    return "compatibility forms (full-width letters, ligatures, superscripts: NFKC)"
+
+
+def escaped(value: str) -> str:
+    """A label as a message shows it: ASCII, every other character as a Python escape (`ne\\u0301gatif`), so two
+    spellings that look the same on screen look different in the message."""
+    return value.encode("unicode_escape").decode("ascii")
+
 
 def _is_str(value: object) -> bool:
     return isinstance(value, str)
@@ -35,6 +90,9 @@ def text_checks(max_chars: int) -> list[pa.Check]:
     return [
         pa.Check(_is_str, element_wise=True, error="text must be a string"),
         pa.Check(_not_blank, element_wise=True, error="text is empty after stripping whitespace"),
+        pa.Check(lambda v: not is_spreadsheet_error(v), element_wise=True,
+                 error="text is a spreadsheet error value (a formula failed in the export): fix the formula or "
+                       "re-export the values, or remove the row"),
         pa.Check(_has_letter, element_wise=True,
                  error="text has no letters (a number or symbols only: are the columns swapped?)"),
         pa.Check(lambda v: not isinstance(v, str) or len(v) <= max_chars, element_wise=True,
@@ -56,10 +114,16 @@ def raw_schema(labels: Sequence[str] | None, max_chars: int) -> pa.DataFrameSche
     label_checks = [
         pa.Check(_is_str, element_wise=True, error="label must be a string or an integer"),
         pa.Check(_not_blank, element_wise=True, error="label is empty"),
+        pa.Check(lambda v: not is_spreadsheet_error(v), element_wise=True,
+                 error="label is a spreadsheet error value, not a class (a formula failed in the export, e.g. a "
+                       "VLOOKUP that found nothing): fix the formula or re-export the values, or remove the row"),
     ]
     if labels:
         allowed = ", ".join(labels)
-        label_checks.append(pa.Check(lambda v: not isinstance(v, str) or not v.strip() or v in set(labels),
+        # a look-alike spelling of a given label passes here and is named by the spelling check, with both shown
+        keys = {label_key(label) for label in labels}
+        label_checks.append(pa.Check(lambda v: not isinstance(v, str) or not v.strip() or is_spreadsheet_error(v)
+                                     or label_key(v) in keys,
                                      element_wise=True, error=f"label is not one of data.labels ({allowed})"))
     return pa.DataFrameSchema(
         {

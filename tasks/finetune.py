@@ -31,6 +31,18 @@ The recipe, and the trap each piece avoids (measured in benchmarks/quality.py, s
   same stored features (the frozen part still computed once), member i with seed `seed + i`, each keeping its
   own best epoch; one saved model runs the shared frozen bottom once and averages the k members'
   probabilities (`core.model.graph.build_ensemble`). Measured in benchmarks/ensemble.py.
+
+Regimes (`train.regime`): the recipe above is "finetune". With a few labelled rows per class it is the wrong
+method (20 optimizer steps at 8 rows per class, a validation split of a handful of sentences to select on),
+so "fewshot" does what SetFit does (Tunstall et al. 2022, arXiv:2209.11055): contrastive tuning of the top
+blocks on same/different-label pairs of the training rows (`core.model.contrastive`: cosine-similarity loss
+on the pooled, L2-normalised embeddings, from the stored frozen-bottom output), then a head fitted on the tuned
+embeddings (scikit-learn logistic regression, copied into the Keras head's softmax layer, or the softmax head
+trained as above); nothing is selected on validation, the validation figures are reported. "frozen" trains
+the head alone on the frozen embeddings. "auto" picks "fewshot" while the smallest class has fewer than
+`train.fewshot_below` training rows, else "finetune"; the card, the log and summary.json say which and why.
+Every regime saves the same model layout (`build_classifier` / `build_ensemble`), so serving, evaluation, the
+gate and prediction do not know which trained it.
 """
 
 from __future__ import annotations
@@ -63,6 +75,8 @@ class SplitFeatures:
         self.embeddings = (np.stack(rows["embedding"].to_numpy()).astype(np.float32) if len(rows)
                            else np.zeros((0, 0), np.float32))
         self.labels = rows["label_id"].to_numpy(dtype=np.int32)
+        self.is_augmented = (rows["is_augmented"].to_numpy(dtype=bool) if "is_augmented" in rows
+                             else np.zeros(len(rows), bool))
         self.hidden = None
         if rows["hidden"].notna().any():  # stored exactly when some block trains (tasks.embed)
             self.hidden = [np.frombuffer(blob, dtype=np.float16).reshape(n, -1)
@@ -102,7 +116,12 @@ def finetune(features: ArtifactRef, cfg: TrainConfig, seed: int, backbone: Backb
     selection = selection_rule(val.labels, labels, cfg.min_val_per_class)
     gpus = visible_gpus()
     mixed = resolve_mixed_precision(cfg.mixed_precision, gpus)
-    phase = "joint" if unfreeze_top else "head"
+    regime, regime_reason = choose_regime(cfg, train, labels, unfreeze_top)
+    log.info("finetune: regime %s (%s)", regime, regime_reason)
+    if regime == "frozen":  # the head alone on the stored pooled embeddings, whatever blocks the features allow
+        cfg = cfg.model_copy(update={"unfreeze_top": 0})
+        frozen_blocks, unfreeze_top = backbone.architecture.blocks, 0
+    phase = {"fewshot": "fewshot", "frozen": "head"}.get(regime, "joint" if unfreeze_top else "head")
     # Keras names unnamed layers from per-process counters ("dropout_6" once an embed step has built a backbone
     # in this process), and the names are written into the saved file: start from a clean slate so the file
     # depends on the model alone, whichever runner or process trained it.
@@ -112,11 +131,15 @@ def finetune(features: ArtifactRef, cfg: TrainConfig, seed: int, backbone: Backb
         member_seed = seed + index
         keras.utils.set_random_seed(member_seed)
         with strategy(gpus):
-            curve, trained_backbone, head, plan, val_proba = _train(
-                train, val, weights, cfg, member_seed, backbone, frozen_blocks, len(labels), mixed,
-                select=selection is None, val_probabilities=cfg.ensemble > 1)
+            if regime == "fewshot":
+                curve, trained_backbone, head, plan, val_proba = _train_fewshot(
+                    train, val, weights, cfg, member_seed, backbone, frozen_blocks, len(labels), mixed)
+            else:
+                curve, trained_backbone, head, plan, val_proba = _train(
+                    train, val, weights, cfg, member_seed, backbone, frozen_blocks, len(labels), mixed,
+                    select=selection is None, val_probabilities=cfg.ensemble > 1)
         scores = curve["val_macro_f1"]
-        best = int(np.argmax(scores)) if selection is None else len(scores) - 1
+        best = int(np.argmax(scores)) if selection is None and regime != "fewshot" else len(scores) - 1
         history = {k: [round(float(v), 5) for v in vals] for k, vals in curve.items()}
         members.append({"seed": member_seed, "backbone": trained_backbone, "head": head, "val_proba": val_proba,
                         "history": history, "plan": plan,
@@ -129,10 +152,14 @@ def finetune(features: ArtifactRef, cfg: TrainConfig, seed: int, backbone: Backb
                      cfg.ensemble, member_seed, best + 1, len(scores), scores[best])
 
     rule = selection or "best epoch by validation macro-F1"
+    if regime == "fewshot":
+        rule = ("none: the few-shot regime keeps the model after its last contrastive epoch, as SetFit does "
+                "(validation figures reported, not used)")
     if cfg.ensemble == 1:
         member = members[0]
         history = {phase: member["history"]}
         summary = {**member["summary"], "selection": rule, "budget": member["plan"],
+                   "regime": regime, "regime_reason": regime_reason,
                    "phases": {p: len(c["loss"]) for p, c in history.items()}}
         classifier = build_classifier(member["backbone"], member["head"])
     else:
@@ -144,6 +171,7 @@ def finetune(features: ArtifactRef, cfg: TrainConfig, seed: int, backbone: Backb
                    "best_val_accuracy": figures["val_accuracy"],
                    "selection": f"{rule}, per member; the saved model averages the members' probabilities",
                    "budget": members[0]["plan"], "phases": {p: len(c["loss"]) for p, c in history.items()},
+                   "regime": regime, "regime_reason": regime_reason,
                    "ensemble": {"members": cfg.ensemble, **figures,
                                 "member_figures": [{"seed": m["seed"], **m["summary"]} for m in members]}}
         classifier = build_ensemble([m["backbone"] for m in members], [m["head"] for m in members], frozen_blocks)
@@ -167,7 +195,11 @@ def finetune(features: ArtifactRef, cfg: TrainConfig, seed: int, backbone: Backb
         ref = store_dir(workdir, "finetune", folder, rows=len(train.labels),
                         meta={"labels": labels, "frozen_blocks": frozen_blocks, "history": history, **summary,
                               "rows_in": int(len(train.labels) + len(val.labels))})
-    if cfg.ensemble == 1:
+    if regime == "fewshot" and cfg.ensemble == 1:
+        log.info("finetune: few-shot regime, %d pairs in %d steps: val macro-F1 %.4f, val accuracy %.4f",
+                 summary["budget"]["pairs"], summary["budget"]["steps"], summary["best_val_macro_f1"],
+                 summary["best_val_accuracy"])
+    elif cfg.ensemble == 1:
         log.info("finetune: epoch %d of %d kept (%s): val macro-F1 %.4f, val accuracy %.4f", summary["best_epoch"],
                  summary["epochs_run"], summary["selection"], summary["best_val_macro_f1"],
                  summary["best_val_accuracy"])
@@ -258,6 +290,129 @@ def _train(train: SplitFeatures, val: SplitFeatures, weights: dict[int, float], 
     # (and the model) would depend on what else ran in the process.
     curve = trainer.fit(batches, epochs=epochs, shuffle=False, verbose=0, callbacks=callbacks).history
     return curve, trained_backbone, head, plan, (predict_val() if val_probabilities else None)
+
+
+def choose_regime(cfg: TrainConfig, train: SplitFeatures, labels: list[str], unfreeze_top: int) -> tuple[str, str]:
+    """The regime that trains (`train.regime`, "auto" resolved) and why, in words for the log and the card.
+
+    "auto": "fewshot" while the smallest class has fewer than `cfg.fewshot_below` training rows (the user's own,
+    augmented copies not counted), else "finetune". "fewshot" needs trainable blocks: with none
+    (`train.unfreeze_top=0`, so no token-level features stored) it falls back to "frozen", and says so."""
+    original = ~train.is_augmented
+    counts = np.bincount(train.labels[original], minlength=len(labels))
+    smallest = int(counts.min()) if len(counts) else 0
+    which = labels[int(counts.argmin())] if len(counts) else "?"
+    if cfg.regime != "auto":
+        regime, reason = cfg.regime, f"train.regime={cfg.regime}"
+    elif smallest < cfg.fewshot_below:
+        regime = "fewshot"
+        reason = (f"train.regime=auto: the smallest class ({which!r}) has {smallest} training rows, fewer than "
+                  f"train.fewshot_below={cfg.fewshot_below}: contrastive body tuning, then a head")
+    else:
+        regime = "finetune"
+        reason = (f"train.regime=auto: every class has at least train.fewshot_below={cfg.fewshot_below} training "
+                  f"rows (smallest: {which!r}, {smallest}): head and top blocks trained jointly")
+    if regime == "fewshot" and unfreeze_top == 0:
+        regime, reason = "frozen", (f"{reason}; but train.unfreeze_top=0 leaves no block to tune, so the head "
+                                    "alone trains on the frozen embeddings")
+    return regime, reason
+
+
+def _train_fewshot(train: SplitFeatures, val: SplitFeatures, weights: dict[int, float], cfg: TrainConfig,
+                   seed: int, backbone: Backbone, frozen_blocks: int, n_labels: int, mixed: bool):
+    """The few-shot regime (module docstring, "Regimes"): contrastive tuning of the blocks above the
+    `frozen_blocks` bottom ones on pairs of the training rows, then the head on the tuned embeddings.
+
+    Returns what `_train` returns: the per-epoch curve (contrastive `loss`; validation figures of the model a
+    head fitted at that epoch's end would give), the backbone holding the tuned blocks, the head, the budget
+    (pairs, epochs, steps) and the validation probabilities of the final model."""
+    import keras
+
+    from core.model.contrastive import PairBatches, build_siamese, contrastive_pairs
+    from core.model.graph import build_top_encoder
+    from core.model.inference import forward, pad_hidden, predict_in_order
+    from core.model.training import EpochLog, PartwiseAdamW, learning_rate_schedule, seed_dropout
+
+    with dtype_policy(mixed):  # only the backbone's blocks: pooling, the cosine and the head stay float32
+        trained_backbone = fresh_backbone(backbone.path)
+    encoder = build_top_encoder(trained_backbone, frozen_blocks)
+    first, second, target = contrastive_pairs(train.labels, cfg.pair_iterations, seed)
+    pairs = PairBatches(train.hidden, first, second, target, cfg.pair_batch_size, seed)
+    plan = {"pairs": int(len(target)), "epochs": cfg.contrastive_epochs, "steps_per_epoch": len(pairs),
+            "steps": cfg.contrastive_epochs * len(pairs), "head": cfg.fewshot_head}
+    siamese = build_siamese(encoder)
+    seed_dropout(siamese, seed)
+    optimizer = PartwiseAdamW(learning_rate_schedule(cfg.contrastive_learning_rate, max(plan["steps"], 1), cfg.warmup),
+                              weight_decay=cfg.weight_decay, global_clipnorm=cfg.clip_norm or None)
+    siamese.compile(optimizer=keras.optimizers.LossScaleOptimizer(optimizer) if mixed else optimizer,
+                    loss=keras.losses.MeanSquaredError())
+    run = forward(encoder)
+
+    def embed(split: SplitFeatures) -> np.ndarray:
+        if not len(split.labels):
+            return np.zeros((0, trained_backbone.hidden_dim), np.float32)
+        return predict_in_order(lambda rows: run(pad_hidden([split.hidden[i] for i in rows])),
+                                [len(h) for h in split.hidden]).astype(np.float32)
+
+    class HeadOnTuned(keras.callbacks.Callback):
+        """After each contrastive epoch: fit the head on the tuned training embeddings, score validation."""
+
+        def on_epoch_end(self, epoch, logs=None):
+            self.head, proba = _fewshot_head(embed(train), train.labels, embed(val), val, weights, cfg, seed,
+                                             backbone, n_labels, mixed)
+            if logs is not None and len(val.labels):
+                logs.update(ensemble_figures(proba, val.labels, n_labels))
+            self.val_proba = proba
+
+    head_fit = HeadOnTuned()
+    blocks = backbone.architecture.blocks - frozen_blocks
+    callbacks = [head_fit, EpochLog(cfg.contrastive_epochs, f"finetune/fewshot top{blocks}")]
+    if len(target):
+        curve = siamese.fit(pairs.dataset(), epochs=cfg.contrastive_epochs, shuffle=False, verbose=0, callbacks=callbacks).history
+    else:  # one row per class and one class cannot both hold: no pair at all means nothing to tune
+        head_fit.on_epoch_end(0, logs := {})
+        curve = {"loss": [float("nan")], **{k: [v] for k, v in logs.items()}}
+    for key in ("val_loss", "val_accuracy", "val_macro_f1"):
+        curve.setdefault(key, [float("nan")] * len(curve["loss"]))
+    return curve, trained_backbone, head_fit.head, plan, head_fit.val_proba
+
+
+def _fewshot_head(x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray, val: SplitFeatures,
+                  weights: dict[int, float], cfg: TrainConfig, seed: int, backbone: Backbone, n_labels: int,
+                  mixed: bool):
+    """The few-shot regime's head on tuned embeddings, as a Keras head model (`build_head`'s layout: embedding
+    -> probabilities), and its validation probabilities. "logistic": scikit-learn's LogisticRegression (lbfgs,
+    C=`cfg.fewshot_c`, SetFit's default head) copied into the softmax layer, so the saved model needs no
+    scikit-learn; "softmax": the head trained by the recipe (`_train`, the head alone) on the tuned embeddings."""
+    from core.model.contrastive import logistic_head_weights
+    from core.model.graph import build_head
+
+    if cfg.fewshot_head == "softmax":
+        tuned_train, tuned_val = _Tuned(x_train, y_train), _Tuned(x_val, val.labels)
+        head_cfg = cfg.model_copy(update={"unfreeze_top": 0})
+        _, _, head, _, proba = _train(tuned_train, tuned_val, weights, head_cfg, seed, backbone,
+                                      backbone.architecture.blocks, n_labels, mixed, select=False,
+                                      val_probabilities=True)
+        return head, proba
+    from sklearn.linear_model import LogisticRegression
+
+    sample_weight = np.array([weights[int(y)] for y in y_train], dtype=np.float64)
+    model = LogisticRegression(C=cfg.fewshot_c, max_iter=5000).fit(x_train, y_train, sample_weight=sample_weight)
+    head = build_head(n_labels, cfg.model_copy(update={"hidden_units": 0}), x_train.shape[1], seed=seed)
+    kernel, bias = np.zeros((x_train.shape[1], n_labels), np.float32), np.full(n_labels, -1e4, np.float32)
+    fitted_kernel, fitted_bias = logistic_head_weights(model.coef_, model.intercept_, len(model.classes_))
+    kernel[:, model.classes_], bias[model.classes_] = fitted_kernel, fitted_bias  # a class with no row: never
+    head.get_layer("head_output").set_weights([kernel, bias])
+    proba = head.predict(x_val, verbose=0) if len(x_val) else np.zeros((0, n_labels), np.float32)
+    return head, proba
+
+
+class _Tuned:
+    """Tuned embeddings dressed as `SplitFeatures` for the head-alone recipe."""
+
+    def __init__(self, embeddings: np.ndarray, labels: np.ndarray):
+        self.embeddings, self.labels, self.hidden = embeddings, labels, None
+        self.is_augmented = np.zeros(len(labels), bool)
 
 
 def block_multipliers(backbone, frozen_blocks: int, cfg: TrainConfig) -> dict[str, float]:

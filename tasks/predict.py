@@ -24,7 +24,7 @@ from schemas.tables import predictions_schema
 from core.storage import registry
 from core.storage.registry import resolve_version  # noqa: F401  (the CLI's entry point to the registry)
 from core.model.backbone import Backbone, encode_for_model
-from core.run.errors import InvalidData
+from core.run.errors import Failure, InvalidData
 from core.storage.artifacts import atomic_path
 from core.text.readers import read_raw
 from tasks.validate import schema_failures
@@ -44,6 +44,7 @@ class Inputs:
     frame: pd.DataFrame
     locations: list[str]
     reasons: list[str]
+    text_col: str = "text"
 
     @property
     def valid(self) -> list[int]:
@@ -52,7 +53,7 @@ class Inputs:
 
 
 def read_texts(path: Path, text_col: str, encoding: str = "utf-8", max_chars: int = 2000, max_file_mb: int = 512,
-               delimiter: str = "auto", on_invalid: str = "refuse") -> Inputs:
+               delimiter: str = "auto", on_invalid: str = "refuse", header: str = "auto") -> Inputs:
     """The input file as read, one entry per row (rows in = rows out), after checking its text column row by row.
 
     Blank lines between rows are rows (with an empty text), in every file type. With `on_invalid="refuse"`
@@ -62,9 +63,13 @@ def read_texts(path: Path, text_col: str, encoding: str = "utf-8", max_chars: in
     if on_invalid not in ON_INVALID:
         raise ValueError(f"on_invalid must be one of {ON_INVALID}, got {on_invalid!r}")
     name = str(path)
-    raw = read_raw(path, encoding, max_file_mb, delimiter, blank_lines="rows")
+    raw = read_raw(path, encoding, max_file_mb, delimiter, blank_lines="rows", header=header)
+    if header == "none" and raw.delimiter is not None and raw.frame.shape[1] == 1 and text_col not in raw.frame.columns:
+        text_col = str(raw.frame.columns[0])  # no header, one column: that column is the text, whatever its name
     if text_col not in raw.frame.columns:
         raise InvalidData([raw.missing_column(name, text_col, "--text-col")])
+    if failures := raw.check_header(name, {"--text-col": text_col}, "--text-col"):
+        raise InvalidData(failures)
     unparsed = [f for f in raw.failures if f.location.startswith(("line ", "row "))
                 and not f.rule.startswith("unreadable")]
     if len(unparsed) != len(raw.failures):
@@ -84,7 +89,7 @@ def read_texts(path: Path, text_col: str, encoding: str = "utf-8", max_chars: in
     why: dict[str, list[str]] = {}
     for failure in failures:
         why.setdefault(failure.location, []).append(failure.rule)
-    return Inputs(frame, locations, ["; ".join(why.get(loc, [])) for loc in locations])
+    return Inputs(frame, locations, ["; ".join(why.get(loc, [])) for loc in locations], text_col)
 
 
 def _number(location: str) -> int:
@@ -117,15 +122,34 @@ def score(folder: Path, texts: list[str], backbone: Backbone) -> tuple[np.ndarra
     return predict_token_ids(model, sequences, BATCH, progress="predict"), list(card["labels"])
 
 
+def output_collisions(name: str, columns: list[str], labels: list[str], on_invalid: str) -> list[Failure]:
+    """The input columns the output would overwrite (`predicted_label`, `prob_<label>` of the model's labels, and
+    `reason` with `--on-invalid keep`): one file-level failure naming them and the fix. A column of the user's
+    file is never overwritten (CONTRACT.md); an earlier output scored again is the usual cause."""
+    added = ["predicted_label", *(f"prob_{label}" for label in labels), *(["reason"] if on_invalid == "keep" else [])]
+    clash = [column for column in added if column in {str(c) for c in columns}]
+    if not clash:
+        return []
+    return [Failure(name, "file", clash[0], f"the input already has column{'s' * (len(clash) > 1)} "
+                    f"{', '.join(repr(c) for c in clash)}, which the output adds (predicted_label, prob_<label> per "
+                    "label): scoring would overwrite the file's own values; rename or drop "
+                    f"{'them' if len(clash) > 1 else 'it'} in the input (is it an earlier output scored again?), or "
+                    "score only the text column")]
+
+
 def predict_file(data: Path, out: Path, folder: Path, text_col: str, backbone: Backbone | None = None,
                  encoding: str = "utf-8", max_chars: int = 2000, max_file_mb: int = 512, delimiter: str = "auto",
-                 on_invalid: str = "refuse") -> dict:
+                 on_invalid: str = "refuse", header: str = "auto") -> dict:
     """Score every row of `data` with the model in `folder`; write `out` atomically; returns figures.
 
     `backbone` defaults to the one the model was trained on (`trained_backbone`). Rows in = rows out, in
     input order. With `on_invalid="keep"` an invalid row is written with an empty `predicted_label`, empty
     probabilities and its `reason`; by default any invalid row refuses the file."""
-    inputs = read_texts(data, text_col, encoding, max_chars, max_file_mb, delimiter, on_invalid)
+    inputs = read_texts(data, text_col, encoding, max_chars, max_file_mb, delimiter, on_invalid, header)
+    text_col = inputs.text_col
+    model_labels = list(json.loads((folder / "model.json").read_text())["labels"])
+    if clash := output_collisions(str(data), list(inputs.frame.columns), model_labels, on_invalid):
+        raise InvalidData(clash)
     valid = inputs.valid
     started = time.perf_counter()
     if valid:

@@ -15,10 +15,11 @@ import statistics
 from collections import Counter
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pandera.pandas as pa
 
-from schemas.raw import RULE_WORDING, raw_schema
+from schemas.raw import RULE_WORDING, canonical_spelling, escaped, label_key, raw_schema, spelling_difference
 from schemas.tables import VALIDATED_SCHEMA, ValidatedTable, to_arrow
 from core.storage.caching import step_task
 from schemas.config import DataConfig
@@ -37,13 +38,15 @@ def validate(data: DataConfig, workdir: Path) -> ArtifactRef:
     conflicts dropped, and lists the label set. Raises `InvalidData` listing every failure found.
     """
     name = str(data.path)
-    raw = read_raw(data.path, data.encoding, data.max_file_mb, data.delimiter)
+    raw = read_raw(data.path, data.encoding, data.max_file_mb, data.delimiter, header=data.header)
     frame = _select_columns(raw, data, name)
-    frame["label"] = frame["label"].map(canonical_label)
+    frame["label"] = boolean_labels(frame["label"]).map(canonical_label)
     if swapped := _swapped_columns(frame, data, name):
         raise InvalidData([swapped])
     columns = {"text": data.text_col, "label": data.label_col}
-    given = [canonical_label(label) for label in data.labels] if data.labels else None
+    given = [canonical_spelling(str(canonical_label(label))) for label in data.labels] if data.labels else None
+    if given and (failures := _given_label_failures(data.labels, name, data.label_col)):
+        raise InvalidData(failures)
     failures = list(raw.failures) + schema_failures(raw_schema(given, data.max_chars), frame, raw.locations,
                                                     columns, name)
     if failures:
@@ -52,8 +55,12 @@ def validate(data: DataConfig, workdir: Path) -> ArtifactRef:
     frame["text"] = frame["text"].str.strip()
     frame["label"] = frame["label"].str.strip()
     frame["location"] = raw.locations
-    if failures := _label_spelling_failures(frame, data.label_col, name):
+    if failures := _label_spelling_failures(frame, data.label_col, name, given):
         raise InvalidData(failures)
+    frame["label"], label_notes = _canonical_labels(frame["label"])
+    raw.notes.extend(label_notes)
+    for note in label_notes:
+        log.info("%s: %s", name, note)
     frame["norm"] = frame["text"].map(normalize_text)
     frame, counts = _resolve_duplicates(frame, data, name)
 
@@ -89,8 +96,13 @@ def _select_columns(raw: RawTable, data: DataConfig, name: str) -> pd.DataFrame:
     found = [str(c) for c in frame.columns]
     missing = [(flag, col) for flag, col in (("--text-col", data.text_col), ("--label-col", data.label_col))
                if col not in found]
+    fix = "--text-col 1 --label-col 2"
+    if missing and raw.data_like_header is not None:
+        raise InvalidData([Failure(name, "line 1", "", raw.header_rule(fix))])
     if missing:
         raise InvalidData([raw.missing_column(name, col, flag) for flag, col in missing])
+    if failures := raw.check_header(name, {"--text-col": data.text_col, "--label-col": data.label_col}, fix):
+        raise InvalidData(failures)
     return pd.DataFrame({"text": frame[data.text_col].to_numpy(), "label": frame[data.label_col].to_numpy()},
                         dtype=object)
 
@@ -114,6 +126,39 @@ def canonical_label(value: object) -> object:
     if isinstance(value, str) and _INTEGRAL_TEXT.match(value):
         return str(int(value.strip().split(".")[0]))
     return value
+
+
+def boolean_labels(labels: pd.Series) -> pd.Series:
+    """A label column of booleans only (JSON `true`/`false`, a Parquet boolean column) as the classes `True` and
+    `False` (Python's spelling, as pandas writes them to CSV, so the same data gives the same classes in every file
+    type). A boolean among other labels is left for the schema to refuse: a stray `true` in a column of words is a
+    mistake, not a class."""
+    present = [v for v in labels if v is not None and not (isinstance(v, float) and math.isnan(v))]
+    if present and all(isinstance(v, (bool, np.bool_)) for v in present):
+        return labels.map(lambda v: str(bool(v)) if isinstance(v, (bool, np.bool_)) else v)
+    return labels
+
+
+def _canonical_labels(labels: pd.Series) -> tuple[pd.Series, list[str]]:
+    """Each label in its `canonical_spelling` (NFC, no invisible format characters), and a note for each label
+    whose spelling changed (both shown escaped). Called once no two spellings of one label are left."""
+    changed = {label: canonical_spelling(label) for label in set(labels) if canonical_spelling(label) != label}
+    notes = [f"label '{escaped(old)}' stored as '{escaped(new)}' ({spelling_difference(old, new)}: one spelling "
+             "for a label a person cannot tell apart)" for old, new in sorted(changed.items())]
+    return labels.map(lambda v: changed.get(v, v)), notes
+
+
+def _given_label_failures(labels: tuple[str, ...], name: str, column: str) -> list[Failure]:
+    """`data.labels` naming one label twice in spellings a person cannot tell apart."""
+    seen: dict[str, str] = {}
+    failures = []
+    for label in (str(canonical_label(v)) for v in labels):
+        other = seen.setdefault(label_key(label), label)
+        if other != label:
+            failures.append(Failure(name, "file", column, f"data.labels names '{escaped(other)}' and "
+                                    f"'{escaped(label)}', which differ only in {spelling_difference(other, label)}; "
+                                    "give each label once"))
+    return failures
 
 
 def _swapped_columns(frame: pd.DataFrame, data: DataConfig, name: str) -> Failure | None:
@@ -158,24 +203,30 @@ def schema_failures(schema: pa.DataFrameSchema, frame: pd.DataFrame, locations: 
     return failures
 
 
-def _label_spelling_failures(frame: pd.DataFrame, column: str, name: str) -> list[Failure]:
-    """Labels that differ only in case or spacing ('Positive' vs 'positive') are one label misspelt."""
+def _label_spelling_failures(frame: pd.DataFrame, column: str, name: str,
+                              given: list[str] | None = None) -> list[Failure]:
+    """Labels a person cannot tell apart are one label written two ways: spellings with one `label_key` (case,
+    spacing, Unicode normal form, invisible format characters, compatibility forms). Each row of a spelling other
+    than the most frequent one (or than the one `data.labels` gives) fails, both spellings shown escaped."""
     counts = Counter(frame["label"])
     failures = []
     by_key: dict[str, list[str]] = {}
     for label in counts:
-        by_key.setdefault(" ".join(label.casefold().split()), []).append(label)
-    for variants in by_key.values():
-        if len(variants) < 2:
+        by_key.setdefault(label_key(label), []).append(label)
+    preferred = {label_key(label): label for label in given or ()}
+    for key, variants in by_key.items():
+        if len(variants) < 2 and (key not in preferred or canonical_spelling(variants[0]) == preferred[key]):
             continue
-        main = max(variants, key=lambda v: (counts[v], v))
+        main = preferred.get(key) or max(variants, key=lambda v: (counts[v], canonical_spelling(v) == v, v))
+        source = "data.labels" if key in preferred else f"{counts[main]} rows"
         for variant in variants:
             if variant == main:
                 continue
             for location in frame.loc[frame["label"] == variant, "location"]:
-                failures.append(Failure(name, location, column, f"label {variant!r} differs from {main!r} "
-                                        f"({counts[main]} rows) only in case or spacing; use one spelling", _shorten(variant)))
-    return failures
+                failures.append(Failure(name, location, column, f"label '{escaped(variant)}' differs from "
+                                        f"'{escaped(main)}' ({source}) only in {spelling_difference(variant, main)}; "
+                                        "use one spelling", _shorten(variant)))
+    return _in_file_order(failures)
 
 
 def _resolve_duplicates(frame: pd.DataFrame, data: DataConfig, name: str) -> tuple[pd.DataFrame, dict[str, int]]:

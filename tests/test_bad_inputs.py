@@ -29,7 +29,7 @@ CORPUS = [
     ("unterminated_quote.csv", [], ["line 6: row has 1 fields, the header has 2"]),
     ("mixed_encodings.csv", [], ["line 4: not valid utf-8", "mixes encodings"]),
     ("latin1.csv", [], ["line 4: not valid utf-8", "--set data.encoding=cp1252"]),
-    ("utf16.csv", [], ["line 1: not valid utf-8"]),
+    ("utf16.csv", [], ["file: the file looks like UTF-16 without a byte-order mark", "--set data.encoding=utf-16-le"]),
     ("control_chars.csv", [], ["line 3, column 'text': text contains control characters"]),
     ("single_class.csv", [], ["file, column 'label': needs at least 2 classes"]),
     ("label_case.csv", [], ["line 8, column 'label': label 'Positive' differs from 'positive'"]),

@@ -88,6 +88,20 @@ def build_top(backbone, head: keras.Model, frozen_blocks: int, name: str = "top"
     return keras.Model({"hidden": hidden, "padding_mask": mask}, head(x), name=name)
 
 
+def build_top_encoder(backbone, frozen_blocks: int, name: str = "top_encoder") -> keras.Model:
+    """{"hidden", "padding_mask"} -> unit-length sentence embedding (batch, hidden_dim) float32: the blocks of
+    `backbone` above its `frozen_blocks` bottom ones, masked mean pooling and L2 normalisation, the sentence
+    encoder the few-shot regime tunes (`core.model.contrastive`). Its blocks are `backbone`'s own layers, so a
+    classifier built from `backbone` afterwards (`build_classifier`) carries the tuned blocks."""
+    hidden = keras.Input(shape=(None, backbone.hidden_dim), name="hidden")
+    mask = keras.Input(shape=(None,), dtype="int32", name="padding_mask")
+    x = hidden
+    for block in transformer_blocks(backbone)[frozen_blocks:]:
+        x = block(x, padding_mask=mask)
+    x = L2Normalize(name="encoder_normalize")(MaskedMeanPooling(name="encoder_mean_pool")(x, mask))
+    return keras.Model({"hidden": hidden, "padding_mask": mask}, x, name=name)
+
+
 def build_head(n_labels: int, cfg: TrainConfig, input_dim: int, seed: int = 0, name: str = "head") -> keras.Model:
     """embedding (batch, input_dim) float32 -> class probabilities (batch, n_labels): dropout, an optional
     hidden layer, softmax with L1/L2 on its kernel. Its initial weights and dropout masks follow `seed` alone."""

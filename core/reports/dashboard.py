@@ -159,7 +159,10 @@ def run_markdown(summary: dict[str, Any]) -> str:
                   f"(unfreeze_top={embed['unfreeze_top']})"]
     if training := summary.get("training"):
         budget = training.get("budget") or {}
-        lines += ["", "## Training", f"epoch {training['best_epoch']} of {training['epochs_run']} kept: "
+        lines += ["", "## Training"]
+        if training.get("regime"):
+            lines += [f"regime **{training['regime']}**: {training.get('regime_reason')}", ""]
+        lines += [f"epoch {training['best_epoch']} of {training['epochs_run']} kept: "
                   f"{training.get('selection', 'best epoch')} (val macro-F1 {training.get('best_val_macro_f1')}, "
                   f"val loss {training['best_val_loss']}); budget {budget.get('epochs')} epochs of "
                   f"{budget.get('steps_per_epoch')} steps"]

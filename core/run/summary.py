@@ -157,7 +157,7 @@ def summary(cfg: RetrainConfig, run_id: str, stages: dict[str, dict[str, Any]], 
     if model := refs.get("finetune"):
         out["training"] = {k: model.meta.get(k) for k in ("best_epoch", "epochs_run", "best_val_loss", "best_val_macro_f1",
                                                           "best_val_accuracy", "selection", "budget", "phases",
-                                                          "history")}
+                                                          "history", "regime", "regime_reason")}
     if evaluation := refs.get("evaluate"):
         out["metrics"] = {"test": evaluation.meta["test"]}
     if decision := refs.get("gate"):

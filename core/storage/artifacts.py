@@ -2,7 +2,9 @@
 
 Every file is written under a temporary name in its destination folder, flushed, fsynced and renamed, and
 the folder is fsynced after the rename, so a reader sees either the old file or the whole new one, and a power
-loss after a write returned cannot undo it. Artifacts are content-addressed: a step's output is
+loss after a write returned cannot undo it. The temporary file (or folder) gets the permissions an ordinary
+`open()` (or `mkdir`) would give under the user's umask, 0666 & ~umask (0777 & ~umask), not `mkstemp`'s
+owner-only 0600 (0700): a colleague or a serving account reads what a run wrote exactly as the umask allows. Artifacts are content-addressed: a step's output is
 stored as `<workdir>/artifacts/<step>/<sha256[:16]><suffix>`, so equal content is stored once and a
 reference can always be checked against the bytes it points to.
 """
@@ -16,6 +18,7 @@ import json
 import os
 import shutil
 import tempfile
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -66,13 +69,41 @@ def sha256_tree(folder: Path) -> str:
     return digest.hexdigest()
 
 
+_umask_lock = threading.Lock()
+
+
+def current_umask() -> int:
+    """The process's umask, read without changing it where Linux shows it (/proc/self/status, `Umask:`); elsewhere
+    by setting and restoring it under a lock (the standard library's only way; the lock keeps this module's own
+    callers from racing, see os.umask)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as handle:
+            for line in handle:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    with _umask_lock:
+        mask = os.umask(0o022)
+        os.umask(mask)
+    return mask
+
+
+def _as_if_created(path: Path, is_dir: bool = False) -> None:
+    """Give a `mkstemp` file (0600) or `mkdtemp` folder (0700) the mode `open()` or `mkdir` would have given it:
+    0666 (0777) less the umask, so atomic writes honour the user's umask like any other write."""
+    os.chmod(path, (0o777 if is_dir else 0o666) & ~current_umask())
+
+
 @contextlib.contextmanager
 def atomic_path(dest: Path, suffix: str = "") -> Iterator[Path]:
-    """Yield a temporary path beside `dest`; on success rename it over `dest`, on failure remove it."""
+    """Yield a temporary path beside `dest` (mode 0666 & ~umask); on success rename it over `dest`, on failure
+    remove it."""
     dest.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=suffix + ".tmp", dir=dest.parent)
     os.close(fd)
     tmp = Path(tmp_name)
+    _as_if_created(tmp)
     try:
         yield tmp
         _fsync(tmp)
@@ -155,7 +186,8 @@ def artifact_dir(workdir: Path, step: str) -> Path:
 
 @contextlib.contextmanager
 def staging(folder: Path, suffix: str = "", is_dir: bool = False) -> Iterator[Path]:
-    """Yield a fresh temporary file (or folder) inside `folder`; whatever is left of it is removed on exit."""
+    """Yield a fresh temporary file (or folder) inside `folder`, with the mode the umask gives a new file (or
+    folder); whatever is left of it is removed on exit."""
     folder.mkdir(parents=True, exist_ok=True)
     if is_dir:
         tmp = Path(tempfile.mkdtemp(prefix=".staging.", suffix=suffix, dir=folder))
@@ -163,6 +195,7 @@ def staging(folder: Path, suffix: str = "", is_dir: bool = False) -> Iterator[Pa
         fd, name = tempfile.mkstemp(prefix=".staging.", suffix=suffix, dir=folder)
         os.close(fd)
         tmp = Path(name)
+    _as_if_created(tmp, is_dir)
     try:
         yield tmp
     finally:

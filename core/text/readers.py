@@ -10,7 +10,13 @@ What every reader does the same way, for training, `--validate-only` and predict
 - unnamed columns that are empty on every row (Excel's `text,label,,`) are dropped, with a note;
 - a blank line (no field holds anything but whitespace) is not a row when training (it is counted, with a
   note); with `blank_lines="rows"` (prediction: rows in = rows out) every blank line before the last row is a
-  row whose cells are empty. Blank lines after the last row are the end of the file, never rows.
+  row whose cells are empty. Blank lines after the last row are the end of the file, never rows;
+- what the file says of itself is read where it cannot be mistaken: a UTF-16 or UTF-32 byte-order mark (the
+  encoding), Excel's `sep=;` first line (the delimiter), a JSON array of records in a .json file; a trailing
+  delimiter on every data row is an unnamed empty column (ignored, with a note);
+- what cannot be read safely is refused with its cause and fix: a header line that looks like a data row (a
+  header-less file: `data.header=none` reads it, columns numbered 1, 2, ...), a title line above the header, the
+  header repeated further down (two exports joined), UTF-16 without a byte-order mark.
 """
 
 from __future__ import annotations
@@ -40,6 +46,13 @@ FORMATS = {".csv": "csv", ".tsv": "tsv", ".tab": "tsv", ".parquet": "parquet", "
 DELIMITERS = {"comma": ",", "semicolon": ";", "tab": "\t", "pipe": "|"}
 DELIMITER_NAMES = {char: name for name, char in DELIMITERS.items()}
 SNIFF_BYTES = 64 * 1024
+# Byte-order marks that name their encoding beyond doubt (UTF-32 first: its little-endian mark starts like UTF-16's).
+BOMS = ((b"\xff\xfe\x00\x00", "utf-32"), (b"\x00\x00\xfe\xff", "utf-32"), (b"\xff\xfe", "utf-16"),
+        (b"\xfe\xff", "utf-16"))
+# `data.header`: "auto" (the first line is the header unless it looks like a data row: then refused, with the fix),
+# "first" (the first line is the header, whatever it holds), "none" (no header: columns are named 1, 2, ...).
+HEADER_MODES = ("auto", "first", "none")
+_EXCEL_SEP = re.compile(r'^\ufeff?"?sep=(.)"?\s*$', re.IGNORECASE)
 _UNNAMED = re.compile(r"^(Unnamed: \d+(_level_\d+)?)?$")  # "" (CSV) or pandas' name for an empty header cell
 
 csv.field_size_limit(sys.maxsize)  # size is bounded by max_file_mb and data.max_chars, not by csv's 128 KiB
@@ -59,6 +72,8 @@ class RawTable:
     notes: list[str] = field(default_factory=list)
     delimiter: str | None = None
     blank_lines: list[str] = field(default_factory=list)
+    # data.header=auto: the header cell that looks like a data row (a sentence), if any: the file may have no header
+    data_like_header: str | None = None
 
     @property
     def rows_read(self) -> int:
@@ -68,6 +83,8 @@ class RawTable:
     def missing_column(self, name: str, column: str, option: str) -> Failure:
         """The failure for a column the file lacks: the header as read (invisible characters escaped) and,
         where the header holds another delimiter, how to name it."""
+        if self.data_like_header is not None:
+            return Failure(name, "line 1", "", self.header_rule(option))
         found = ", ".join(f"'{show_invisible(str(c))}'" for c in self.frame.columns) or "none"
         rule = f"missing column {column!r} (columns found: {found}); name the right one with {option}"
         if self.delimiter is not None and len(self.frame.columns) == 1:
@@ -77,6 +94,32 @@ class RawTable:
                 rule += (f"; or, if the columns are separated by {' or '.join(_delimiter_word(d) for d in others)}, "
                          f"name it with --set data.delimiter={DELIMITER_NAMES[others[0]]}")
         return Failure(name, "file", column, rule)
+
+
+    def header_rule(self, option: str) -> str:
+        """Why a header that looks like a data row is refused, and the two ways on (`option`: the command's flag for
+        the column, `--text-col` when scoring, both flags when training)."""
+        one = len(self.frame.columns) == 1
+        then = ("its one column is the text" if one and option == "--text-col" else
+                f"e.g. {option}{' N' if option == '--text-col' else ''}")
+        return (f"no header line? line 1 looks like a data row ('{show_invisible(self.data_like_header, 30)}'), not column "
+                f"names: read it as a row with --set data.header=none (columns are then 1, 2, ...: {then}); if line 1 "
+                "is the header, --set data.header=first")
+
+    def check_header(self, name: str, columns: dict[str, str], option: str) -> list[Failure]:
+        """The failure when a column named (`columns`: option -> name) exists only because line 1, a data row, was
+        taken for the header (`data.header=auto`): following a hint such as `--text-col <a sentence>` would lose
+        that row. `option` is what the fix names (`--text-col 1`, say)."""
+        if self.data_like_header is None or not any(
+                column in [str(c) for c in self.frame.columns] and _looks_like_data(column) for column in columns.values()):
+            return []
+        return [Failure(name, "line 1", "", self.header_rule(option))]
+
+
+def _looks_like_data(cell: str) -> bool:
+    """A header cell that reads like a sentence (six or more words, or 60 or more characters): a data row, most
+    likely, in a file that has no header line. Column names are short."""
+    return len(cell.split()) >= 6 or len(cell) >= 60
 
 
 def show_invisible(value: str, limit: int = 80) -> str:
@@ -110,8 +153,10 @@ def parse_delimiter(value: str) -> str:
 
 
 def read_raw(path: Path, encoding: str = "utf-8", max_file_mb: int = 512, delimiter: str = "auto",
-             blank_lines: Literal["skip", "rows"] = "skip") -> RawTable:
-    """Read a labelled file by its extension; raises `InputNotFound` or `InvalidData` for file-level faults."""
+             blank_lines: Literal["skip", "rows"] = "skip", header: str = "auto") -> RawTable:
+    """Read a labelled file by its extension; raises `InputNotFound` or `InvalidData` for file-level faults.
+
+    `header` (`data.header`, CSV and TSV only): `auto`, `first` or `none` (see HEADER_MODES)."""
     path = Path(path)
     name = str(path)
     require_file(path)
@@ -131,11 +176,22 @@ def read_raw(path: Path, encoding: str = "utf-8", max_file_mb: int = 512, delimi
             table = _read_parquet(path)
         else:
             data = path.read_bytes()
-            text = _decode(data, encoding, name)
+            text, notes = _decode(data, encoding, name)
             if fmt == "jsonl":
-                table = _read_jsonl(text, name, blank_lines)
+                table = (_read_json_array(text, name) if _is_json_array(text) else None) or _read_jsonl(
+                    text, name, blank_lines)
             else:
-                table = _read_delimited(text, name, fmt, _choose_delimiter(text, fmt, delimiter, name), blank_lines)
+                text, hint = _excel_sep_line(text)
+                if hint:
+                    notes.append(f"line 1 'sep={show_invisible(hint)}' (Excel's delimiter line) read as the delimiter "
+                                 "and skipped; the header is line 2")
+                    if parse_delimiter(delimiter) == "auto":
+                        delimiter = hint
+                chosen = _choose_delimiter(text, fmt, delimiter, name, header)
+                if hint and chosen[0] == hint:
+                    chosen = (hint, "Excel's sep= line")
+                table = _read_delimited(text, name, fmt, chosen, blank_lines, header)
+            table.notes[:0] = notes
     except PermissionError as exc:
         raise InputNotFound(f"{name} cannot be opened: {exc.strerror}") from None
     _drop_empty_unnamed(table)
@@ -149,16 +205,33 @@ def read_raw(path: Path, encoding: str = "utf-8", max_file_mb: int = 512, delimi
     return table
 
 
-def _decode(data: bytes, encoding: str, name: str) -> str:
+def _decode(data: bytes, encoding: str, name: str) -> tuple[str, list[str]]:
+    """The file's text and notes on how it was decoded. A UTF-16/32 byte-order mark names the encoding beyond doubt
+    and is followed when `data.encoding` is the default utf-8; UTF-16 without one is named, with the setting."""
     is_utf8 = encoding.lower().replace("_", "-") in ("utf-8", "utf8", "utf-8-sig")
     codec = "utf-8-sig" if is_utf8 else encoding
+    if is_utf8:
+        for mark, bom_codec in BOMS:
+            if data.startswith(mark):
+                try:
+                    return data.decode(bom_codec), [f"read as {bom_codec.upper()} (the file starts with its byte-order "
+                                                    "mark)"]
+                except UnicodeDecodeError as exc:
+                    raise InvalidData([Failure(name, "file", "", f"the file starts with a {bom_codec.upper()} byte-order "
+                                               f"mark but byte {exc.start} is not valid {bom_codec.upper()}: re-save it "
+                                               "as UTF-8")]) from None
+        if _looks_like_utf16(data):
+            order = "le" if data[1:2] == b"\x00" else "be"
+            raise InvalidData([Failure(name, "file", "", f"the file looks like UTF-16 without a byte-order mark (every "
+                                       f"other byte is 0): run with --set data.encoding=utf-16-{order}, or re-save it "
+                                       "as UTF-8")])
     if not is_utf8 and not data.isascii() and _is_utf8(data):
         raise InvalidData([Failure(name, "file", "", f"the file is valid UTF-8 with non-ASCII characters, but "
                                    f"data.encoding={encoding} was given: reading it that way would garble them "
                                    "(mojibake); read it as UTF-8: drop the data.encoding setting, or "
                                    "--set data.encoding=utf-8")])
     try:
-        return data.decode(codec)
+        return data.decode(codec), []
     except LookupError:
         raise InvalidData([Failure(name, "file", "", f"unknown encoding {encoding!r} in data.encoding")]) from None
     except UnicodeDecodeError:
@@ -185,6 +258,25 @@ def _undecodable_lines(data: bytes, codec: str, encoding: str, name: str) -> lis
     return [Failure(f.file, f.location, f.column, f"{f.rule}; {hint}") for f in failures]
 
 
+def _looks_like_utf16(data: bytes) -> bool:
+    """UTF-16 text with no byte-order mark: mostly ASCII, so half its bytes (all at even or all at odd offsets) are 0."""
+    sample = data[:4096]
+    if len(sample) < 8:
+        return False
+    even, odd = sample[0::2], sample[1::2]
+    return max(even.count(0) / len(even), odd.count(0) / len(odd)) > 0.6
+
+
+def _excel_sep_line(text: str) -> tuple[str, str | None]:
+    """Excel's `sep=;` first line (written by Excel to say which delimiter its CSV uses): the text from line 2 on,
+    as blank lines keeping line numbers, and the delimiter it names; (text, None) when there is no such line."""
+    first, newline, rest = text.partition("\n")
+    match = _EXCEL_SEP.match(first.rstrip("\r"))
+    if not match:
+        return text, None
+    return "\n" + rest, match.group(1)
+
+
 def _is_utf8(data: bytes) -> bool:
     try:
         data.decode("utf-8")
@@ -209,15 +301,24 @@ def _delimiter_word(char: str) -> str:
     return {",": "commas", ";": "semicolons", "\t": "tabs", "|": "pipes"}.get(char, repr(char))
 
 
-def _choose_delimiter(text: str, fmt: str, setting: str, name: str) -> tuple[str, str]:
+def _choose_delimiter(text: str, fmt: str, setting: str, name: str, header: str = "auto") -> tuple[str, str]:
     """The delimiter to read with: `data.delimiter` if set; a tab for .tsv; for .csv, what `csv.Sniffer` finds
-    among the candidate delimiters that the header line holds. Logs which, and how it was chosen."""
+    among the candidate delimiters that the header line holds. Logs which, and how it was chosen. Refuses a title
+    line above the header (a first line without delimiters over lines that have them), naming both lines."""
     setting = parse_delimiter(setting)
+    lines = [line.rstrip("\r") for line in text.lstrip("\ufeff").split("\n", 50)[:50]]
+    filled = [(number, line) for number, line in enumerate(lines, start=1) if line.strip()]
+    if len(filled) >= 3 and header != "none" and _title_above_header(filled, setting, fmt):
+        (first_no, first), (second_no, second) = filled[:2]
+        raise InvalidData([Failure(name, f"line {first_no}", "", f"line {first_no} '{show_invisible(first, 60)}' "
+                                   f"looks like a title above the header: it has no column separator, while line "
+                                   f"{second_no} ('{show_invisible(second, 60)}') and the lines below have them; "
+                                   f"delete line {first_no} (and any other line above the header) and run again")])
     if setting != "auto":
         return setting, "data.delimiter"
     if fmt == "tsv":
         return "\t", "by the file's extension"
-    header_line = text.lstrip("\ufeff").split("\n", 1)[0].rstrip("\r")
+    header_line = filled[0][1] if filled else ""
     candidates = "".join(d for d in DELIMITERS.values() if d in header_line)
     if not candidates:
         return ",", "one column: the header holds no delimiter"
@@ -237,48 +338,93 @@ def _choose_delimiter(text: str, fmt: str, setting: str, name: str) -> tuple[str
     return chosen, "detected; set data.delimiter to override"
 
 
+def _title_above_header(filled: list[tuple[int, str]], setting: str, fmt: str) -> bool:
+    """A first line of several words with no column separator, over a line of short names that has them, the lines
+    below holding as many fields as that one: a title a spreadsheet export put above the header. (A one-column file
+    whose sentences hold commas is not one: its second line is a sentence, and its field counts vary.)"""
+    first, second, rest = filled[0][1], filled[1][1], [line for _, line in filled[2:]]
+    if len(first.split()) < 2:
+        return False
+    chars = [setting] if setting != "auto" else ["\t"] if fmt == "tsv" else list(DELIMITERS.values())
+    for char in chars:
+        if char in first or char not in second:
+            continue
+        names = next(csv.reader([second], delimiter=char))
+        if len(names) < 2 or any(len(n) > 40 or _looks_like_data(n) for n in names):
+            continue
+        counts = [len(next(csv.reader([line], delimiter=char), [])) for line in rest]
+        if sum(c == len(names) for c in counts) >= 0.8 * len(counts):
+            return True
+    return False
+
+
 def _is_blank(fields: list[str]) -> bool:
     return all(not f.strip() for f in fields)
 
 
-def _read_delimited(text: str, name: str, fmt: str, chosen: tuple[str, str], blank_lines: str) -> RawTable:
+def _read_delimited(text: str, name: str, fmt: str, chosen: tuple[str, str], blank_lines: str,
+                    header_mode: str = "auto") -> RawTable:
     delimiter, how = chosen
     reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
     header: list[str] | None = None
-    records, locations, failures, skipped, pending = [], [], [], [], []
+    rows: list[tuple[int, list[str]]] = []  # (line where the row starts, fields), blank rows included
     last_line = 0
-    kind = _delimiter_word(delimiter)[:-1] if delimiter in DELIMITER_NAMES else repr(delimiter)
+    unreadable = None
     try:
         for fields in reader:
             start, last_line = last_line + 1, reader.line_num
-            if header is None:
-                if not fields or _is_blank(fields):
-                    continue  # blank lines before the header
+            if header is None and (not fields or _is_blank(fields)):
+                continue  # blank lines before the header
+            if header is None and header_mode != "none":
                 header = [h.strip() for h in fields]
                 continue
-            if _is_blank(fields):
-                # a row, or the end of the file: known when a row follows (or, scoring, when it holds spaces)
-                pending.append((start, fields))
-                continue
-            _flush_blank(pending, len(pending), blank_lines, header, records, locations, skipped)
-            pending = []
-            if len(fields) != len(header):
-                failures.append(Failure(name, f"line {start}", "", f"row has {len(fields)} fields, the header "
-                                        f"has {len(header)} (an unquoted {kind} or quote?)",
-                                        _preview(delimiter.join(fields))))
-                continue
-            records.append(fields)
-            locations.append(f"line {start}")
+            if header is None:  # data.header=none: columns numbered from 1, as wide as the widest row
+                header = []
+            rows.append((start, fields))
     except csv.Error as exc:
-        failures.append(Failure(name, f"line {reader.line_num}", "", f"unreadable {fmt.upper()}: {exc}"))
+        unreadable = Failure(name, f"line {reader.line_num}", "", f"unreadable {fmt.upper()}: {exc}")
     if header is None:
         raise InvalidData([Failure(name, "file", "", "file has no header row")])
+    notes = [f"columns separated by '{show_invisible(delimiter)}' ({how})"]
+    if header_mode == "none":
+        header = [str(i) for i in range(1, max((len(f) for _, f in rows if not _is_blank(f)), default=1) + 1)]
+        notes.append(f"no header line (data.header=none): columns numbered 1 to {len(header)}, line 1 is a row")
+    elif extra := _trailing_delimiters(rows, len(header)):
+        header = header + [""] * extra  # every data row ends with `extra` empty fields: unnamed empty columns
+        notes.append(f"every data row ends with {extra} {_delimiter_word(delimiter)[:-1] if extra == 1 else _delimiter_word(delimiter)} "
+                     "that the header lacks (a trailing delimiter): the empty field read as an unnamed empty column")
+    data_like = _data_like_header(header, rows) if header_mode == "auto" else None
+    records, locations, failures, skipped, pending = [], [], [], [], []
+    kind = _delimiter_word(delimiter)[:-1] if delimiter in DELIMITER_NAMES else repr(delimiter)
+    header_key = [h.casefold() for h in header]
+    for start, fields in rows:
+        if _is_blank(fields):
+            # a row, or the end of the file: known when a row follows (or, scoring, when it holds spaces)
+            pending.append((start, fields))
+            continue
+        _flush_blank(pending, len(pending), blank_lines, header, records, locations, skipped)
+        pending = []
+        if header_mode != "none" and len(fields) >= 2 and [f.strip().casefold() for f in fields] == header_key:
+            failures.append(Failure(name, f"line {start}", "", "this line repeats the header (two exports joined "
+                                    "into one file?): delete it", _preview(delimiter.join(fields))))
+            continue
+        if header_mode == "none" and len(fields) < len(header):
+            fields = fields + [""] * (len(header) - len(fields))
+        if len(fields) != len(header):
+            trailing = len(fields) == len(header) + 1 and not fields[-1].strip()
+            cause = f"a trailing {kind} at the end of the row?" if trailing else f"an unquoted {kind} or quote?"
+            failures.append(Failure(name, f"line {start}", "", f"row has {len(fields)} fields, the header "
+                                    f"has {len(header)} ({cause})", _preview(delimiter.join(fields))))
+            continue
+        records.append(fields)
+        locations.append(f"line {start}")
+    if unreadable:
+        failures.append(unreadable)
     if blank_lines == "rows":
         # Scoring: trailing empty lines end the file, but a trailing line of spaces is a row the user wrote
         # (rows in = rows out: it is refused, or kept with a reason, never dropped without a word).
         written = [i for i, (_, fields) in enumerate(pending) if any(fields)]
         _flush_blank(pending, written[-1] + 1 if written else 0, blank_lines, header, records, locations, skipped)
-    notes = [f"columns separated by '{show_invisible(delimiter)}' ({how})"]
     drop = [i for i, h in enumerate(header) if not h and all(not r[i].strip() for r in records)]
     if drop:
         header = [h for i, h in enumerate(header) if i not in drop]
@@ -286,7 +432,35 @@ def _read_delimited(text: str, name: str, fmt: str, chosen: tuple[str, str], bla
         notes.append(_unnamed_note([i + 1 for i in drop]))
     _check_header(header, name)
     frame = pd.DataFrame.from_records(records, columns=header) if records else pd.DataFrame(columns=header)
-    return RawTable(frame.astype(object), locations, failures, notes, delimiter, skipped)
+    return RawTable(frame.astype(object), locations, failures, notes, delimiter, skipped, data_like)
+
+
+def _data_like_header(header: list[str], rows: list[tuple[int, list[str]]]) -> str | None:
+    """The header cell that says line 1 is a data row, if one does: a sentence (`_looks_like_data`), or a value that
+    its own column holds again further down (a label such as `positive` on line 1 of a header-less file). Rows that
+    repeat the whole header (two exports joined) are not counted: they are named on their own."""
+    if cell := next((h for h in header if _looks_like_data(h)), None):
+        return cell
+    key = [h.casefold() for h in header]
+    for _, fields in rows:
+        values = [f.strip().casefold() for f in fields]
+        if len(values) == len(key) and values != key:
+            for name, value in zip(key, values):
+                if name and value == name:
+                    return header[key.index(name)]
+    return None
+
+
+def _trailing_delimiters(rows: list[tuple[int, list[str]]], width: int) -> int:
+    """How many empty fields every data row has beyond the header's `width` (a delimiter at the end of each data
+    row, not of the header: an export's habit); 0 when any row has not, or has a value there."""
+    filled = [fields for _, fields in rows if not _is_blank(fields)]
+    if not filled:
+        return 0
+    extra = min(len(fields) for fields in filled) - width
+    if extra <= 0 or any(field.strip() for fields in filled for field in fields[width:]):
+        return 0
+    return extra if all(len(fields) == width + extra for fields in filled) else 0
 
 
 def _flush_blank(pending: list[tuple[int, list[str]]], count: int, blank_lines: str, header: list[str],
@@ -351,6 +525,43 @@ def _read_jsonl(text: str, name: str, blank_lines: str) -> RawTable:
         locations.append(f"line {number}")
     frame = pd.DataFrame.from_records(records) if records else pd.DataFrame()
     return RawTable(frame.astype(object), locations, failures, blank_lines=skipped)
+
+
+def _is_json_array(text: str) -> bool:
+    """The file is one JSON array (`[{...}, {...}]`, as `json.dump(records)` and many exports write), not JSON lines."""
+    return text.lstrip("\ufeff \t\r\n").startswith("[")
+
+
+def _read_json_array(text: str, name: str) -> RawTable | None:
+    """A JSON array of records, each located by the line where it starts (as JSON lines are). An element that is
+    not an object fails on its line; an array that does not parse is refused saying it is an array, where it breaks.
+    None when text follows the array's end: JSON lines whose first record is an array, read (and refused) as such."""
+    decoder = json.JSONDecoder()
+    records, locations, failures = [], [], []
+    position = text.index("[") + 1
+    ws = re.compile(r"[\s,]*")
+    try:
+        while True:
+            position = ws.match(text, position).end()
+            if position >= len(text) or text[position] == "]":
+                if text[position + 1:].strip():
+                    return None
+                break
+            line = text.count("\n", 0, position) + 1
+            value, position = decoder.raw_decode(text, position)
+            if isinstance(value, dict):
+                records.append(value)
+                locations.append(f"line {line}")
+            else:
+                failures.append(Failure(name, f"line {line}", "", "an element of the JSON array is not an object "
+                                        '({"text": ..., "label": ...})', _preview(json.dumps(value))))
+    except json.JSONDecodeError as exc:
+        raise InvalidData([Failure(name, f"line {exc.lineno}", "", f"the file is a JSON array (not JSON lines) that "
+                                   f"is not valid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}; fix it, "
+                                   "or write one JSON object per line (JSON lines)")]) from None
+    frame = pd.DataFrame.from_records(records) if records else pd.DataFrame()
+    note = f"read as a JSON array of {len(records) + len(failures)} records (not JSON lines)"
+    return RawTable(frame.astype(object), locations, failures, [note])
 
 
 def _read_parquet(path: Path) -> RawTable:

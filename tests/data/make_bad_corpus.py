@@ -43,7 +43,7 @@ def main() -> None:
         + csv_lines([("Nestl\u00e9 results were steady", "neutral")] + GOOD[2:]).split("\n", 1)[1].encode(),
         "latin1.csv": csv_lines(GOOD[:2] + [("Sepp\u00e4l\u00e4 sold its shares", "neutral")] + GOOD[2:])
         .encode("latin-1"),
-        "utf16.csv": csv_lines(GOOD).encode("utf-16"),
+        "utf16.csv": csv_lines(GOOD).encode("utf-16-le"),  # no byte-order mark: with one, the file is read
         "control_chars.csv": csv_lines(GOOD[:1] + [("Profit\x00 rose", "positive")] + GOOD[1:]).encode(),
         "single_class.csv": csv_lines([(t, "positive") for t, _ in GOOD]).encode(),
         "label_case.csv": csv_lines(GOOD + [("Margins improved markedly .", "Positive")]).encode(),
