@@ -16,7 +16,7 @@ import pytest
 from core.run.errors import InvalidData
 from schemas.config import DataConfig
 from schemas.raw import MISSING_MARKERS, label_key
-from tasks.predict import read_texts
+from tasks.predict import output_collisions, read_texts
 from tasks.validate import validate
 from tests.conftest import first_per_label
 
@@ -136,3 +136,12 @@ def test_title_lines_above_the_header_are_named(tmp_path: Path, title, lines):
     with pytest.raises(InvalidData) as caught:
         read_texts(path, "text")
     assert f"delete {lines}" in caught.value.failures[0].rule
+
+
+@pytest.mark.parametrize("column", ["Predicted_Label", "predicted_label ", "PROB_b", "prob_\uff42", "predicted\u200b_label"])
+def test_an_input_column_a_person_cannot_tell_from_an_added_one_is_refused(column):
+    # a Parquet file keeps a trailing space or case in a column name (a CSV header is stripped): written beside
+    # `predicted_label`, it would be two columns that read the same, and one to case-insensitive tools (SQL, Excel)
+    (failure,) = output_collisions("f.parquet", ["text", column], ["a", "b"], "refuse")
+    assert repr(column) in failure.rule and "rename or drop it" in failure.rule
+    assert output_collisions("f.parquet", ["text", "prob_c", "predicted"], ["a", "b"], "refuse") == []
