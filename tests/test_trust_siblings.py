@@ -145,3 +145,23 @@ def test_an_input_column_a_person_cannot_tell_from_an_added_one_is_refused(colum
     (failure,) = output_collisions("f.parquet", ["text", column], ["a", "b"], "refuse")
     assert repr(column) in failure.rule and "rename or drop it" in failure.rule
     assert output_collisions("f.parquet", ["text", "prob_c", "predicted"], ["a", "b"], "refuse") == []
+
+
+@pytest.mark.parametrize("suffix, labels", [(".csv", ["1", "0", "True", "False"]),
+                                            (".jsonl", [1, 0, True, False]),
+                                            (".csv", ["1", "0", "true", "FALSE"])])
+def test_a_boolean_label_column_written_two_ways_is_refused_the_same_in_every_file_type(tmp_path: Path, suffix,
+                                                                                         labels):
+    rows = [(text, labels[i % 4] if i % 5 else labels[i % 2]) for i, (text, _) in enumerate(ROWS)]
+    failures = _failures(_write(tmp_path / f"x{suffix}", rows))
+    assert failures and all("one truth value written two ways" in f for f in failures), failures
+    # the minority spelling's rows, each on its line
+    words = sum(str(label).casefold() in ("true", "false") for _, label in rows)
+    assert len(failures) == min(words, len(rows) - words)
+
+
+@pytest.mark.parametrize("labels", [["yes", "no"], ["TRUE", "FALSE"], ["1", "0"], [True, False]])
+def test_boolean_labels_written_one_way_are_classes(tmp_path: Path, labels):
+    rows = [(text, labels[i % 2]) for i, (text, _) in enumerate(ROWS)]
+    ref = validate(DataConfig(path=_write(tmp_path / "x.jsonl", rows), min_per_class=1), tmp_path / "w")
+    assert ref.rows == len(ROWS) and len(ref.meta["labels"]) == 2
