@@ -165,3 +165,26 @@ def test_boolean_labels_written_one_way_are_classes(tmp_path: Path, labels):
     rows = [(text, labels[i % 2]) for i, (text, _) in enumerate(ROWS)]
     ref = validate(DataConfig(path=_write(tmp_path / "x.jsonl", rows), min_per_class=1), tmp_path / "w")
     assert ref.rows == len(ROWS) and len(ref.meta["labels"]) == 2
+
+
+@pytest.mark.parametrize("header, difference, option", [
+    ("Text", "case or spacing", "--text-col Text"),
+    ("t\u0435xt", "look-alike letters of another alphabet (U+0435 CYRILLIC SMALL LETTER IE", None),
+    ("\uff54\uff45\uff58\uff54", "compatibility forms", None),
+    ("text\u200b", "invisible characters (U+200B ZERO WIDTH SPACE)", None),
+])
+def test_a_header_that_reads_as_the_column_asked_for_is_named_with_the_difference(tmp_path: Path, header, difference,
+                                                                                 option):
+    path = tmp_path / "x.csv"
+    path.write_text(f"{header},label\n" + "".join(f'"{t}",{label}\n' for t, label in ROWS), encoding="utf-8")
+    for failures in (_failures(path), [_read_texts_failure(path)]):
+        (failure,) = failures
+        assert f"missing column 'text': the header has '{header.encode('unicode_escape').decode()}'" in failure
+        assert difference in failure and "rename that header to 'text'" in failure
+        assert (option in failure) if option else "--text-col" not in failure  # no hint that cannot be typed
+
+
+def _read_texts_failure(path: Path) -> str:
+    with pytest.raises(InvalidData) as caught:
+        read_texts(path, "text")
+    return caught.value.failures[0].describe()
