@@ -188,3 +188,14 @@ def _read_texts_failure(path: Path) -> str:
     with pytest.raises(InvalidData) as caught:
         read_texts(path, "text")
     return caught.value.failures[0].describe()
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".jsonl", ".parquet"])
+def test_a_missing_value_marker_is_not_a_text_to_learn_or_score(tmp_path: Path, suffix):
+    rows = [("N/A" if i == 3 else "null" if i == 5 else text, label) for i, (text, label) in enumerate(ROWS)]
+    path = _write(tmp_path / f"x{suffix}", rows)
+    failures = _failures(path)
+    assert len(failures) == 2 and all("text is a missing-value marker" in f for f in failures), failures
+    kept = read_texts(path, "text", on_invalid="keep")
+    assert kept.frame.shape[0] == len(ROWS)  # rows in = rows out: kept with a reason when asked
+    assert sum("missing-value marker" in reason for reason in kept.reasons) == 2
