@@ -38,14 +38,14 @@ def add_set_option(parser: argparse.ArgumentParser) -> None:
 def check_backbone_settings(cfg: RetrainConfig) -> None:
     """Check the settings the backbone bounds against its config.json alone (no weights read, no TensorFlow
     imported: milliseconds), so a command refuses them before anything starts: `model.backbone` itself (a BERT
-    preset folder), `train.unfreeze_top` (at most its transformer blocks) and `tokenize.max_length` (at most its
-    positions). Raises `ConfigError` naming every setting that does not fit, with its bound. (Here, not in
+    or MPNet preset folder, or an installed body's name), `train.unfreeze_top` (at most its transformer blocks)
+    and `tokenize.max_length` (at most its positions). Raises `ConfigError` naming every setting that does not fit, with its bound. (Here, not in
     schemas/config.py: the validate step imports that module, and its cache key must not depend on the backbone's
     libraries.)"""
-    from core.model.backbone import architecture, default_preset
+    from core.model.backbone import architecture, preset_folder
 
-    preset = Path(cfg.model.backbone) if cfg.model.backbone else default_preset()
-    shape = architecture(preset)  # ConfigError naming model.backbone if the folder is not a BERT preset
+    preset = preset_folder(cfg.model.backbone)  # a name or a folder; all-mpnet-base-v2 absent: run `make mpnet`
+    shape = architecture(preset)  # ConfigError naming model.backbone if the folder is not a BERT or MPNet preset
     problems = []
     if cfg.train.unfreeze_top > shape.blocks:
         problems.append(f"train.unfreeze_top={cfg.train.unfreeze_top}, but the backbone {preset} has "
@@ -107,6 +107,7 @@ def quiet_expected_errors() -> None:
 # What a refused input leaves behind, by command: each command's own words, never another's.
 NOTHING_DONE = {
     "retrain": "nothing was trained or promoted; fix the data (or the settings named above) and run again.",
+    "embed": "nothing was embedded or written; fix the data (or the settings named above) and run again.",
     "predict": "nothing was scored or written; fix the data (or the settings named above) and run again, or keep "
                "the invalid rows in the output (empty prediction, a `reason` column) with --on-invalid keep.",
     "suggest": "nothing was written; rename the pool's column named above and run again.",

@@ -180,7 +180,7 @@ def finetune(features: ArtifactRef, cfg: TrainConfig, seed: int, backbone: Backb
         "labels": labels,
         "backbone_sha256": backbone.sha256,
         "unfreeze_top": unfreeze_top,
-        "tokenizer": {"strip_accents": bool(tokenizer.strip_accents), "lowercase": bool(tokenizer.lowercase),
+        "tokenizer": {"strip_accents": bool(tokenizer.strip_accents), "lowercase": bool(getattr(tokenizer, "lowercase_text", tokenizer.lowercase)),
                       "sequence_length": features.meta["sequence_length"]},
         "train": cfg.model_dump(mode="json"),
         "hardware": {"gpus": gpus, "mixed_precision": mixed},
@@ -368,7 +368,9 @@ def _train_fewshot(train: SplitFeatures, val: SplitFeatures, weights: dict[int, 
     blocks = backbone.architecture.blocks - frozen_blocks
     callbacks = [head_fit, EpochLog(cfg.contrastive_epochs, f"finetune/fewshot top{blocks}")]
     if len(target):
-        curve = siamese.fit(pairs.dataset(), epochs=cfg.contrastive_epochs, shuffle=False, verbose=0, callbacks=callbacks).history
+        # repeat(): each epoch re-runs the generator (a new pair order), steps_per_epoch tells Keras where it ends
+        curve = siamese.fit(pairs.dataset().repeat(), steps_per_epoch=len(pairs), epochs=cfg.contrastive_epochs,
+                            shuffle=False, verbose=0, callbacks=callbacks).history
     else:  # one row per class and one class cannot both hold: no pair at all means nothing to tune
         head_fit.on_epoch_end(0, logs := {})
         curve = {"loss": [float("nan")], **{k: [v] for k, v in logs.items()}}
