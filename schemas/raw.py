@@ -121,6 +121,9 @@ def text_checks(max_chars: int) -> list[pa.Check]:
         pa.Check(lambda v: not is_spreadsheet_error(v), element_wise=True,
                  error="text is a spreadsheet error value (a formula failed in the export): fix the formula or "
                        "re-export the values, or remove the row"),
+        pa.Check(lambda v: not is_missing_marker(v), element_wise=True,
+                 error="text is a missing-value marker (N/A, NaN, null: an empty cell as an export wrote it), not "
+                       "a sentence: fill it in or remove the row"),
         pa.Check(_has_letter, element_wise=True,
                  error="text has no letters (a number or symbols only: are the columns swapped?)"),
         pa.Check(lambda v: not isinstance(v, str) or len(v) <= max_chars, element_wise=True,

@@ -55,7 +55,8 @@ def validate(data: DataConfig, workdir: Path) -> ArtifactRef:
     frame["text"] = frame["text"].str.strip()
     frame["label"] = frame["label"].str.strip()
     frame["location"] = raw.locations
-    if failures := _label_spelling_failures(frame, data.label_col, name, given):
+    if failures := _label_spelling_failures(frame, data.label_col, name, given) or _truth_value_failures(
+            frame, data.label_col, name):
         raise InvalidData(failures)
     frame["label"], label_notes = _canonical_labels(frame["label"])
     raw.notes.extend(label_notes)
@@ -134,9 +135,39 @@ def boolean_labels(labels: pd.Series) -> pd.Series:
     type). A boolean among other labels is left for the schema to refuse: a stray `true` in a column of words is a
     mistake, not a class."""
     present = [v for v in labels if v is not None and not (isinstance(v, float) and math.isnan(v))]
-    if present and all(isinstance(v, (bool, np.bool_)) for v in present):
+    # booleans beside the integers 0 and 1 (JSON `true` and `1` in one column) are spelled too, for
+    # `_truth_value_failures` to name the two ways of writing one truth value, as it does for a CSV
+    if present and any(isinstance(v, (bool, np.bool_)) for v in present) and all(
+            isinstance(v, (bool, np.bool_)) or (isinstance(v, numbers.Integral) and v in (0, 1)) for v in present):
         return labels.map(lambda v: str(bool(v)) if isinstance(v, (bool, np.bool_)) else v)
     return labels
+
+
+_TRUTH = {"true": "1", "false": "0", "1": "1", "0": "0"}
+
+
+def _truth_value_failures(frame: pd.DataFrame, column: str, name: str) -> list[Failure]:
+    """A label column of truth values written both as words and as digits (`True` and `1`, `false` and `0`): one
+    column of booleans exported in parts, never four classes. Each row of the less frequent way fails, naming
+    the other spelling of its value."""
+    labels = Counter(frame["label"])
+    if not labels or not all(label.casefold() in _TRUTH for label in labels):
+        return []
+    words = {label for label in labels if not label.isdigit()}
+    if not words or len(words) == len(labels):
+        return []
+    minority = words if sum(labels[w] for w in words) <= sum(labels.values()) / 2 else set(labels) - words
+    other = {_TRUTH[label.casefold()]: label for label in sorted(set(labels) - minority, key=labels.get)}
+    failures = []
+    for label in minority:
+        twin = other.get(_TRUTH[label.casefold()])
+        said = (f"'{twin}' ({labels[twin]} rows)" if twin else
+                f"{' and '.join(repr(x) for x in sorted(set(labels) - minority))}")
+        for location in frame.loc[frame["label"] == label, "location"]:
+            failures.append(Failure(name, location, column, f"label '{label}' is one truth value written two ways: "
+                                    f"other rows write it as {said}; use one spelling (words or 1/0) for "
+                                    "the whole column", label))
+    return _in_file_order(failures)
 
 
 def _canonical_labels(labels: pd.Series) -> tuple[pd.Series, list[str]]:

@@ -145,3 +145,57 @@ def test_an_input_column_a_person_cannot_tell_from_an_added_one_is_refused(colum
     (failure,) = output_collisions("f.parquet", ["text", column], ["a", "b"], "refuse")
     assert repr(column) in failure.rule and "rename or drop it" in failure.rule
     assert output_collisions("f.parquet", ["text", "prob_c", "predicted"], ["a", "b"], "refuse") == []
+
+
+@pytest.mark.parametrize("suffix, labels", [(".csv", ["1", "0", "True", "False"]),
+                                            (".jsonl", [1, 0, True, False]),
+                                            (".csv", ["1", "0", "true", "FALSE"])])
+def test_a_boolean_label_column_written_two_ways_is_refused_the_same_in_every_file_type(tmp_path: Path, suffix,
+                                                                                         labels):
+    rows = [(text, labels[i % 4] if i % 5 else labels[i % 2]) for i, (text, _) in enumerate(ROWS)]
+    failures = _failures(_write(tmp_path / f"x{suffix}", rows))
+    assert failures and all("one truth value written two ways" in f for f in failures), failures
+    # the minority spelling's rows, each on its line
+    words = sum(str(label).casefold() in ("true", "false") for _, label in rows)
+    assert len(failures) == min(words, len(rows) - words)
+
+
+@pytest.mark.parametrize("labels", [["yes", "no"], ["TRUE", "FALSE"], ["1", "0"], [True, False]])
+def test_boolean_labels_written_one_way_are_classes(tmp_path: Path, labels):
+    rows = [(text, labels[i % 2]) for i, (text, _) in enumerate(ROWS)]
+    ref = validate(DataConfig(path=_write(tmp_path / "x.jsonl", rows), min_per_class=1), tmp_path / "w")
+    assert ref.rows == len(ROWS) and len(ref.meta["labels"]) == 2
+
+
+@pytest.mark.parametrize("header, difference, option", [
+    ("Text", "case or spacing", "--text-col Text"),
+    ("t\u0435xt", "look-alike letters of another alphabet (U+0435 CYRILLIC SMALL LETTER IE", None),
+    ("\uff54\uff45\uff58\uff54", "compatibility forms", None),
+    ("text\u200b", "invisible characters (U+200B ZERO WIDTH SPACE)", None),
+])
+def test_a_header_that_reads_as_the_column_asked_for_is_named_with_the_difference(tmp_path: Path, header, difference,
+                                                                                 option):
+    path = tmp_path / "x.csv"
+    path.write_text(f"{header},label\n" + "".join(f'"{t}",{label}\n' for t, label in ROWS), encoding="utf-8")
+    for failures in (_failures(path), [_read_texts_failure(path)]):
+        (failure,) = failures
+        assert f"missing column 'text': the header has '{header.encode('unicode_escape').decode()}'" in failure
+        assert difference in failure and "rename that header to 'text'" in failure
+        assert (option in failure) if option else "--text-col" not in failure  # no hint that cannot be typed
+
+
+def _read_texts_failure(path: Path) -> str:
+    with pytest.raises(InvalidData) as caught:
+        read_texts(path, "text")
+    return caught.value.failures[0].describe()
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".jsonl", ".parquet"])
+def test_a_missing_value_marker_is_not_a_text_to_learn_or_score(tmp_path: Path, suffix):
+    rows = [("N/A" if i == 3 else "null" if i == 5 else text, label) for i, (text, label) in enumerate(ROWS)]
+    path = _write(tmp_path / f"x{suffix}", rows)
+    failures = _failures(path)
+    assert len(failures) == 2 and all("text is a missing-value marker" in f for f in failures), failures
+    kept = read_texts(path, "text", on_invalid="keep")
+    assert kept.frame.shape[0] == len(ROWS)  # rows in = rows out: kept with a reason when asked
+    assert sum("missing-value marker" in reason for reason in kept.reasons) == 2

@@ -37,6 +37,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from core.run.errors import Failure, InputNotFound, InvalidData
+from schemas.raw import escaped, label_key, spelling_difference
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +88,12 @@ class RawTable:
             return Failure(name, "line 1", "", self.header_rule(option))
         found = ", ".join(f"'{show_invisible(str(c))}'" for c in self.frame.columns) or "none"
         rule = f"missing column {column!r} (columns found: {found}); name the right one with {option}"
+        twins = [str(c) for c in self.frame.columns if label_key(str(c)) == label_key(column)]
+        if twins:  # a header a person reads as the column asked for: say how it differs, and how to name it
+            twin = twins[0]
+            rule = (f"missing column {column!r}: the header has '{escaped(twin)}', which differs from it only in "
+                    f"{spelling_difference(twin, column)}; rename that header to {column!r}"
+                    + (f", or name it with {option} {twin}" if twin.isascii() else ""))
         if self.delimiter is not None and len(self.frame.columns) == 1:
             header = str(self.frame.columns[0])
             others = [d for d in DELIMITERS.values() if d != self.delimiter and d in header]
