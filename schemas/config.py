@@ -170,6 +170,24 @@ class TrainConfig(Section):
     ensemble: int = Field(1, ge=1, le=10, description="seed ensemble: k models trained by this recipe with seeds "
                                                       "seed..seed+k-1 on the same features, saved as one model "
                                                       "that averages their probabilities (1: one model)")
+    # Self-training (tasks/pseudo_label.py): the champion's confident labels of an unlabelled file join the
+    # training split. Off by default: it did not win on validation (benchmarks/active_learning.py).
+    unlabelled: Path | None = Field(None, description="unlabelled file (same format and text column as the data) "
+                                                      "for self-training; empty: off")
+    _local_unlabelled = field_validator("unlabelled", mode="before")(
+        lambda v: local_path(v) if v not in (None, "") else None)
+    pseudo_threshold: float = Field(0.9, gt=0, le=1, description="a pseudo-label is used where the champion's "
+                                                                 "top probability is at least this")
+
+    def cache_fingerprint(self) -> dict[str, Any]:
+        """Every setting by value, the unlabelled file by its bytes; without one, the self-training settings are
+        left out (so the keys of runs without it are what they were before the setting existed)."""
+        out = self.model_dump(mode="json", exclude={"unlabelled", "pseudo_threshold"})
+        if self.unlabelled is not None:
+            path = Path(self.unlabelled)
+            out["unlabelled_sha256"] = sha256_file(path) if path.is_file() else f"missing:{path}"
+            out["pseudo_threshold"] = self.pseudo_threshold
+        return out
 
     def head_learning_rate(self) -> float:
         """`learning_rate` as a number: "auto" is 1e-3 with trainable blocks, 3e-2 for the head alone."""
@@ -217,12 +235,15 @@ class GateConfig(Section):
     approval: Literal["auto", "manual"] = Field(
         "auto", description="auto: a challenger that passes the gate becomes champion; manual: it becomes a "
                             "candidate that a second person approves (Prefect UI form, or `flows.registry approve`)")
-    approval_timeout: int = Field(86400, ge=1, description="seconds a paused deployment run waits for a reviewer")
+    approval_timeout: int = Field(86400, ge=1, description="seconds a candidate waits for a reviewer: a paused "
+                                                           "deployment run, or `flows.registry approve`, after which it expires")
 
 
 class ModelConfig(Section):
     name: str = Field("default", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-    backbone: Path | None = None
+    backbone: Path | None = Field(None, description="all-minilm-l6-v2 (the default, bundled), all-mpnet-base-v2 "
+                                  "(installed by `make mpnet`) or a backbone folder (keras-hub BERT preset, Hugging "
+                                  "Face BERT or MPNet folder)")
 
 
 class DaskConfig(Section):
@@ -231,6 +252,16 @@ class DaskConfig(Section):
     address: str = ""
     workers: int = Field(2, ge=1)
     shards: int = Field(0, ge=0, description="shards per data-parallel step; 0 = two per worker")
+
+
+class SuggestConfig(Section):
+    """After each run, what to label next (`tasks.suggest`): the `n` rows of the unlabelled file `pool` most worth
+    labelling for the champion, written to `runs/<run_id>/suggestions.csv` and named in the run report. Empty
+    `pool`: off."""
+
+    pool: Path | None = None
+    _local_pool = field_validator("pool", mode="before")(lambda v: local_path(v) if v not in (None, "") else None)
+    n: int = Field(100, ge=1, description="rows to suggest")
 
 
 class RetrainConfig(Section):
@@ -249,6 +280,7 @@ class RetrainConfig(Section):
     gate: GateConfig = GateConfig()
     model: ModelConfig = ModelConfig()
     dask: DaskConfig = DaskConfig()
+    suggest: SuggestConfig = SuggestConfig()
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
@@ -271,28 +303,6 @@ class RetrainConfig(Section):
             return cls.model_validate(tree)
         except ValidationError as exc:
             raise ConfigError(_explain(exc)) from None
-
-
-    def check_backbone(self) -> None:
-        """Check the settings the backbone bounds against its config.json alone (no weights read, no TensorFlow
-        imported: milliseconds), so a command refuses them before anything starts: `train.unfreeze_top` (at most
-        its transformer blocks), `tokenize.max_length` (at most its positions), and `model.backbone` itself (a
-        BERT preset folder). Raises `ConfigError` naming every setting that does not fit, with its bound."""
-        from core.model.backbone import architecture, default_preset
-
-        preset = Path(self.model.backbone) if self.model.backbone else default_preset()
-        shape = architecture(preset)  # ConfigError naming model.backbone if the folder is not a BERT preset
-        problems = []
-        if self.train.unfreeze_top > shape.blocks:
-            problems.append(f"train.unfreeze_top={self.train.unfreeze_top}, but the backbone {preset} has "
-                            f"{shape.blocks} transformer block{'s' * (shape.blocks != 1)}: set train.unfreeze_top "
-                            f"between 0 and {shape.blocks}")
-        if self.tokenize.max_length > shape.max_positions:
-            problems.append(f"tokenize.max_length={self.tokenize.max_length}, but the backbone {preset} takes "
-                            f"{shape.max_positions} positions: set tokenize.max_length to {shape.max_positions} "
-                            "or less (0: chosen from the data)")
-        if problems:
-            raise ConfigError("; ".join(problems))
 
 
 class ConfigError(ValueError):

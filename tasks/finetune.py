@@ -180,7 +180,7 @@ def finetune(features: ArtifactRef, cfg: TrainConfig, seed: int, backbone: Backb
         "labels": labels,
         "backbone_sha256": backbone.sha256,
         "unfreeze_top": unfreeze_top,
-        "tokenizer": {"strip_accents": bool(tokenizer.strip_accents), "lowercase": bool(tokenizer.lowercase),
+        "tokenizer": {"strip_accents": bool(tokenizer.strip_accents), "lowercase": bool(getattr(tokenizer, "lowercase_text", tokenizer.lowercase)),
                       "sequence_length": features.meta["sequence_length"]},
         "train": cfg.model_dump(mode="json"),
         "hardware": {"gpus": gpus, "mixed_precision": mixed},

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from flows import serve
+from core.run.identity import os_account
 from core.storage import registry
 from tests import browser
 from tests.conftest import first_per_label, write_csv
@@ -82,6 +83,7 @@ def test_deployment_run_completes_and_writes_its_summary(stack, tmp_path):
     summary = json.loads(summary_path.read_text())
     assert summary["promoted"] is True and summary["stages"]["finetune"]["state"] == "Completed"
     stack["run_id"] = summary["run_id"]
+    stack["work"] = tmp_path / "work"
 
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
@@ -196,6 +198,11 @@ def test_a_manual_run_pauses_for_review_and_a_rejection_keeps_the_champion(stack
     assert "rejected by carol: test split too small" in summary["gate"]["reason"]
     assert registry.champion(work, "default") is None and registry.candidate(work, "default") is None
     assert registry.approval_record(work, "default", version)["reviewer"] == "carol"
+    # Who started it: the worker's OS account and what Prefect knows; the form's typed name is marked unproven.
+    started = registry.reviews(work, "default", version)[0]["started_by"]
+    assert started["via"] == "deployment adhoc" and started["worker_account"] == os_account()
+    assert "prefect_created_by" in started
+    assert registry.approval_record(work, "default", version)["reviewer_authenticated"] is False
     stack["manual"] = {"data": data, "work": work, "version": version}
 
 
@@ -236,3 +243,31 @@ def test_an_approval_through_the_prefect_client_resumes_the_run_and_promotes(sta
     assert (last["version"], last["reviewer"], last["comment"], last["action"]) == (version, "dave", "re-checked",
                                                                                     "approve")
     assert "approved" in (registry.version_dir(work, "default", version) / "report.html").read_text()
+
+
+def test_the_weekly_suggestion_deployment_writes_the_list_and_publishes_it(stack, tmp_path):
+    """suggest/weekly (issue 28) on the champion the adhoc run promoted: the list is written and published."""
+    import pandas as pd
+    from prefect.deployments import run_deployment
+
+    work = stack.get("work") or pytest.fail("needs the champion of test_deployment_run_completes_and_writes_its_summary")
+    pool = write_csv(tmp_path / "pool.csv", first_per_label(8, skip=30) + first_per_label(2))  # 6 already labelled
+    out = tmp_path / "next.csv"
+    settings, get_client = _client(stack)
+    with settings:
+        flow_run = run_deployment("suggest/weekly", parameters={"pool": str(pool), "out": str(out), "n": 10,
+                                                                "workdir": str(work)}, timeout=600)
+    assert flow_run.state.is_completed(), flow_run.state
+    listed = pd.read_csv(out)
+    assert len(listed) == 10 and listed["rank"].tolist() == list(range(1, 11))
+    assert not set(listed["text"]) & {r["text"] for r in first_per_label(2)}
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+
+    settings, get_client = _client(stack)
+    with settings, get_client(sync_client=True) as client:
+        artifacts = client.read_artifacts(
+            artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run.id])))
+    (table,) = [a for a in artifacts if a.key == "default-suggestions"]
+    rows = json.loads(table.data) if isinstance(table.data, str) else table.data
+    assert [row["text"] for row in rows] == listed["text"].tolist()
+    assert "10 of 30 pool rows" in table.description and "6 already labelled" in table.description

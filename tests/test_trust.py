@@ -226,6 +226,24 @@ def test_what_the_file_says_of_itself_is_read_and_noted(tmp_path: Path, capsys, 
     assert len(scored.frame) == 180 and scored.frame["text"].iloc[0].startswith("In addition")
 
 
+def test_json_arrays_are_read_record_by_record_and_json_lines_stay_json_lines(tmp_path: Path):
+    array = tmp_path / "a.json"
+    array.write_text('[\n {"text": "Profit rose .", "label": "positive"},\n 3,\n {"text": "Sales fell .", "label": '
+                     '"negative"}\n]\n', encoding="utf-8")
+    table = read_raw(array)
+    assert table.locations == ["line 2", "line 4"] and table.failures[0].location == "line 3"
+    assert "not an object" in table.failures[0].rule
+    lines = tmp_path / "b.jsonl"  # JSON lines whose first record is an array: every line is still read
+    lines.write_text('["a", "b"]\n{"text": "Profit rose .", "label": "positive"}\n', encoding="utf-8")
+    table = read_raw(lines)
+    assert table.locations == ["line 2"] and "must be an object" in table.failures[0].rule
+    broken = tmp_path / "c.json"
+    broken.write_text('[{"text": "Profit rose .", "label": "positive"},\n {"text": oops}]', encoding="utf-8")
+    with pytest.raises(InvalidData) as caught:
+        read_raw(broken)
+    assert "line 2: the file is a JSON array (not JSON lines) that is not valid JSON" in str(caught.value)
+
+
 def test_excel_sep_line_keeps_the_file_line_numbers(tmp_path: Path):
     path = tmp_path / "x.csv"
     path.write_text("sep=;\r\ntext;label\r\nProfit rose .;positive\r\n;negative\r\n", encoding="utf-8")
@@ -236,7 +254,7 @@ def test_excel_sep_line_keeps_the_file_line_numbers(tmp_path: Path):
     ("dup_header_mid.csv", ["line 92: this line repeats the header (two exports joined into one file?): delete it"]),
     ("title_row_above_header.csv", ["line 1: line 1 'Sentiment review Q3 2026 - desk EMEA' looks like a title above "
                                     "the header", "delete line 1"]),
-    ("predict_no_header.csv", ["line 1: no header line? line 1 is a sentence", "--set data.header=none"]),
+    ("predict_no_header.csv", ["line 1: no header line? line 1 looks like a data row", "--set data.header=none"]),
 ])
 def test_files_that_cannot_be_read_safely_name_the_cause_and_fix(tmp_path: Path, capsys, name, fragments):
     code, err = _validate_only(["--data", str(REAL / name)], tmp_path, capsys)
@@ -269,6 +287,15 @@ def test_utf16_without_a_mark_is_named(tmp_path: Path):
     path = tmp_path / "x.csv"
     path.write_bytes("text,label\nProfit rose .,positive\n".encode("utf-16-le"))
     assert "--set data.encoding=utf-16-le" in _failures(path)[0]
+
+
+def test_a_header_less_file_of_short_rows_is_named_by_its_labels(tmp_path: Path):
+    path = tmp_path / "x.csv"
+    path.write_text("Profit rose,positive\nSales fell,negative\nCosts were flat,neutral\nMargins grew,positive\n")
+    (failure,) = _failures(path)
+    assert "line 1: no header line? line 1 looks like a data row ('positive')" in failure
+    ref = validate(DataConfig(path=path, text_col="1", label_col="2", header="none", min_per_class=1), tmp_path)
+    assert ref.meta["rows_read"] == 4
 
 
 def test_a_header_less_file_is_read_whole_with_data_header_none(tmp_path: Path):
@@ -329,9 +356,9 @@ def test_backbone_check_reads_config_json_only():
     import subprocess
     import sys
 
-    code = ("import sys; from schemas.config import RetrainConfig, ConfigError\n"
+    code = ("import sys; from schemas.config import RetrainConfig, ConfigError; from flows import cli\n"
             "cfg = RetrainConfig.from_parameters(overrides={'train.unfreeze_top': 9})\n"
-            "try:\n    cfg.check_backbone()\nexcept ConfigError as e:\n    print('refused', e)\n"
+            "try:\n    cli.check_backbone_settings(cfg)\nexcept ConfigError as e:\n    print('refused', e)\n"
             "print('tensorflow' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          cwd=Path(__file__).resolve().parents[1]).stdout

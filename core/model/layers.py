@@ -34,3 +34,8 @@ class ZerosLike(keras.layers.Layer):
 
     def call(self, token_ids):
         return ops.zeros_like(token_ids)
+
+
+# MPNet's layers and backbone register themselves when imported: a saved classifier on either body loads in safe
+# mode wherever this module is imported first.
+import core.model.mpnet  # noqa: E402,F401
