@@ -201,7 +201,7 @@ class TrainConfig(Section):
     # has fewer than `fewshot_below` training rows, else "finetune" (the threshold measured in
     # benchmarks/regime_selection.py, on validation rows only).
     regime: Literal["auto", "fewshot", "finetune", "frozen"] = "auto"
-    fewshot_below: int = Field(32, ge=0, description="train.regime=auto: few-shot below this many training rows "
+    fewshot_below: int = Field(65, ge=0, description="train.regime=auto: few-shot below this many training rows "
                                                      "in the smallest class")
     pair_iterations: int = Field(20, ge=1, description="few-shot: positive and negative pairs per training row "
                                                        "each (SetFit's num_iterations)")

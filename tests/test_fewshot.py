@@ -96,7 +96,7 @@ def test_a_few_shot_run_serves_the_same_answer_on_every_path_and_says_why_it_was
     workdir = tmp_path / "work"
     summary = json.loads(Path(retrain(data=str(data), workdir=str(workdir), overrides=overrides)).read_text())
     training = summary["training"]
-    assert training["regime"] == "fewshot" and "fewer than train.fewshot_below=32" in training["regime_reason"]
+    assert training["regime"] == "fewshot" and "fewer than train.fewshot_below=65" in training["regime_reason"]
     assert training["budget"]["pairs"] > 0 and "few-shot" in training["selection"]
     version = Path(summary["model"]["path"])
     card = json.loads((version / "model.json").read_text())
@@ -110,3 +110,26 @@ def test_a_few_shot_run_serves_the_same_answer_on_every_path_and_says_why_it_was
     again = json.loads(Path(retrain(data=str(data), workdir=str(workdir), overrides=overrides)).read_text())
     assert again["stages"]["finetune"]["state"] == "Cached"
     assert again["training"]["regime"] == "fewshot"
+
+
+def test_the_frozen_regime_trains_the_head_alone_on_features_stored_for_two_blocks(prefect_api, tmp_path):
+    """`train.regime=frozen` with the default `train.unfreeze_top=2` (features stored after block 4): the saved
+    model's blocks are the pre-trained ones, the card says no block trained, and the four paths agree."""
+    from core.model.backbone import Backbone, find_backbone, load_backbone
+    from core.model.graph import transformer_blocks
+    from flows.retrain import retrain
+    from tasks.finetune import load_classifier_file
+    from tests.conftest import assert_four_paths_agree, first_per_label, write_csv
+
+    data = write_csv(tmp_path / "few.csv", first_per_label(24))
+    workdir = tmp_path / "work"
+    summary = json.loads(Path(retrain(data=str(data), workdir=str(workdir), overrides={
+        "augment.n_aug": 0, "train.regime": "frozen", "data.min_per_class": 3})).read_text())
+    assert summary["training"]["regime"] == "frozen" and summary["embed"]["unfreeze_top"] == 2
+    version = Path(summary["model"]["path"])
+    assert json.loads((version / "model.json").read_text())["unfreeze_top"] == 0
+    saved = find_backbone(load_classifier_file(version / "model.keras"))
+    original = load_backbone(Backbone.resolve(None).path)
+    assert all(np.array_equal(a, b) for s, o in zip(transformer_blocks(saved), transformer_blocks(original))
+               for a, b in zip(s.get_weights(), o.get_weights()))
+    assert_four_paths_agree(workdir, version, tmp_path)
