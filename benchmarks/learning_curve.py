@@ -7,11 +7,15 @@ every size. The split is a hash of each sentence, so every row keeps its split i
 seed draws another sample of rows and trains with that seed. Methods, all on the same rows:
 - TF-IDF (1-2 grams) + logistic regression, C and class weighting chosen on the validation rows;
 - logistic regression on the frozen backbone's pooled embeddings, chosen the same way;
-- ours with `train.unfreeze_top=0` (head alone) and ours with the defaults (top 2 blocks).
+- ours with `train.unfreeze_top=0` (head alone), ours with joint fine-tuning of the top 2 blocks
+  (`train.regime=finetune`, the default before `train.regime` existed) and ours with today's defaults
+  (`train.regime=auto`: the few-shot regime below `train.fewshot_below` rows in the smallest class).
 Mean ± sd of test accuracy and macro-F1 over seeds (5 up to 64 per class, 3 above), and the wall time of ours.
+`--methods auto` adds a method to the recorded (size, seed) cuts without re-running the others.
 Writes the "learning_curve" section of RESULTS.md and docs/learning-curve.png.
 
     .venv/bin/python benchmarks/learning_curve.py [--sizes 8pc,16pc,32pc,64pc,250,500,1000,all] [--seeds N]
+                                                  [--methods tfidf,lr,frozen,default,auto]
 """
 
 from __future__ import annotations
@@ -35,7 +39,10 @@ SIZES = ["8pc", "16pc", "32pc", "64pc", "250", "500", "1000", "all"]
 RUNS = Path(__file__).resolve().parent / "learning-curve-runs.json"
 PLOT = ROOT / "docs" / "learning-curve.png"
 METHODS = {"tfidf": "TF-IDF + LR", "lr": "frozen embeddings + LR", "frozen": "ours, frozen (unfreeze_top=0)",
-           "default": "ours, default (top 2 blocks)"}
+           "default": "ours, joint fine-tuning (top 2 blocks)", "auto": "ours, default (train.regime=auto)"}
+# What each of ours runs with, on top of the defaults. "default" was the default before train.regime existed
+# (joint fine-tuning at every size), so it now names that regime; "auto" is today's default.
+OURS = {"frozen": {"train.unfreeze_top": 0}, "default": {"train.regime": "finetune"}, "auto": {}}
 
 
 def sample(frame, size: str, seed: int):
@@ -70,29 +77,37 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", default=",".join(SIZES))
     parser.add_argument("--seeds", type=int, default=0, help="seeds per size (default: 5 up to 64 per class, else 3)")
+    parser.add_argument("--methods", default=",".join(METHODS), help="methods to run where a recorded (size, seed) "
+                        "lacks them (the others' records are kept)")
+    parser.add_argument("--workdir", default="", help="keep the workdir (its feature cache) here between runs")
     args = parser.parse_args()
     runs = json.loads(RUNS.read_text()) if RUNS.exists() else []
     with tempfile.TemporaryDirectory() as tmp:
-        workdir = Path(tmp) / "work"  # one feature cache: each sentence's frozen features are computed once
+        # one feature cache: each sentence's frozen features are computed once
+        workdir = Path(args.workdir) if args.workdir else Path(tmp) / "work"
         cfg = RetrainConfig.from_parameters(workdir=workdir, overrides={"data.conflicts": "drop"})
         splits = split(validate(cfg.data, workdir), cfg.split, 0, cfg.data.min_per_class, workdir)
         frame = pq.read_table(splits.resolve(workdir), columns=["text", "label", "split"]).to_pandas()
         for size in [s.strip() for s in args.sizes.split(",") if s.strip()]:
             seeds = range(1, 1 + (args.seeds or (5 if size.endswith("pc") else 3)))
             for seed in seeds:
-                if any(r["size"] == size and r["seed"] == seed for r in runs):
+                result = next((r for r in runs if r["size"] == size and r["seed"] == seed), None)
+                wanted = [m for m in args.methods.split(",") if m and (result is None or m not in result)]
+                if not wanted:
                     continue
                 data = Path(tmp) / f"{size}-{seed}.csv"
                 rows = sample(frame, size, seed)
                 rows[["text", "label"]].to_csv(data, index=False)
                 overrides = {"seed": seed, "data.min_per_class": 1}
-                result = {"size": size, "seed": seed, "train_rows": int((rows["split"] == "train").sum())}
-                for name, b in baselines(workdir, overrides, data).items():
-                    result["tfidf" if name.startswith("TF-IDF") else "lr"] = {k: b[k] for k in ("accuracy", "macro_f1")}
-                for method, extra in (("frozen", {"train.unfreeze_top": 0}), ("default", {})):
-                    result[method] = train_and_score(workdir, {**overrides, **extra}, data)
+                if result is None:
+                    result = {"size": size, "seed": seed, "train_rows": int((rows["split"] == "train").sum())}
+                    runs.append(result)
+                if {"tfidf", "lr"} & set(wanted):
+                    for name, b in baselines(workdir, overrides, data).items():
+                        result["tfidf" if name.startswith("TF-IDF") else "lr"] = {k: b[k] for k in ("accuracy", "macro_f1")}
+                for method in [m for m in wanted if m in OURS]:
+                    result[method] = train_and_score(workdir, {**overrides, **OURS[method]}, data)
                 print(json.dumps(result), file=sys.stderr, flush=True)
-                runs.append(result)
                 RUNS.write_text(json.dumps(runs, indent=1))
     write(runs)
 
@@ -111,14 +126,21 @@ def write(runs: list[dict]) -> None:
         group = [r for r in runs if r["size"] == size]
         row = [size.replace("pc", " per class"), statistics.mean(r["train_rows"] for r in group), len(group)]
         for method in METHODS:
-            f1 = [r[method]["macro_f1"] for r in group]
-            acc = [r[method]["accuracy"] for r in group]
-            row.append(f"{statistics.mean(acc):.3f} / {statistics.mean(f1):.3f} ± {sd(f1):.3f}")
+            f1 = [r[method]["macro_f1"] for r in group if method in r]
+            acc = [r[method]["accuracy"] for r in group if method in r]
+            if not f1:
+                row.append("not run")
+                continue
+            row.append(f"{statistics.mean(acc):.3f} / {statistics.mean(f1):.3f} ± {sd(f1):.3f}"
+                       + (f" ({len(f1)} seeds)" if len(f1) != len(group) else ""))
             curves[method].append((statistics.mean(r["train_rows"] for r in group), statistics.mean(f1), sd(f1)))
         row.append(f"{statistics.mean(r['default']['seconds'] for r in group):.0f}")
+        auto = [r["auto"] for r in group if "auto" in r]
+        row.append(f"{statistics.mean(a['seconds'] for a in auto):.0f} ({', '.join(sorted({a.get('regime', '?') for a in auto}))})"
+                   if auto else "-")
         rows.append(row)
     body = table(["training rows", "mean n", "seeds", *[f"{m}: acc / macro-F1 ± sd" for m in METHODS.values()],
-                  "ours default s"], [[str(x) if not isinstance(x, float) else f"{x:.0f}" for x in r] for r in rows])
+                  "ours joint s", "ours auto s (regime)"], [[str(x) if not isinstance(x, float) else f"{x:.0f}" for x in r] for r in rows])
     body += ("\n\nSame test split at every size (the whole bundled test split); validation rows in proportion to "
              "the training rows. Raw runs: benchmarks/learning-curve-runs.json; plot: docs/learning-curve.png.")
     write_section("learning_curve", body)

@@ -49,7 +49,7 @@ SIZES = ["8pc", "16pc", "32pc", "64pc"]
 PRODUCT_PY = ROOT / ".venv" / "bin" / "python"
 SETFIT = {"num_iterations": 20, "num_epochs": 1, "batch_size": 16, "body_learning_rate": 2e-5}
 CURVE_METHODS = {"tfidf": "TF-IDF + LR", "lr": "frozen embeddings + LR", "frozen": "ours, frozen (unfreeze_top=0)",
-                 "default": "ours, default (top 2 blocks)"}
+                 "default": "ours, joint fine-tuning (top 2 blocks)", "auto": "ours, default (train.regime=auto)"}
 
 
 # ----------------------------------------------------------------------------------------------- step 1 (.venv)
@@ -249,10 +249,12 @@ def write(stored: dict) -> None:
         seeds = [r["seed"] for r in group]
         same = [next(c for c in curve if c["size"] == size and c["seed"] == s) for s in seeds]
         row = [size.replace("pc", " per class"), group[0]["train_rows"], len(group)]
+        present = [m for m in CURVE_METHODS if all(m in c for c in same)]  # "auto" exists only where it was run
         for method in CURVE_METHODS:
-            row.append(fmt([c[method]["accuracy"] for c in same], [c[method]["macro_f1"] for c in same]))
+            row.append(fmt([c[method]["accuracy"] for c in same], [c[method]["macro_f1"] for c in same])
+                       if method in present else "not run")
         row.append("**" + fmt([r["accuracy"] for r in group], [r["macro_f1"] for r in group]) + "**")
-        best_other = max(CURVE_METHODS, key=lambda m: statistics.mean(c[m]["macro_f1"] for c in same))
+        best_other = max(present, key=lambda m: statistics.mean(c[m]["macro_f1"] for c in same))
         diffs = [r["macro_f1"] - c[best_other]["macro_f1"] for r, c in zip(group, same)]
         wins = sum(d > 0 for d in diffs)
         row += [f"{statistics.mean(diffs):+.3f} ± {sd(diffs):.3f} vs {CURVE_METHODS[best_other]} ({wins}/{len(diffs)})",

@@ -113,7 +113,8 @@ def train_and_score(workdir: Path, overrides: dict, data: Path | None = None) ->
             "confusion_val": val["confusion_matrix"]["rows_true_cols_predicted"],
             "confusion_test": test["confusion_matrix"]["rows_true_cols_predicted"],
             "seconds": seconds, "epochs": model.meta["epochs_run"],
-            "best_epoch": model.meta["best_epoch"], "selection": model.meta["selection"]}
+            "best_epoch": model.meta["best_epoch"], "selection": model.meta["selection"],
+            "regime": model.meta.get("regime")}
 
 
 def validation_metrics(model, features, workdir: Path) -> dict:

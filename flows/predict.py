@@ -30,6 +30,7 @@ from prefect import flow
 from flows import cli
 from schemas.config import ConfigError, DataConfig, RetrainConfig
 from tasks.predict import ON_INVALID, predict_file, resolve_version
+from core.storage.records import FlowOutcomeSerializer
 from core.text.readers import require_file
 
 # The settings of retrain that say how a file is read: the ones predict accepts with --set.
@@ -54,7 +55,7 @@ def reading_settings(folder: Path, overrides: dict[str, Any] | None = None) -> D
     return cfg.data
 
 
-@flow(name="predict", log_prints=True)
+@flow(name="predict", log_prints=True, persist_result=False, result_serializer=FlowOutcomeSerializer())
 def predict(data: str, out: str, model: str = "champion", workdir: str = "workdir", text_col: str | None = None,
             name: str = "default", overrides: dict[str, Any] | None = None, on_invalid: str = "refuse") -> dict:
     """Score `data` with model `model` of `name` from the registry in `workdir`; returns figures.

@@ -2,16 +2,22 @@
 
     .venv/bin/python -m flows.registry list     [--workdir DIR] [--name NAME]
     .venv/bin/python -m flows.registry show     VERSION|champion [--workdir DIR] [--name NAME]
-    .venv/bin/python -m flows.registry promote  VERSION [--reason TEXT] [--workdir DIR] [--name NAME]
+    .venv/bin/python -m flows.registry promote  VERSION [--reason TEXT] [--override-approval REASON] [--workdir DIR] [--name NAME]
     .venv/bin/python -m flows.registry rollback [--workdir DIR] [--name NAME]
     .venv/bin/python -m flows.registry prune    [--keep N] [--dry-run] [--workdir DIR]
     .venv/bin/python -m flows.registry reevaluate VERSION|champion [--data PATH] [--workdir DIR] [--name NAME]
-    .venv/bin/python -m flows.registry approve  VERSION --reviewer NAME [--comment TEXT] [--workdir DIR] [--name NAME]
-    .venv/bin/python -m flows.registry reject   VERSION --reviewer NAME [--comment TEXT] [--workdir DIR] [--name NAME]
+    .venv/bin/python -m flows.registry approve  VERSION [--reviewer NAME] [--comment TEXT] [--workdir DIR] [--name NAME]
+    .venv/bin/python -m flows.registry reject   VERSION [--reviewer NAME] [--comment TEXT] [--workdir DIR] [--name NAME]
 
-`approve` promotes the candidate a `gate.approval=manual` run left waiting (refused, with the reason, if it is
-no longer the latest candidate, its files changed since registration, or the champion changed since its gate);
-`reject` withdraws it. Both are recorded with the reviewer, the time and the comment (`show` lists them).
+`approve` promotes the candidate a `gate.approval=manual` run left waiting (refused, with the reason, if the
+OS account running it started that run, if it is no longer the latest candidate, its files changed since
+registration, or the champion changed since its gate); `reject` withdraws it. The reviewer is the OS account
+running the command (its uid, not $USER); `--reviewer` adds a name beside it. Both are recorded with the time
+and the comment (`show` lists them). `promote` refuses a version awaiting approval (or rejected) unless
+`--override-approval REASON`, which is recorded with the account.
+
+`list` and `show` check every file of each version against the hashes recorded at registration and say so
+(`list`: the `files` column; `show`: `integrity`).
 
 Pruning never removes a champion or the version before it; it also removes artifacts, cache records and
 feature-cache entries that no kept version, and none of the last `--keep` runs, uses. The common options
@@ -54,14 +60,22 @@ def list_versions(workdir: Path, name: str) -> str:
         current, warning = None, f"warning: {exc}\n"
     else:
         warning = ""
-    rows = [["*" if v["version"] == current else "", v["version"], f"{v['test'].get('accuracy', float('nan')):.4f}",
-             f"{v['test'].get('macro_f1', float('nan')):.4f}", v["lineage"].get("dataset_sha256", "")[:12],
-             v["lineage"].get("run_id", "")] for v in registry.versions(workdir, name)]
+    rows, damaged = [], []
+    for v in registry.versions(workdir, name):
+        found = registry.integrity(workdir, name, v["version"])
+        if not found["verified"]:
+            damaged.append(found["problem"])
+        files = ("verified" if found["coverage"] == registry.HASH_COVERAGE else "verified (partly covered)") \
+            if found["verified"] else "DAMAGED"
+        rows.append(["*" if v["version"] == current else "", v["version"],
+                     f"{v['test'].get('accuracy', float('nan')):.4f}", f"{v['test'].get('macro_f1', float('nan')):.4f}",
+                     files, v["lineage"].get("dataset_sha256", "")[:12], v["lineage"].get("run_id", "")])
     if not rows:
         others = sorted(p.name for p in (Path(workdir) / "models").glob("*") if p.is_dir() and p.name != name)
         hint = f" (models there: {', '.join(others)}; choose one with --name)" if others else ""
         return warning + f"no versions of model {name!r} in {workdir}{hint}"
-    return warning + _table(rows, ["champion", "version", "accuracy", "macro_f1", "dataset", "run"])
+    notes = "".join(f"\nwarning: {problem}" for problem in damaged)
+    return warning + _table(rows, ["champion", "version", "accuracy", "macro_f1", "files", "dataset", "run"]) + notes
 
 
 def show(workdir: Path, name: str, version: str) -> dict:
@@ -74,18 +88,24 @@ def show(workdir: Path, name: str, version: str) -> dict:
             "card": {k: v for k, v in card.items() if k != "history"},
             "reevaluated": reevaluation.latest(folder),
             "report": str((folder / "report.html").resolve()) if (folder / "report.html").is_file() else None,
+            "integrity": registry.integrity(workdir, name, version),
             "approval": registry.approval_record(workdir, name, version),
             "reviews": registry.reviews(workdir, name, version)}
 
 
-def review(workdir: Path, name: str, version: str, verdict: str, reviewer: str, comment: str) -> dict:
-    """Approve or reject the candidate `version`; re-renders its report with the decision."""
+def review(workdir: Path, name: str, version: str, verdict: str, reviewer_name: str, comment: str) -> dict:
+    """Approve or reject the candidate `version` as the OS account running this command (with `reviewer_name`
+    beside it, if given); re-renders its report with the decision."""
     from core.reports import model_report
+    from core.run.identity import os_account
 
+    account = os_account()
     if verdict == "approve":
-        result = {"approved": version, "champion": registry.approve(workdir, name, version, reviewer, comment)}
+        result = {"approved": version, "champion": registry.approve(workdir, name, version, account, comment,
+                                                                    reviewer_name=reviewer_name or "")}
     else:
-        result = {"rejected": version, "review": registry.reject(workdir, name, version, reviewer, comment)}
+        result = {"rejected": version, "review": registry.reject(workdir, name, version, account, comment,
+                                                                 reviewer_name=reviewer_name or "")}
     try:
         result["report"] = str(model_report.write_report(workdir, name, version))
     except Exception as exc:  # noqa: BLE001 (the decision is recorded; a report that cannot be re-drawn is a warning)
@@ -114,6 +134,9 @@ def main(argv: list[str] | None = None) -> int:
     promote_p = sub.add_parser("promote", help="make a version the champion")
     promote_p.add_argument("version")
     promote_p.add_argument("--reason", default="promoted by hand")
+    promote_p.add_argument("--override-approval", default="", metavar="REASON",
+                           help="promote a version awaiting a reviewer's approval (or rejected) anyway; the reason "
+                                "and your OS account are recorded in the review and promotion logs")
     sub.add_parser("rollback", help="make the previous champion the champion again")
     prune_p = sub.add_parser("prune", help="delete old versions and unused artifacts and cache entries")
     prune_p.add_argument("--keep", type=int, default=3, help="newest versions and runs to keep (default 3)")
@@ -128,7 +151,8 @@ def main(argv: list[str] | None = None) -> int:
                           ("reject", "reject the candidate awaiting approval; the champion stays")):
         review_p = sub.add_parser(verdict, help=what)
         review_p.add_argument("version")
-        review_p.add_argument("--reviewer", required=True, help="your name, recorded with the decision")
+        review_p.add_argument("--reviewer", default="", help="your name, recorded beside your OS account (which "
+                                                             "is the reviewer's identity)")
         review_p.add_argument("--comment", default="", help="why, recorded with the decision")
     for command in sub.choices.values():  # every sub-command, including any added above this line
         add_common_options(command, defaults=False)
@@ -144,7 +168,8 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "show":
             print(json.dumps(show(args.workdir, args.name, args.version), indent=2, default=str))
         elif args.command == "promote":
-            print(json.dumps(registry.promote(args.workdir, args.name, args.version, args.reason), indent=2))
+            print(json.dumps(registry.promote_by_hand(args.workdir, args.name, args.version, args.reason,
+                                                      args.override_approval), indent=2))
         elif args.command == "rollback":
             print(json.dumps(registry.rollback(args.workdir, args.name), indent=2))
         elif args.command == "prune":

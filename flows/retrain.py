@@ -25,13 +25,14 @@ from prefect.runtime import flow_run  # noqa: E402
 from core.model.backbone import Backbone  # noqa: E402
 from core.run import faults  # noqa: E402
 from core.run.runner import StepRunner  # noqa: E402
+from core.storage.records import FlowOutcomeSerializer  # noqa: E402
 from core.text.readers import require_file  # noqa: E402
 from flows import cli, dag, local_api  # noqa: E402
 from schemas.config import ConfigError, RetrainConfig  # noqa: E402
 from tasks import approval  # noqa: E402
 
 
-@flow(name="retrain", log_prints=True)
+@flow(name="retrain", log_prints=True, persist_result=False, result_serializer=FlowOutcomeSerializer())
 def retrain(
     data: str | None = None,
     text_col: str = "text",

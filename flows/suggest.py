@@ -1,13 +1,13 @@
-"""The suggest flow: which unlabelled sentences to label next, best first (active learning, BADGE).
+"""The suggest flow: which unlabelled sentences to label next, best first (active learning).
 
     .venv/bin/python -m flows.suggest --pool PATH --n N --out FILE.csv [--model champion|VERSION]
                                       [--workdir DIR] [--name NAME] [--text-col NAME] [--set data.KEY=VALUE ...]
 
 Reads the pool (CSV, TSV, Parquet or JSON lines, read as retrain reads; no label column needed), scores it with
 the model through the workdir's feature cache (a pool scored before costs no backbone run), and writes the N rows
-most worth labelling (`tasks.suggest`: BADGE, Ash et al. 2020, arXiv:1906.03671), best first: the pool's columns,
-`rank`, `predicted_label`, one `prob_<label>` per label, `score` (the model's uncertainty, BADGE's gradient
-norm), `margin` and `reason`. Never a sentence of the model's labelled data or a near-duplicate of one (cosine of
+most worth labelling (`tasks.suggest`: margin-weighted k-means, Zhdanov 2019, arXiv:1901.05954, by default; or
+--method badge, Ash et al. 2020, arXiv:1906.03671), best first: the pool's columns, `rank`, `predicted_label`, one
+`prob_<label>` per label, `score` (the model's uncertainty), `margin` and `reason`. Never a sentence of the model's labelled data or a near-duplicate of one (cosine of
 the embeddings >= --max-similarity, default 0.95), nor two near-duplicates of each other. Every pool row is
 accounted for in the log (invalid, repeated, already labelled, near-duplicate, candidate). `--out` ends in .csv or
 .parquet and is written atomically.
@@ -19,19 +19,25 @@ command line.
 
 from __future__ import annotations
 
-import argparse
 import sys
-from pathlib import Path
-from typing import Any
 
-from prefect import flow
+if __name__ == "__main__":  # the command line: Prefect's temporary API boots while the imports below run
+    from flows import local_api
 
-from flows import cli
-from flows.predict import READING_KEYS, reading_settings
-from schemas.config import ConfigError, RetrainConfig
-from tasks.predict import resolve_version
-from tasks.suggest import FORMATS, MAX_SIMILARITY, suggest_task
-from core.text.readers import require_file
+    _early_api = local_api.TemporaryAPI.start() if local_api.wanted(sys.argv[1:]) else None
+
+import argparse  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import Any  # noqa: E402
+
+from prefect import flow  # noqa: E402
+
+from flows import cli, local_api  # noqa: E402
+from flows.predict import READING_KEYS, reading_settings  # noqa: E402
+from schemas.config import ConfigError, RetrainConfig  # noqa: E402
+from tasks.predict import resolve_version  # noqa: E402
+from tasks.suggest import FORMATS, MAX_SIMILARITY, METHODS, suggest_task  # noqa: E402
+from core.text.readers import require_file  # noqa: E402
 
 TABLE_ROWS = 100  # rows of the list shown in the dashboard's table artifact (the file holds all of them)
 
@@ -39,7 +45,7 @@ TABLE_ROWS = 100  # rows of the list shown in the dashboard's table artifact (th
 @flow(name="suggest", log_prints=True)
 def suggest(pool: str, out: str, n: int = 100, model: str = "champion", workdir: str = "workdir",
             text_col: str | None = None, name: str = "default", overrides: dict[str, Any] | None = None,
-            max_similarity: float = MAX_SIMILARITY) -> dict:
+            max_similarity: float = MAX_SIMILARITY, method: str = "margin-kmeans") -> dict:
     """Write the `n` rows of `pool` most worth labelling for model `model` of `name` (registry in `workdir`) to
     `out`; returns the accounting of the pool's rows (`tasks.suggest.suggest_file`). Publishes the list as the
     `<name>-suggestions` table artifact when a Prefect API records the run."""
@@ -47,7 +53,7 @@ def suggest(pool: str, out: str, n: int = 100, model: str = "champion", workdir:
     settings = reading_settings(folder, overrides)
     figures = suggest_task(Path(pool), Path(out), n, folder, Path(workdir), text_col or settings.text_col,
                            settings.encoding, settings.max_chars, settings.max_file_mb, settings.delimiter,
-                           max_similarity)
+                           max_similarity, method=method)
     publish(figures, name)
     return figures
 
@@ -84,6 +90,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--max-similarity", type=float, default=MAX_SIMILARITY,
                         help="cosine of the sentence embeddings at or above which two sentences count as "
                              f"near-duplicates (default {MAX_SIMILARITY})")
+    parser.add_argument("--method", choices=METHODS, default=METHODS[0],
+                        help="margin-kmeans (default: margin-weighted k-means, Zhdanov 2019) or badge (Ash et al. "
+                             "2020); both uncertain and diverse")
     parser.add_argument("--set", dest="assignments", action="append", default=[], metavar="KEY=VALUE",
                         help=f"a data-reading setting, as for retrain (repeatable): {', '.join(READING_KEYS)}")
     return parser
@@ -99,7 +108,18 @@ def _positive(value: str) -> int:
     return number
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, early_api: local_api.TemporaryAPI | None = None) -> int:
+    """Parse the command line, run the flow, print the output's path; returns the exit code. `early_api`:
+    Prefect's temporary API if the command line started it already (`flows.local_api`); stopped before this
+    returns."""
+    try:
+        return _main(argv, early_api)
+    finally:
+        if early_api is not None:
+            early_api.stop()
+
+
+def _main(argv: list[str] | None, early_api: local_api.TemporaryAPI | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     overrides = cli.overrides_from(parser, args.assignments)
@@ -117,8 +137,10 @@ def main(argv: list[str] | None = None) -> int:
     cli.quiet_expected_errors()
     try:
         require_file(args.pool)
-        suggest(pool=str(args.pool), out=str(args.out), n=args.n, model=args.model, workdir=str(args.workdir),
-                text_col=args.text_col, name=args.name, overrides=overrides, max_similarity=args.max_similarity)
+        with local_api.for_run("threads", early_api):
+            suggest(pool=str(args.pool), out=str(args.out), n=args.n, model=args.model, workdir=str(args.workdir),
+                    text_col=args.text_col, name=args.name, overrides=overrides,
+                    max_similarity=args.max_similarity, method=args.method)
     except Exception as exc:  # noqa: BLE001 (the command line's last line of defence: a message, an exit code)
         return cli.report(exc, command="suggest")
     print(Path(args.out).resolve())
@@ -126,4 +148,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(early_api=_early_api))

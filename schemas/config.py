@@ -207,7 +207,8 @@ class TrainConfig(Section):
                                                        "each (SetFit's num_iterations)")
     pair_batch_size: int = Field(16, ge=1, description="few-shot: pairs per optimizer step")
     contrastive_epochs: int = Field(1, ge=1, description="few-shot: passes over the pairs")
-    contrastive_learning_rate: float = Field(2e-5, gt=0, description="few-shot: peak learning rate of the blocks")
+    contrastive_learning_rate: float = Field(1e-4, gt=0, description="few-shot: peak learning rate of the blocks "
+                                             "(chosen on validation: benchmarks/regime_selection.py)")
     fewshot_head: Literal["logistic", "softmax"] = Field(
         "logistic", description="few-shot: the head on the tuned embeddings: scikit-learn logistic regression "
                                 "(C=fewshot_c; SetFit's default) or the softmax head trained by the recipe above")
@@ -234,7 +235,8 @@ class GateConfig(Section):
     approval: Literal["auto", "manual"] = Field(
         "auto", description="auto: a challenger that passes the gate becomes champion; manual: it becomes a "
                             "candidate that a second person approves (Prefect UI form, or `flows.registry approve`)")
-    approval_timeout: int = Field(86400, ge=1, description="seconds a paused deployment run waits for a reviewer")
+    approval_timeout: int = Field(86400, ge=1, description="seconds a candidate waits for a reviewer: a paused "
+                                                           "deployment run, or `flows.registry approve`, after which it expires")
 
 
 class ModelConfig(Section):

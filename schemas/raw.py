@@ -17,6 +17,23 @@ import pandera.pandas as pa
 SPREADSHEET_ERRORS = ("#N/A", "#VALUE!", "#REF!", "#DIV/0!", "#NAME?", "#NUM!", "#NULL!", "#N/A N/A", "#SPILL!",
                       "#CALC!", "#GETTING_DATA", "#FIELD!", "#BLOCKED!", "#CONNECT!", "#BUSY!", "#UNKNOWN!")
 _SPREADSHEET_ERRORS = frozenset(SPREADSHEET_ERRORS)
+# How a missing value is written when an export prints it (pandas' default `na_values`, less the empty string and
+# `None`, which is a real class in many label sets): a label never typed, not a class. A label set that really has
+# a class named so lists it in `data.labels`.
+MISSING_MARKERS = ("N/A", "NA", "NaN", "nan", "-NaN", "-nan", "NULL", "null", "<NA>", "NaT", "#NA", "n/a", "-1.#IND",
+                   "1.#QNAN", "-1.#QNAN", "1.#IND")
+_MISSING_MARKERS = frozenset(m.casefold() for m in MISSING_MARKERS)
+# Letters of the Cyrillic and Greek alphabets drawn like a Latin letter (the lower-case pairs of Unicode's
+# confusables.txt, UTS #39, for these scripts; one Latin letter per script so no two letters of one script share a
+# key). A label typed with one of them among Latin letters (a Cyrillic `о` in `pоsitive`) looks the same as the
+# Latin one. Applied after case folding.
+_LOOK_ALIKE_LETTERS = str.maketrans({
+    "а": "a", "с": "c", "ԁ": "d", "е": "e", "һ": "h", "і": "i", "ј": "j",
+    "о": "o", "р": "p", "ԛ": "q", "ѕ": "s", "ԝ": "w", "х": "x", "у": "y",
+    "ӏ": "l",
+    "α": "a", "ι": "i", "κ": "k", "ν": "v", "ο": "o", "ρ": "p", "υ": "u",
+    "χ": "x", "γ": "y",
+})
 # Format characters (Unicode category Cf) that keep a meaning where they stand: the zero-width non-joiner and
 # joiner change how Arabic-script and Indic words and emoji render, so a label keeps them (they still do not make
 # a label distinct from its look-alike without them: `label_key` drops them).
@@ -26,6 +43,11 @@ _MEANINGFUL_FORMAT = frozenset("\u200c\u200d")
 def is_spreadsheet_error(value: object) -> bool:
     """True for a cell that holds a spreadsheet error value (`#N/A`, `#VALUE!`, ... in any case, spaces around)."""
     return isinstance(value, str) and value.strip().upper() in _SPREADSHEET_ERRORS
+
+
+def is_missing_marker(value: object) -> bool:
+    """True for a cell that spells a missing value (`N/A`, `nan`, `null`, ... in any case, spaces around)."""
+    return isinstance(value, str) and value.strip().casefold() in _MISSING_MARKERS
 
 
 def canonical_spelling(label: str) -> str:
@@ -43,7 +65,7 @@ def label_key(label: str) -> str:
     superscripts), every format character dropped, case folded, runs of whitespace collapsed. Two spellings with
     one key are one label written two ways."""
     text = unicodedata.normalize("NFKC", "".join(ch for ch in label if unicodedata.category(ch) != "Cf"))
-    return " ".join(text.casefold().split())
+    return " ".join(text.casefold().translate(_LOOK_ALIKE_LETTERS).split())
 
 
 def spelling_difference(a: str, b: str) -> str:
@@ -59,7 +81,13 @@ def spelling_difference(a: str, b: str) -> str:
         return " ".join(unicodedata.normalize("NFC", text).casefold().split())
     if folded(a) == folded(b):
         return "case or spacing"
-    return "compatibility forms (full-width letters, ligatures, superscripts: NFKC)"
+    def compatible(text: str) -> str:
+        return " ".join(unicodedata.normalize("NFKC", text).casefold().split())
+    if compatible(a) == compatible(b):
+        return "compatibility forms (full-width letters, ligatures, superscripts: NFKC)"
+    foreign = sorted({f"U+{ord(ch):04X} {unicodedata.name(ch, 'letter')}" for ch in compatible(a) + compatible(b)
+                      if ch.translate(_LOOK_ALIKE_LETTERS) != ch})
+    return f"look-alike letters of another alphabet ({', '.join(foreign)}: Unicode confusables, UTS #39)"
 
 
 def escaped(value: str) -> str:
@@ -118,12 +146,17 @@ def raw_schema(labels: Sequence[str] | None, max_chars: int) -> pa.DataFrameSche
                  error="label is a spreadsheet error value, not a class (a formula failed in the export, e.g. a "
                        "VLOOKUP that found nothing): fix the formula or re-export the values, or remove the row"),
     ]
+    given = {label_key(label) for label in labels or ()}
+    label_checks.append(pa.Check(lambda v: not is_missing_marker(v) or label_key(v) in given, element_wise=True,
+                                 error="label is a missing-value marker, not a class (an empty cell as an export "
+                                       "wrote it): fill in the label or remove the row (if it is a class, list it "
+                                       "in data.labels)"))
     if labels:
         allowed = ", ".join(labels)
         # a look-alike spelling of a given label passes here and is named by the spelling check, with both shown
         keys = {label_key(label) for label in labels}
         label_checks.append(pa.Check(lambda v: not isinstance(v, str) or not v.strip() or is_spreadsheet_error(v)
-                                     or label_key(v) in keys,
+                                     or is_missing_marker(v) or label_key(v) in keys,
                                      element_wise=True, error=f"label is not one of data.labels ({allowed})"))
     return pa.DataFrameSchema(
         {

@@ -47,7 +47,8 @@ class ApprovalForm(RunInput):
 
     decision: Literal["approve", "reject"] = Field(description="approve: make the candidate the champion; "
                                                                "reject: keep the current champion")
-    reviewer: str = Field(min_length=1, description="your name: recorded in the registry's promotion log")
+    reviewer: str = Field(min_length=1, description="your name: recorded in the registry's promotion log as typed "
+                                                    "(the form cannot verify it; see README, four-eyes)")
     comment: str = Field("", description="why (recorded with the decision)")
 
 
@@ -60,8 +61,9 @@ class ReviewedDecision(GateDecision):
 
 
 def commands(name: str, version: str, workdir: Any) -> dict[str, str]:
-    """The commands that approve or reject a candidate from the command line."""
-    common = f"{version} --workdir {workdir} --name {name} --reviewer NAME --comment TEXT"
+    """The commands that approve or reject a candidate from the command line: run by an OS account other than
+    the one that started the run (the reviewer's identity is the account; `--reviewer NAME` may add a name)."""
+    common = f"{version} --workdir {workdir} --name {name} --comment TEXT"
     return {"approve": f"python -m flows.registry approve {common}",
             "reject": f"python -m flows.registry reject {common}"}
 
@@ -80,7 +82,7 @@ def review(run: Any, release: Release, decision: GateDecision, gate_cfg: Any) ->
     so summary.json, the run report and the history say it. Returns the (possibly updated) release.
     """
     workdir, name, version = run.workdir, release.name, release.version
-    report = _write_report(run, release)
+    report = _write_report(run, release) or "(not written: see the warning above)"
     if not release.awaiting_approval:
         return release
     how = commands(name, version, workdir.resolve())
@@ -110,11 +112,14 @@ def review(run: Any, release: Release, decision: GateDecision, gate_cfg: Any) ->
         outcome = _record(run, release, decision, "approval timed out", why, promoted=False,
                           approval={"status": "expired", "report": str(report)})
     else:
-        via = f"Prefect UI (flow run {run.run_id})"
+        # Nothing authenticates the form's answer on a plain Prefect server: the typed name is recorded as typed
+        # and marked unauthenticated; four-eyes can only refuse a typed name equal to the starter's.
+        via = f"Prefect UI form (flow run {run.run_id}; typed name, not authenticated)"
         details = {"reviewer": answer.reviewer, "comment": answer.comment, "via": via, "report": str(report)}
         if answer.decision == "approve":
             try:
-                pointer = registry.approve(workdir, name, version, answer.reviewer, answer.comment, via=via)
+                pointer = registry.approve(workdir, name, version, answer.reviewer, answer.comment, via=via,
+                                           authenticated=False)
             except registry.RegistryError as exc:
                 why = f"approved by {answer.reviewer}, but the registry refused: {exc}"
                 log.error("approval of %s: %s", version, why)
@@ -126,7 +131,7 @@ def review(run: Any, release: Release, decision: GateDecision, gate_cfg: Any) ->
                 outcome = _record(run, release, decision, "promote", why, promoted=True,
                                   approval={"status": "approved", "at": pointer.get("approved_at"), **details})
         else:
-            registry.reject(workdir, name, version, answer.reviewer, answer.comment, via=via)
+            registry.reject(workdir, name, version, answer.reviewer, answer.comment, via=via, authenticated=False)
             why = f"rejected by {answer.reviewer}" + (f": {answer.comment}" if answer.comment else "") + "; not promoted"
             log.warning("version %s of %s %s", version, name, why)
             outcome = _record(run, release, decision, "rejected", why, promoted=False,
@@ -137,10 +142,21 @@ def review(run: Any, release: Release, decision: GateDecision, gate_cfg: Any) ->
 
 def _write_report(run: Any, release: Release):
     """The version's report, with the data section of the run that registered it (a re-run of the same model
-    returns the existing version: its report keeps describing the run that trained it)."""
-    lineage = json.loads((registry.version_dir(run.workdir, release.name, release.version) / "lineage.json").read_text())
-    own = str(lineage.get("run_id")) == str(run.run_id)
-    return model_report.write_report(run.workdir, release.name, release.version, run.summary() if own else None)
+    returns the existing version: its report keeps describing the run that trained it). Returns its path, or None
+    if it could not be drawn: a report is a view of the registry and never fails the run, which may already have
+    moved the champion (the failure is logged and kept in summary.json's `report_error`)."""
+    try:
+        lineage = json.loads((registry.version_dir(run.workdir, release.name, release.version) / "lineage.json")
+                             .read_text())
+        own = str(lineage.get("run_id")) == str(run.run_id)
+        path = model_report.write_report(run.workdir, release.name, release.version, run.summary() if own else None)
+    except Exception as exc:  # noqa: BLE001 (see above)
+        run.report_error = f"{type(exc).__name__}: {exc}"
+        log.warning("the model report of %s version %s was not written (%s); the run, its summary and the registry "
+                    "are complete", release.name, release.version, run.report_error)
+        return None
+    run.report_error = None
+    return path
 
 
 def _record(run: Any, release: Release, decision: GateDecision, verdict: str, reason: str, promoted: bool,

@@ -368,7 +368,9 @@ def _train_fewshot(train: SplitFeatures, val: SplitFeatures, weights: dict[int, 
     blocks = backbone.architecture.blocks - frozen_blocks
     callbacks = [head_fit, EpochLog(cfg.contrastive_epochs, f"finetune/fewshot top{blocks}")]
     if len(target):
-        curve = siamese.fit(pairs.dataset(), epochs=cfg.contrastive_epochs, shuffle=False, verbose=0, callbacks=callbacks).history
+        # repeat(): each epoch re-runs the generator (a new pair order), steps_per_epoch tells Keras where it ends
+        curve = siamese.fit(pairs.dataset().repeat(), steps_per_epoch=len(pairs), epochs=cfg.contrastive_epochs,
+                            shuffle=False, verbose=0, callbacks=callbacks).history
     else:  # one row per class and one class cannot both hold: no pair at all means nothing to tune
         head_fit.on_epoch_end(0, logs := {})
         curve = {"loss": [float("nan")], **{k: [v] for k, v in logs.items()}}

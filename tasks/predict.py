@@ -19,7 +19,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from schemas.raw import text_schema
+from schemas.raw import label_key, text_schema
 from schemas.tables import predictions_schema
 from core.storage import registry
 from core.storage.registry import resolve_version  # noqa: F401  (the CLI's entry point to the registry)
@@ -125,13 +125,19 @@ def score(folder: Path, texts: list[str], backbone: Backbone) -> tuple[np.ndarra
 def output_collisions(name: str, columns: list[str], labels: list[str], on_invalid: str) -> list[Failure]:
     """The input columns the output would overwrite (`predicted_label`, `prob_<label>` of the model's labels, and
     `reason` with `--on-invalid keep`): one file-level failure naming them and the fix. A column of the user's
-    file is never overwritten (CONTRACT.md); an earlier output scored again is the usual cause."""
-    added = ["predicted_label", *(f"prob_{label}" for label in labels), *(["reason"] if on_invalid == "keep" else [])]
-    clash = [column for column in added if column in {str(c) for c in columns}]
+    file is never overwritten (CONTRACT.md); an earlier output scored again is the usual cause. A column that a
+    person cannot tell from an added one (`label_key`: case, spacing, invisible characters, look-alike letters,
+    as Parquet keeps them: `Predicted_Label`, `predicted_label `) is refused too: written beside it, it would be
+    two columns that read the same, and one column to case-insensitive tools (SQL engines, spreadsheets)."""
+    added = {label_key(column): column for column in
+             ["predicted_label", *(f"prob_{label}" for label in labels), *(["reason"] if on_invalid == "keep" else [])]}
+    clash = [str(c) for c in columns if label_key(str(c)) in added]
     if not clash:
         return []
+    named = ", ".join(repr(c) + (f" (read as {added[label_key(c)]!r})" if added[label_key(c)] != c else "")
+                      for c in clash)
     return [Failure(name, "file", clash[0], f"the input already has column{'s' * (len(clash) > 1)} "
-                    f"{', '.join(repr(c) for c in clash)}, which the output adds (predicted_label, prob_<label> per "
+                    f"{named}, which the output adds (predicted_label, prob_<label> per "
                     "label): scoring would overwrite the file's own values; rename or drop "
                     f"{'them' if len(clash) > 1 else 'it'} in the input (is it an earlier output scored again?), or "
                     "score only the text column")]

@@ -47,16 +47,29 @@ def promote(model: ArtifactRef, evaluation: ArtifactRef, decision: GateDecision,
         promoted, reason = decision.promote, decision.reason
         if promoted:
             current = (registry.champion(workdir, name) or {}).get("version")
-            if current != decision.champion_version and current != version:
+            if current == version != decision.champion_version:
+                # Another run trained the same model (same content hash, so the same version) and promoted it
+                # first: this run changed nothing, and its summary must not claim a promotion too.
+                promoted = False
+                reason = (f"{reason}; but the same model (version {version}) was made champion by another run "
+                          "while this one was being gated: nothing left to promote")
+            elif current != decision.champion_version:
                 promoted = False
                 reason = (f"the champion changed to {current} while this run was being gated against "
                           f"{decision.champion_version}; not promoted: run again to challenge the new champion")
         if promoted and approval == "manual":
-            registry.propose(workdir, name, version, decision.champion_version, str(lineage.get("run_id")), reason)
-            log.info("promote: %s version %s passed the gate and awaits approval (gate.approval=manual)", name, version)
+            timeout = ((lineage.get("config") or {}).get("gate") or {}).get("approval_timeout")
+            entry = registry.propose(workdir, name, version, decision.champion_version, str(lineage.get("run_id")),
+                                     reason, started_by=lineage.get("started_by"), expires_in=timeout)
+            if replaced := entry.get("replaced"):
+                reason = (f"{reason}; it replaces candidate {replaced['version']} (run {replaced['run_id']}, test "
+                          f"macro-F1 {replaced['macro_f1']}, this one {replaced['new_macro_f1']}), which can no "
+                          "longer be approved")
+            log.info("promote: %s version %s passed the gate and awaits approval (gate.approval=manual) until %s",
+                     name, version, entry.get("expires_at"))
             return Release(name=name, version=version, path=str(path.resolve()), promoted=False,
-                           reason=f"{reason}; awaiting a reviewer's approval (gate.approval=manual)",
-                           awaiting_approval=True)
+                           reason=f"{reason}; awaiting a reviewer's approval (gate.approval=manual) until "
+                                  f"{entry.get('expires_at')}", awaiting_approval=True)
         if promoted:
             faults.point("promote:before-pointer")
             registry.promote(workdir, name, version, reason)

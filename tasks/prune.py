@@ -42,12 +42,8 @@ def prune(workdir: Path, keep: int = 3, dry_run: bool = False, grace_seconds: in
     workdir = Path(workdir)
     report: dict[str, Any] = {"versions": {}, "artifacts": [], "records": 0, "cache_entries": 0, "bytes": 0}
     for name in registry.model_names(workdir):
-        if dry_run:
-            everything = [v["version"] for v in registry.versions(workdir, name)]
-            keep_set = registry.protected_versions(workdir, name) | set(everything[-keep:] if keep else [])
-            report["versions"][name] = [v for v in everything if v not in keep_set]
-        else:
-            report["versions"][name] = registry.prune_versions(workdir, name, keep)
+        report["versions"][name], freed = registry.prune_versions(workdir, name, keep, dry_run)
+        report["bytes"] += freed  # the versions' own files, and what killed registrations left
 
     runs = kept_runs(workdir, keep)
     used = {ref["path"] for run in runs for ref in run.get("artifacts", {}).values()}
@@ -116,7 +112,7 @@ def _compact_feature_cache(workdir: Path, runs: list[dict[str, Any]], dry_run: b
 
 
 def _size(path: Path) -> int:
-    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) if path.is_dir() else path.stat().st_size
+    return registry.tree_size(path)
 
 
 def _remove(path: Path) -> None:

@@ -14,6 +14,8 @@ import pytest
 
 from flows import registry as registry_cli
 from core.reports import model_report
+from core.run import identity
+from core.run.identity import os_account
 from core.storage import registry
 from core.storage.artifacts import sha256_file
 from core.reports.dashboard import history_row, run_markdown
@@ -85,7 +87,7 @@ def test_reject_and_expire_keep_the_champion_and_say_why(tmp_path: Path, capsys)
     assert registry.champion(tmp_path, "m") is None and registry.candidate(tmp_path, "m") is None
     code = registry_cli.main(["--workdir", str(tmp_path), "--name", "m", "approve", "v1", "--reviewer", "alice"])
     err = capsys.readouterr().err
-    assert code == 1 and "it was rejected by bob" in err and "last year's labels" in err
+    assert code == 1 and f"it was rejected by {os_account()} (bob)" in err and "last year's labels" in err
     registry.propose(tmp_path, "m", "v2", None, "run-2", "beats the majority class")
     assert registry.expire(tmp_path, "m", "v2", "no reviewer within 60 s")["action"] == "expired"
     assert registry.champion(tmp_path, "m") is None
@@ -110,19 +112,29 @@ def test_a_manual_run_registers_a_candidate_and_prints_the_approve_command(manua
     assert summary["gate"]["decision"] == "awaiting approval" and summary["promoted"] is False
     assert registry.champion(workdir, "default") is None
     assert registry.candidate(workdir, "default")["version"] == version
-    command = f"python -m flows.registry approve {version} --workdir {workdir.resolve()} --name default --reviewer NAME"
+    command = f"python -m flows.registry approve {version} --workdir {workdir.resolve()} --name default --comment TEXT"
     assert command in manual_run["stderr"] and summary["gate"]["approval"]["approve"].startswith(command)
     report = registry.version_dir(workdir, "default", version) / "report.html"
     assert report.is_file()
     assert str(report.resolve()) in run_markdown(summary)  # the run's markdown artifact links it
 
 
-def test_approve_from_the_command_line_promotes_and_records_the_reviewer(manual_run, capsys):
+def test_approve_from_the_command_line_promotes_and_records_the_reviewer(manual_run, capsys, monkeypatch):
     workdir, version = manual_run["workdir"], manual_run["version"]
     base = ["--workdir", str(workdir)]
+    starter = registry.candidate(workdir, "default")["started_by"]
+    assert starter["os_account"] == os_account() and starter["via"] == "command line"
+    # Four-eyes: the account that started the run cannot approve it, whatever name it gives.
+    assert registry_cli.main([*base, "approve", version, "--reviewer", "alice"]) == 1
+    assert f"started by account {os_account()} (command line)" in capsys.readouterr().err
+    assert registry.champion(workdir, "default") is None
+    # `registry promote` cannot go round the review either, without a recorded override.
+    assert registry_cli.main([*base, "promote", version]) == 1
+    assert "awaiting approval" in capsys.readouterr().err and registry.champion(workdir, "default") is None
+    monkeypatch.setattr(identity, "os_account", lambda: "alice")  # as another OS account would run it
     assert registry_cli.main([*base, "approve", "20990101T000000000000Z-00000000", "--reviewer", "alice"]) == 1
     assert "has no version" in capsys.readouterr().err
-    assert registry_cli.main([*base, "approve", version, "--reviewer", "alice", "--comment", "numbers checked"]) == 0
+    assert registry_cli.main([*base, "approve", version, "--comment", "numbers checked"]) == 0
     assert json.loads(capsys.readouterr().out)["champion"]["version"] == version
     assert registry.champion(workdir, "default")["version"] == version
     assert registry_cli.main([*base, "show", version]) == 0

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from flows import serve
+from core.run.identity import os_account
 from core.storage import registry
 from tests import browser
 from tests.conftest import first_per_label, write_csv
@@ -197,6 +198,11 @@ def test_a_manual_run_pauses_for_review_and_a_rejection_keeps_the_champion(stack
     assert "rejected by carol: test split too small" in summary["gate"]["reason"]
     assert registry.champion(work, "default") is None and registry.candidate(work, "default") is None
     assert registry.approval_record(work, "default", version)["reviewer"] == "carol"
+    # Who started it: the worker's OS account and what Prefect knows; the form's typed name is marked unproven.
+    started = registry.reviews(work, "default", version)[0]["started_by"]
+    assert started["via"] == "deployment adhoc" and started["worker_account"] == os_account()
+    assert "prefect_created_by" in started
+    assert registry.approval_record(work, "default", version)["reviewer_authenticated"] is False
     stack["manual"] = {"data": data, "work": work, "version": version}
 
 

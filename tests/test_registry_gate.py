@@ -41,8 +41,8 @@ def test_promote_rollback_and_prune_keep_the_champion_and_its_predecessor(tmp_pa
     with pytest.raises(registry.RegistryError, match="nothing to roll back to"):
         registry.rollback(tmp_path, "m")
     registry.promote(tmp_path, "m", "v3", "test")
-    removed = registry.prune_versions(tmp_path, "m", keep_latest=1)
-    assert set(removed) == {"v2", "v4"}  # v3 champion, v1 its predecessor, v5 newest
+    removed, freed = registry.prune_versions(tmp_path, "m", keep_latest=1)
+    assert set(removed) == {"v2", "v4"} and freed > 0  # v3 champion, v1 its predecessor, v5 newest
     assert {v["version"] for v in registry.versions(tmp_path, "m")} == {"v1", "v3", "v5"}
 
 

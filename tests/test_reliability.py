@@ -69,7 +69,7 @@ def test_sigkill_at_any_point_loses_nothing(trained, api, tmp_path: Path):
     changed = ["--data", str(renamed), *args[2:]]
     # A data step (embed), training, and the registry's critical moment. augment:mid is left out to keep the
     # suite's time: it exercises the same mechanism as embed:batch (a shard killed before its rename).
-    for point in ("embed:batch", "finetune:epoch", "promote:before-pointer"):
+    for point in ("embed:batch", "finetune:epoch", "register:before-rename", "promote:before-pointer"):
         killed = run_cli("flows.retrain", *changed, home=tmp_path, env={**api, faults.ENV: f"{point}=kill"})
         assert killed.returncode == -signal.SIGKILL, (point, killed.stderr[-2000:])
         assert _assert_consistent(tmp_path / "w") == champion, point  # the old champion, whole
@@ -80,6 +80,9 @@ def test_sigkill_at_any_point_loses_nothing(trained, api, tmp_path: Path):
         path = tmp_path / "w" / ref["path"]
         assert ArtifactRef(path=ref["path"], sha256=ref["sha256"]).is_intact(tmp_path / "w"), name
     assert _assert_consistent(tmp_path / "w") == final["model"]["version"] != champion
+    # The registration killed before its rename left a staging folder (~80 MB with saved_model/): the next
+    # registration, under the lock, removed it.
+    assert not list((registry.model_root(tmp_path / "w", "default") / "versions").glob(".*"))
     from core.storage.artifacts import sha256_file, sha256_tree
 
     for stored in (tmp_path / "w" / "artifacts").glob("*/[!.]*"):  # no partial file under a final name
@@ -100,6 +103,11 @@ def test_two_runs_at_once_both_finish_and_agree(api, tmp_path: Path):
     assert summaries[0]["model"]["version"] == summaries[1]["model"]["version"]  # registered once
     assert len(registry.versions(tmp_path / "w", "default")) == 1
     assert _assert_consistent(tmp_path / "w") == summaries[0]["model"]["version"]
+    # One champion change, and one summary that claims it; the other says why it did not promote.
+    assert sorted(summary["promoted"] for summary in summaries) == [False, True]
+    assert len(registry.promotion_log(tmp_path / "w", "default")) == 1
+    other = next(summary for summary in summaries if not summary["promoted"])
+    assert other["promotion_reason"], other
 
 
 @pytest.fixture(scope="module")
@@ -137,6 +145,126 @@ def test_a_damaged_champion_model_is_detected(trained, tmp_path: Path, capsys):
     capsys.readouterr()
     assert main([*args, "--set", "seed=6"]) == 1
     assert "is damaged" in capsys.readouterr().err
+
+
+def test_a_changed_byte_of_the_saved_model_is_damage_for_predict_list_and_show(trained, tmp_path: Path, capsys):
+    from flows import predict as predict_cli
+    from flows import registry as registry_cli
+
+    _copy(trained, tmp_path)
+    workdir = tmp_path / "w"
+    version = registry.champion(workdir, "default")["version"]
+    folder = registry.version_dir(workdir, "default", version)
+    recorded = json.loads((folder / "lineage.json").read_text())["files_sha256"]
+    served = sorted(name for name in recorded if name.startswith("saved_model/"))
+    assert "saved_model/saved_model.pb" in served and any("variables/" in name for name in served)
+    assert registry.integrity(workdir, "default", version)["verified"]
+    weights = folder / next(name for name in served if "variables.data" in name)
+    content = bytearray(weights.read_bytes())
+    content[len(content) // 2] ^= 1  # one bit of what TF Serving loads
+    weights.write_bytes(bytes(content))
+    capsys.readouterr()
+    assert registry_cli.main(["--workdir", str(workdir), "list"]) == 0
+    listing = capsys.readouterr().out
+    assert "DAMAGED" in listing and "does not match the hash" in listing
+    assert registry_cli.main(["--workdir", str(workdir), "show", "champion"]) == 0
+    assert json.loads(capsys.readouterr().out)["integrity"]["verified"] is False
+    assert predict_cli.main(["--data", str(trained / "d.csv"), "--out", str(tmp_path / "p.parquet"), "--workdir",
+                             str(workdir)]) == 1
+    err = capsys.readouterr().err
+    assert "is damaged" in err and "saved_model/variables" in err and not (tmp_path / "p.parquet").exists()
+
+
+@pytest.mark.parametrize("pointer", [{"version": "../../../elsewhere"}, {"version": None}])
+def test_a_champion_pointer_outside_the_registry_is_refused_by_predict_and_repaired(trained, tmp_path: Path, capsys,
+                                                                                     pointer):
+    from flows import predict as predict_cli
+    from flows import registry as registry_cli
+
+    _copy(trained, tmp_path)
+    workdir = tmp_path / "w"
+    version = registry.champion(workdir, "default")["version"]
+    (registry.model_root(workdir, "default") / registry.CHAMPION).write_text(json.dumps(pointer))
+    capsys.readouterr()
+    assert predict_cli.main(["--data", str(trained / "d.csv"), "--out", str(tmp_path / "p.parquet"), "--workdir",
+                             str(workdir)]) == 1
+    err = capsys.readouterr().err
+    assert "champion pointer" in err and "flows.registry promote VERSION" in err and "Traceback" not in err
+    assert registry_cli.main(["--workdir", str(workdir), "promote", version, "--reason", "repair"]) == 0
+    assert registry.champion(workdir, "default")["version"] == version
+
+
+def test_labels_that_are_mathtext_and_markup_train_promote_and_report(prefect_api, tmp_path: Path, capsys):
+    """Labels matplotlib would parse as mathtext and markdown as a table break: the run ends 0 with its summary,
+    and report.html draws them as typed."""
+    hostile = {"negative": "$\\invalid{$", "neutral": "<b>neutral</b>", "positive": "a|b"}
+    data = write_csv(tmp_path / "d.csv", [{**r, "label": hostile[r["label"]]} for r in first_per_label(30)])
+    assert main(["--data", str(data), "--workdir", str(tmp_path / "w"), *FAST]) == 0
+    summary = json.loads(Path(capsys.readouterr().out.strip().splitlines()[-1]).read_text())
+    assert summary["promoted"] is True and "report_error" not in summary
+    page = (Path(summary["model"]["path"]) / "report.html").read_text()
+    assert "&lt;b&gt;neutral&lt;/b&gt;" in page and "<b>neutral</b>" not in page
+
+
+@pytest.mark.parametrize("fault", ["report:render=bug", "report:publish=bug"])
+def test_a_report_that_fails_after_promotion_does_not_fail_the_run(prefect_api, tmp_path: Path, capsys, monkeypatch,
+                                                                   caplog, fault):
+    data = write_csv(tmp_path / "d.csv", first_per_label(30))
+    monkeypatch.setenv(faults.ENV, fault)
+    try:
+        assert main(["--data", str(data), "--workdir", str(tmp_path / "w"), *FAST]) == 0
+    finally:
+        faults.arm(None)
+    captured = capsys.readouterr()
+    summary = json.loads(Path(captured.out.strip().splitlines()[-1]).read_text())
+    assert summary["promoted"] is True
+    assert registry.champion(tmp_path / "w", "default")["version"] == summary["model"]["version"]
+    if fault.startswith("report:render"):
+        assert "injected failure at report:render" in summary["report_error"]
+        assert "was not written" in caplog.text
+    else:
+        assert "dashboard artifacts were not published" in caplog.text
+
+
+def test_a_failed_run_leaves_no_pickle_of_its_data_in_prefects_storage(api, tmp_path: Path):
+    """Prefect always writes a failed flow run's exception to its default result storage; the flows' serializer
+    keeps only the exception's type there (the rows it quotes stay in our own run folder)."""
+    data = write_csv(tmp_path / "d.csv", [{"text": "a line holding hunter2-secret", "label": "only"}] * 3)
+    failed = run_cli("flows.retrain", "--data", str(data), "--workdir", str(tmp_path / "w"), home=tmp_path, env=api)
+    assert failed.returncode == 65, failed.stderr[-2000:]
+    stored = [path for path in (tmp_path / ".prefect-home").rglob("*") if path.is_file() and path.suffix != ".db"
+              and "storage" in path.parts]
+    assert stored, "Prefect wrote no failure record: the test no longer sees what it checks"
+    for path in stored:
+        assert json.loads(path.read_text()) == {"error": "InvalidData"}, path
+
+
+def test_a_full_disk_while_exporting_the_saved_model_is_our_disk_full_error(trained, tmp_path: Path):
+    """A real full file system (a small tmpfs): TensorFlow's own error becomes OSError(ENOSPC) naming the folder,
+    which the command line reports as `the disk is full`. Needs root, to mount it."""
+    import errno
+    import shutil
+
+    if os.geteuid() != 0 or not shutil.which("mount"):
+        pytest.skip("mounting a small tmpfs needs root")
+    version = registry.champion(trained / "w", "default")["version"]
+    source = registry.version_dir(trained / "w", "default", version)
+    small = tmp_path / "small"
+    small.mkdir()
+    needed = sum((source / f).stat().st_size for f in ("model.keras", "model.json", "lineage.json"))
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={needed + 2_000_000}", "tmpfs", str(small)],
+                             capture_output=True, text=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
+    try:
+        for name in ("model.keras", "model.json"):
+            shutil.copy2(source / name, small / name)
+        lineage = json.loads((source / "lineage.json").read_text())
+        with pytest.raises(OSError) as raised:
+            registry._export(small, lineage)
+        assert raised.value.errno == errno.ENOSPC and raised.value.filename == str(small / "saved_model")
+    finally:
+        subprocess.run(["umount", "-l", str(small)], check=False)
 
 
 def test_unwritable_workdir_names_the_path(tmp_path: Path, capsys):

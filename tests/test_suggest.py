@@ -11,7 +11,7 @@ import pytest
 
 from flows import suggest as suggest_cli
 from core.text.identity import row_id
-from tasks.suggest import badge_order, gradient_embeddings
+from tasks.suggest import badge_order, gradient_embeddings, margin_kmeans_order
 from tests.conftest import first_per_label, write_csv
 
 
@@ -38,6 +38,24 @@ def test_badge_picks_uncertain_rows_first_and_never_two_near_duplicates():
     assert similarity.max() < 0.95
     assert badge_order(gradients, embeddings, 40, seed=1, blocked=blocked) == order  # deterministic
     assert len(badge_order(gradients, embeddings, 500, seed=1)) == 59  # all but one of the identical pair
+
+
+def test_margin_kmeans_picks_uncertain_rows_from_distinct_clusters():
+    rng = np.random.default_rng(0)
+    centres = _unit(rng.normal(size=(6, 16)))
+    embeddings = _unit(np.repeat(centres, 20, axis=0) + 0.05 * rng.normal(size=(120, 16)))  # 6 tight clusters
+    proba = rng.dirichlet(np.ones(3) * 0.5, size=120)
+    blocked = np.zeros(120, dtype=bool)
+    blocked[:20] = True  # the first cluster is labelled already
+    order = margin_kmeans_order(proba, embeddings, 5, seed=0, blocked=blocked)
+    ranked = np.sort(proba, axis=1)
+    margin = ranked[:, -1] - ranked[:, -2]
+    assert len(order) == len(set(order)) == 5 and min(order) >= 20
+    assert sorted({i // 20 for i in order}) == [1, 2, 3, 4, 5]  # one per remaining cluster
+    assert list(margin[order]) == sorted(margin[order])
+    chosen = embeddings[order]
+    assert (chosen @ chosen.T - 2 * np.eye(5)).max() < 0.95
+    assert margin_kmeans_order(proba, embeddings, 5, seed=0, blocked=blocked) == order
 
 
 @pytest.fixture(scope="module")
@@ -97,7 +115,7 @@ def test_suggest_writes_a_ranked_list_without_labelled_sentences_or_near_duplica
     assert got["rank"].tolist() == list(range(1, len(got) + 1)) and len(got) == 20
     probs = got[["prob_negative", "prob_neutral", "prob_positive"]].to_numpy()
     assert np.allclose(probs.sum(axis=1), 1) and (got["score"] > 0).all()
-    assert got["score"].iloc[0] == got["score"].max()  # BADGE's first pick: the largest gradient
+    assert (np.diff(got["score"]) <= 1e-12).all() and np.allclose(got["score"], 1 - got["margin"])  # most uncertain first
     known = {row_id(t) for t in model_workdir["labelled"]}
     assert not known & {row_id(t) for t in got["text"]}
     assert got["text"].map(row_id).is_unique

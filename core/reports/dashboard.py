@@ -75,7 +75,7 @@ def drift_markdown(report: dict[str, Any]) -> str:
                          f"{'**yes**' if check['drift'] else 'no'} |")
         labels = comparison["checks"]["labels"]
         lines += ["", "Label shares (reference → new rows): " + ", ".join(
-            f"{k} {labels['reference_share'].get(k, 0):.1%} → {labels['current_share'].get(k, 0):.1%}"
+            f"{md(k)} {labels['reference_share'].get(k, 0):.1%} → {labels['current_share'].get(k, 0):.1%}"
             for k in labels["current_share"]), ""]
     return "\n".join(lines).rstrip()
 
@@ -124,6 +124,16 @@ def history_row(summary: dict[str, Any]) -> dict[str, Any]:
             "seconds": summary.get("seconds")}
 
 
+MARKDOWN_ENTITIES = {"&": "&amp;", "<": "&lt;", ">": "&gt;", "|": "&#124;", "\\": "&#92;", "`": "&#96;",
+                     "*": "&#42;", "[": "&#91;", "]": "&#93;", "#": "&#35;", "$": "&#36;", "~": "&#126;"}
+
+
+def md(text: Any) -> str:
+    """`text` (a user's label, a value from the data) as literal markdown: HTML and markdown syntax (`|` would
+    split a table cell, `<b>` would render) become character entities, line breaks spaces."""
+    return "".join(MARKDOWN_ENTITIES.get(char, char) for char in " ".join(str(text).splitlines()))
+
+
 def approval_status(summary: dict[str, Any]) -> str | None:
     """The registry's current word on the run's version: "approved by X (at)", "awaiting approval", ..."""
     from core.storage import registry
@@ -144,10 +154,10 @@ def run_markdown(summary: dict[str, Any]) -> str:
              "## Data", f"- file: `{data['path']}` (sha256 `{data['sha256'][:16]}`)",
              f"- rows read {data['rows']}, used {data['rows_used']}; duplicates dropped "
              f"{data['duplicates_dropped']}, conflicting rows dropped {data['conflicts_dropped']}",
-             f"- labels: {', '.join(data['labels'])}"]
+             f"- labels: {', '.join(md(label) for label in data['labels'])}"]
     if split := summary.get("split"):
         lines.append(f"- split: {split['split_rows']}")
-        lines += [f"- warning: {warning}" for warning in (split.get("unmeasured_classes") or {}).get("warnings", [])]
+        lines += [f"- warning: {md(warning)}" for warning in (split.get("unmeasured_classes") or {}).get("warnings", [])]
     lines += ["", "## Validation and drift", "Validation passed: every row met every rule."]
     if drift := summary.get("drift"):
         lines += ["", drift_markdown(drift).replace("# Data drift", "Drift")]
@@ -177,14 +187,14 @@ def run_markdown(summary: dict[str, Any]) -> str:
               f"(majority baseline {test['majority_baseline']['accuracy']:.4f} / {test['majority_baseline']['macro_f1']:.4f})"]
     if unmeasured := test.get("unmeasured_classes"):
         measured_f1 = test.get("macro_f1_measured")
-        lines += ["", f"Not measured (no test rows): {', '.join(map(repr, unmeasured))}; macro-F1 counts each as 0"
+        lines += ["", f"Not measured (no test rows): {', '.join(md(repr(c)) for c in unmeasured)}; macro-F1 counts each as 0"
                   + (f"; over the measured classes it is {measured_f1:.4f}" if measured_f1 is not None else "")]
-    lines += ["", "| true \\ predicted | " + " | ".join(labels) + " |", "|---|" + "---|" * len(labels)]
-    lines += [f"| {label} | " + " | ".join(str(v) for v in row) + " |"
+    lines += ["", "| true \\ predicted | " + " | ".join(map(md, labels)) + " |", "|---|" + "---|" * len(labels)]
+    lines += [f"| {md(label)} | " + " | ".join(str(v) for v in row) + " |"
               for label, row in zip(labels, test["confusion_matrix"]["rows_true_cols_predicted"])]
     lines += ["", "## Promotion"]
     if gate := summary.get("gate"):
-        lines.append(f"decision: **{gate.get('decision')}**: {gate.get('reason', '')}")
+        lines.append(f"decision: **{gate.get('decision')}**: {md(gate.get('reason', ''))}")
         if gate.get("detectable_note"):
             lines += ["", f"What this test split can detect: {gate['detectable_note']}."]
     model = summary.get("model", {})

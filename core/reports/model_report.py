@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from core.run import faults
 from core.storage import registry
 from core.storage.artifacts import atomic_path
 from core.storage.versions import code_version
@@ -48,6 +49,7 @@ def write_report(workdir: Path, name: str, version: str, summary: dict[str, Any]
 
     `summary` is the run's summary (data and drift); by default the one the version's run wrote, if any.
     """
+    faults.point("report:render", workdir)
     folder = registry.version_dir(workdir, name, version)
     lineage = json.loads((folder / "lineage.json").read_text())
     if summary is None:
@@ -95,6 +97,8 @@ def _pyplot():
     import matplotlib
 
     matplotlib.use("Agg")
+    # Labels are the user's strings: `$\\invalid{$` must be drawn as typed, not parsed as mathtext (which raises).
+    matplotlib.rcParams["text.parse_math"] = False
     import matplotlib.pyplot as plt
 
     return plt

@@ -40,6 +40,7 @@ class StepRunner:
         self.refs: dict[str, Any] = {}
         self.started = time.perf_counter()
         self.reference_run_id: str | None = None
+        self.report_error: str | None = None  # the model report could not be drawn (tasks.approval): kept, not raised
         self.dask = DaskCluster(cfg.dask)
 
     def __enter__(self) -> "StepRunner":
@@ -114,8 +115,11 @@ class StepRunner:
 
     def summary(self) -> dict[str, Any]:
         """The run's summary (CONTRACT.md) from what the stages recorded so far; `validate` must have run."""
-        return run_records.summary(self.cfg, self.run_id, self.stages, self.refs, self.runner,
-                               round(time.perf_counter() - self.started, 3), self.reference_run_id)
+        out = run_records.summary(self.cfg, self.run_id, self.stages, self.refs, self.runner,
+                                  round(time.perf_counter() - self.started, 3), self.reference_run_id)
+        if self.report_error:
+            out["report_error"] = self.report_error
+        return out
 
     def write_summary(self) -> Path:
         """Write `<workdir>/runs/<run_id>/summary.json` and mark this run as the latest success; returns the path."""

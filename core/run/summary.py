@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from core.reports import dashboard as report
+from core.run import faults
 from core.run.errors import InvalidData
 from core.storage.artifacts import ArtifactRef, artifact_dir, atomic_path, write_json_atomic
 from schemas.config import RetrainConfig
@@ -78,7 +79,9 @@ def drift_baselines(workdir: Path, model_name: str) -> Baselines:
 
 
 def lineage(cfg: RetrainConfig, run_id: str | None, validated: ArtifactRef) -> dict[str, Any]:
-    """Where a model came from: run, data, configuration, code, and the champion it challenged (read now)."""
+    """Where a model came from: run, who started it (core.run.identity.run_starter), data, configuration, code,
+    and the champion it challenged (read now)."""
+    from core.run.identity import run_starter
     from core.storage.registry import champion
     from core.storage.versions import code_version
 
@@ -89,7 +92,8 @@ def lineage(cfg: RetrainConfig, run_id: str | None, validated: ArtifactRef) -> d
     return {"run_id": run_id, "dataset_path": str(Path(cfg.data.path).resolve()),
             "dataset_sha256": validated.meta["source_sha256"], "validated_sha256": validated.sha256,
             "config": cfg.model_dump(mode="json", by_alias=True),
-            "code_version": code_version("tasks.finetune"), "parent_champion": parent}
+            "code_version": code_version("tasks.finetune"), "parent_champion": parent,
+            "started_by": run_starter(run_id)}
 
 
 def history(workdir: Path) -> list[dict[str, Any]]:
@@ -165,6 +169,7 @@ def summary(cfg: RetrainConfig, run_id: str, stages: dict[str, dict[str, Any]], 
     if release := refs.get("promote"):
         out["model"] = {"name": release.name, "version": release.version, "path": release.path}
         out["promoted"] = release.promoted
+        out["promotion_reason"] = release.reason  # why (not): the gate's reason, or what promote found after it
     if suggestions := refs.get("suggest"):  # suggest.pool: what to label next (tasks.suggest's accounting)
         out["suggestions"] = suggestions
     return out
@@ -176,10 +181,15 @@ def write_summary(workdir: Path, run_id: str, content: dict[str, Any], validated
     the summary's absolute path."""
     path = (run_dir(workdir, run_id) / "summary.json").resolve()
     write_json_atomic(path, content)
-    if "drift" in content:
-        report.publish_drift(content["drift"])
-    report.publish_run(content, history(workdir))
     write_json_atomic(Path(workdir) / "runs" / LATEST_SUCCESS,
                       {"run_id": run_id, "validated": validated.model_dump(mode="json")})
+    try:  # the dashboard is a view of what is recorded: it never fails a run (the champion may have moved)
+        faults.point("report:publish")
+        if "drift" in content:
+            report.publish_drift(content["drift"])
+        report.publish_run(content, history(workdir))
+    except Exception as exc:  # noqa: BLE001
+        log.warning("the run's dashboard artifacts were not published (%s: %s); summary.json and the registry are "
+                    "complete", type(exc).__name__, exc)
     log.info("summary written to %s", path)
     return path

@@ -12,7 +12,8 @@ that fails to read (truncated, garbled) is moved aside and its entries are simpl
     <workdir>/cache/features/<source>/<part>/<segment sha[:16]>.parquet
     source = <backbone sha[:16]>-<hash of the library versions and accelerator[:8]> (`tasks.embed.feature_source`)
     part = "embedding" (pooled sentence embedding, float32) or "hidden-frozen<k>" (token-level output of the
-           k frozen bottom blocks, float16)
+           k frozen bottom blocks, float16); "token-ids" (a raw text's untruncated WordPiece ids, int32, keyed
+           by the text's sha256: flows.suggest re-reads a pool without running the tokenizer again)
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from core.storage.artifacts import sha256_file, staging
 
 log = logging.getLogger(__name__)
 SEGMENT_SCHEMA = pa.schema([("key", pa.string()), ("n_tokens", pa.int32()), ("value", pa.binary())])
-DTYPES = {"embedding": np.float32}  # every "hidden-frozen<k>" part is float16
+DTYPES = {"embedding": np.float32, "token-ids": np.int32}  # every "hidden-frozen<k>" part is float16
 
 
 def sentence_key(token_ids: list[int]) -> str:

@@ -55,6 +55,32 @@ class ArtifactRefSerializer(Serializer):
         return ArtifactRef.model_validate(content)
 
 
+class FlowOutcomeSerializer(Serializer):
+    """The flows' result serializer. Prefect always writes a failed flow run's exception to the default result
+    storage (`~/.prefect/storage`, with the process's umask), pickled by default: the exception of a rejected
+    file quotes its rows. This one writes only the exception's type name (the message is the run's state message
+    and our own stderr), or a returned string (a path), as JSON."""
+
+    type: str = "retrain-flow-outcome"
+
+    def dumps(self, obj: Any) -> bytes:
+        """JSON bytes: `{"error": TYPE}` for an exception, the string for a string; TypeError for anything else."""
+        if isinstance(obj, BaseException):
+            return json.dumps({"error": type(obj).__name__}).encode()
+        if not isinstance(obj, str):
+            raise TypeError(f"a flow returns a path string, got {type(obj).__name__}")
+        return json.dumps(obj).encode()
+
+    def loads(self, blob: bytes) -> str | RecordedFailure:
+        """What `dumps` wrote: the string, or a `RecordedFailure` naming the error's type."""
+        content = json.loads(blob)
+        if isinstance(content, dict) and "error" in content:
+            return RecordedFailure(str(content["error"]))
+        if not isinstance(content, str):
+            raise ValueError("not a flow outcome record")
+        return content
+
+
 def record_problem(record: Path, workdir: Path) -> str | None:
     """Why the record file `record` cannot be used (not JSON, not written by `ArtifactRefSerializer`, no artifact
     reference, artifact missing or altered under `workdir`), or None if it can be or does not exist. Reads only."""

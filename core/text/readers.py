@@ -178,6 +178,7 @@ def read_raw(path: Path, encoding: str = "utf-8", max_file_mb: int = 512, delimi
             data = path.read_bytes()
             text, notes = _decode(data, encoding, name)
             if fmt == "jsonl":
+                _refuse_json_of_columns(text, name)
                 table = (_read_json_array(text, name) if _is_json_array(text) else None) or _read_jsonl(
                     text, name, blank_lines)
             else:
@@ -220,6 +221,10 @@ def _decode(data: bytes, encoding: str, name: str) -> tuple[str, list[str]]:
                     raise InvalidData([Failure(name, "file", "", f"the file starts with a {bom_codec.upper()} byte-order "
                                                f"mark but byte {exc.start} is not valid {bom_codec.upper()}: re-save it "
                                                "as UTF-8")]) from None
+        if order := _utf32_order(data):  # before UTF-16: UTF-32's zeros would pass for UTF-16's
+            raise InvalidData([Failure(name, "file", "", f"the file looks like UTF-32 without a byte-order mark (three "
+                                       f"bytes in four are 0): run with --set data.encoding=utf-32-{order}, or re-save "
+                                       "it as UTF-8")])
         if _looks_like_utf16(data):
             order = "le" if data[1:2] == b"\x00" else "be"
             raise InvalidData([Failure(name, "file", "", f"the file looks like UTF-16 without a byte-order mark (every "
@@ -267,6 +272,20 @@ def _looks_like_utf16(data: bytes) -> bool:
     return max(even.count(0) / len(even), odd.count(0) / len(odd)) > 0.6
 
 
+def _utf32_order(data: bytes) -> str | None:
+    """`le` or `be` for UTF-32 text with no byte-order mark (mostly ASCII: the three high bytes of each four are 0),
+    else None."""
+    sample = data[: 4096 - 4096 % 4]
+    if len(sample) < 16 or len(sample) % 4:
+        return None
+    zero = [sample[i::4].count(0) / (len(sample) // 4) for i in range(4)]
+    if min(zero[1:]) > 0.9:
+        return "le"
+    if min(zero[:3]) > 0.9:
+        return "be"
+    return None
+
+
 def _excel_sep_line(text: str) -> tuple[str, str | None]:
     """Excel's `sep=;` first line (written by Excel to say which delimiter its CSV uses): the text from line 2 on,
     as blank lines keeping line numbers, and the delimiter it names; (text, None) when there is no such line."""
@@ -308,12 +327,15 @@ def _choose_delimiter(text: str, fmt: str, setting: str, name: str, header: str 
     setting = parse_delimiter(setting)
     lines = [line.rstrip("\r") for line in text.lstrip("\ufeff").split("\n", 50)[:50]]
     filled = [(number, line) for number, line in enumerate(lines, start=1) if line.strip()]
-    if len(filled) >= 3 and header != "none" and _title_above_header(filled, setting, fmt):
-        (first_no, first), (second_no, second) = filled[:2]
-        raise InvalidData([Failure(name, f"line {first_no}", "", f"line {first_no} '{show_invisible(first, 60)}' "
-                                   f"looks like a title above the header: it has no column separator, while line "
-                                   f"{second_no} ('{show_invisible(second, 60)}') and the lines below have them; "
-                                   f"delete line {first_no} (and any other line above the header) and run again")])
+    titles = _title_above_header(filled, setting, fmt) if len(filled) >= 3 and header != "none" else 0
+    if titles:
+        (first_no, first), (second_no, second) = filled[0], filled[titles]
+        lines = (f"line {first_no}" if titles == 1 else f"lines {first_no} to {filled[titles - 1][0]}")
+        raise InvalidData([Failure(name, f"line {first_no}", "", f"{lines} '{show_invisible(first, 60)}'"
+                                   f"{' ...' if titles > 1 else ''} look{'s' * (titles == 1)} like a title above the "
+                                   f"header: {'it has one field' if titles == 1 else 'they have one field each'}, while line "
+                                   f"{second_no} ('{show_invisible(second, 60)}') and the lines below have several; "
+                                   f"delete {lines} (everything above the header) and run again")])
     if setting != "auto":
         return setting, "data.delimiter"
     if fmt == "tsv":
@@ -338,24 +360,30 @@ def _choose_delimiter(text: str, fmt: str, setting: str, name: str, header: str 
     return chosen, "detected; set data.delimiter to override"
 
 
-def _title_above_header(filled: list[tuple[int, str]], setting: str, fmt: str) -> bool:
-    """A first line of several words with no column separator, over a line of short names that has them, the lines
-    below holding as many fields as that one: a title a spreadsheet export put above the header. (A one-column file
-    whose sentences hold commas is not one: its second line is a sentence, and its field counts vary.)"""
-    first, second, rest = filled[0][1], filled[1][1], [line for _, line in filled[2:]]
-    if len(first.split()) < 2:
-        return False
+def _title_above_header(filled: list[tuple[int, str]], setting: str, fmt: str) -> int:
+    """How many title lines stand above the header (0 if none): up to five first lines of one field each (no column
+    separator, or only trailing ones: `Title,,`), the first of several words, over a line of two or more short names,
+    the lines below holding as many fields as that one: the title (and subtitle) a spreadsheet export put above the
+    header. (A one-column file whose sentences hold commas is not one: its second line is a sentence, and its
+    field counts vary.)"""
+    if len(filled[0][1].split()) < 2:
+        return 0
     chars = [setting] if setting != "auto" else ["\t"] if fmt == "tsv" else list(DELIMITERS.values())
     for char in chars:
-        if char in first or char not in second:
-            continue
-        names = next(csv.reader([second], delimiter=char))
-        if len(names) < 2 or any(len(n) > 40 or _looks_like_data(n) for n in names):
-            continue
-        counts = [len(next(csv.reader([line], delimiter=char), [])) for line in rest]
-        if sum(c == len(names) for c in counts) >= 0.8 * len(counts):
-            return True
-    return False
+        def fields(line: str) -> list[str]:
+            return next(csv.reader([line], delimiter=char), [])
+        for titles in range(1, min(5, len(filled) - 2) + 1):
+            head = fields(filled[titles - 1][1])
+            if sum(bool(f.strip()) for f in head) != 1 or not head[0].strip():
+                break  # a title line holds one field (trailing separators allowed)
+            names = fields(filled[titles][1])
+            if len(names) < 2 or any(len(n) > 40 or _looks_like_data(n) for n in names) or not all(
+                    n.strip() for n in names):
+                continue
+            counts = [len(fields(line)) for _, line in filled[titles + 1:]]
+            if counts and sum(c == len(names) for c in counts) >= 0.8 * len(counts):
+                return titles
+    return 0
 
 
 def _is_blank(fields: list[str]) -> bool:
@@ -393,6 +421,10 @@ def _read_delimited(text: str, name: str, fmt: str, chosen: tuple[str, str], bla
         header = header + [""] * extra  # every data row ends with `extra` empty fields: unnamed empty columns
         notes.append(f"every data row ends with {extra} {_delimiter_word(delimiter)[:-1] if extra == 1 else _delimiter_word(delimiter)} "
                      "that the header lacks (a trailing delimiter): the empty field read as an unnamed empty column")
+    elif extra := _header_trailing_delimiters(rows, header):
+        header = header[:-extra]  # the header line alone ends with `extra` delimiters: empty names, no column
+        notes.append(f"the header line ends with {extra} {_delimiter_word(delimiter)[:-1] if extra == 1 else _delimiter_word(delimiter)} "
+                     "that no data row has (a trailing delimiter): the empty column name ignored")
     data_like = _data_like_header(header, rows) if header_mode == "auto" else None
     records, locations, failures, skipped, pending = [], [], [], [], []
     kind = _delimiter_word(delimiter)[:-1] if delimiter in DELIMITER_NAMES else repr(delimiter)
@@ -463,6 +495,18 @@ def _trailing_delimiters(rows: list[tuple[int, list[str]]], width: int) -> int:
     return extra if all(len(fields) == width + extra for fields in filled) else 0
 
 
+def _header_trailing_delimiters(rows: list[tuple[int, list[str]]], header: list[str]) -> int:
+    """How many empty names end the header when every data row is that much narrower (a delimiter at the end of
+    the header line only); 0 otherwise."""
+    extra = 0
+    while extra < len(header) - 1 and not header[len(header) - 1 - extra]:
+        extra += 1
+    filled = [fields for _, fields in rows if not _is_blank(fields)]
+    if not extra or not filled or any(len(fields) != len(header) - extra for fields in filled):
+        return 0
+    return extra
+
+
 def _flush_blank(pending: list[tuple[int, list[str]]], count: int, blank_lines: str, header: list[str],
                  records: list, locations: list, skipped: list) -> None:
     """The first `count` pending blank lines: rows of empty fields (scoring) or skipped lines (training)."""
@@ -525,6 +569,25 @@ def _read_jsonl(text: str, name: str, blank_lines: str) -> RawTable:
         locations.append(f"line {number}")
     frame = pd.DataFrame.from_records(records) if records else pd.DataFrame()
     return RawTable(frame.astype(object), locations, failures, blank_lines=skipped)
+
+
+def _refuse_json_of_columns(text: str, name: str) -> None:
+    """Refuses a file that is one JSON object of columns, not one record per line: pandas' `to_json()` default
+    (orient='columns': `{"text": {"0": ...}, "label": {"0": ...}}`) or orient='split' (`{"columns": [...],
+    "data": [...]}`). Read as JSON lines it would be one row whose cells are whole columns."""
+    if not text.lstrip("\ufeff \t\r\n").startswith("{"):
+        return
+    try:
+        whole = json.loads(text.lstrip("\ufeff"))
+    except json.JSONDecodeError:
+        return  # JSON lines (several objects), or broken: read line by line
+    if not isinstance(whole, dict) or not whole or not all(isinstance(v, (dict, list)) for v in whole.values()):
+        return
+    orient = "split" if {"columns", "data"} <= set(whole) else "columns"
+    raise InvalidData([Failure(name, "line 1", "", f"the file is one JSON object of columns (pandas' "
+                               f"to_json(orient='{orient}'), keys {', '.join(map(repr, list(whole)[:5]))}), not one "
+                               "record per line: re-export it as JSON lines, e.g. df.to_json(path, orient='records', "
+                               "lines=True), or as CSV or Parquet")])
 
 
 def _is_json_array(text: str) -> bool:
