@@ -13,6 +13,15 @@ Rows in = rows out: a blank line between rows is a row with an empty text, in ev
 (`--on-invalid refuse`) any invalid row refuses the whole file, every bad row listed (exit 65); with
 `--on-invalid keep` invalid rows are written too, with an empty prediction and a `reason` column.
 
+Large files stream: rows are read, checked, scored and written `predict.chunk_rows` (4096) at a time, so memory
+does not grow with the file; the output is written under a temporary name and renamed at the end (a killed run
+leaves no partial output). `--set runner=dask` scores the chunks on Dask workers (a local cluster of
+`dask.workers` processes, or the scheduler at `dask.address`), joined in input order: the same predictions.
+
+`--out` may hold `{date}` (the UTC date, e.g. scores/{date}.parquet: a scheduled run's own file). Each run publishes
+a `<name>-scoring` artifact: rows scored, time, and the predicted labels' shares against the model's own data with
+their population stability index (PSI; the `predict/score-daily` deployment in prefect.yaml runs it daily).
+
 The last line on stdout is the absolute path of the output. Exit codes as retrain's: 65 invalid input (every
 bad row listed), 66 input missing, 1 anything else (e.g. no champion yet), 2 bad command line.
 """
@@ -22,6 +31,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -29,18 +39,20 @@ from prefect import flow
 
 from flows import cli
 from schemas.config import ConfigError, DataConfig, RetrainConfig
-from tasks.predict import ON_INVALID, predict_file, resolve_version
+from tasks.predict import ON_INVALID, predict_file, prediction_drift, resolve_version
 from core.storage.records import FlowOutcomeSerializer
 from core.text.readers import require_file
 
 # The settings of retrain that say how a file is read: the ones predict accepts with --set.
 READING_KEYS = ("data.encoding", "data.delimiter", "data.max_chars", "data.max_file_mb", "data.header")
+# ... and how it is scored (never taken from the model's lineage: they do not change a prediction).
+SCORING_KEYS = ("predict.chunk_rows", "predict.batch_size", "runner", "dask.address", "dask.workers", "dask.shards")
 
 
 def reading_settings(folder: Path, overrides: dict[str, Any] | None = None) -> DataConfig:
     """How to read the file to score: `overrides` (READING_KEYS only), else what the model in `folder` was trained
     with (its lineage's `data` settings), else the defaults. Raises `ConfigError` on another key or a bad value."""
-    overrides = dict(overrides or {})
+    overrides = {key: value for key, value in (overrides or {}).items() if key not in SCORING_KEYS}
     if unknown := sorted(set(overrides) - set(READING_KEYS)):
         raise ConfigError(f"flows.predict cannot set {', '.join(unknown)}: its --set takes the data-reading "
                           f"settings {', '.join(READING_KEYS)}")
@@ -60,12 +72,48 @@ def predict(data: str, out: str, model: str = "champion", workdir: str = "workdi
             name: str = "default", overrides: dict[str, Any] | None = None, on_invalid: str = "refuse") -> dict:
     """Score `data` with model `model` of `name` from the registry in `workdir`; returns figures.
 
-    `overrides` holds data-reading settings (READING_KEYS); `on_invalid` is `refuse` or `keep`."""
+    `overrides` holds data-reading settings (READING_KEYS) and scoring ones (SCORING_KEYS: chunk size, batch size,
+    runner, Dask cluster); `on_invalid` is `refuse` or `keep`."""
     folder = resolve_version(Path(workdir), name, model)
     settings = reading_settings(folder, overrides)
-    return predict_file(Path(data), Path(out), folder, text_col or settings.text_col, None,  # its own backbone
-                        settings.encoding, settings.max_chars, settings.max_file_mb, settings.delimiter, on_invalid,
-                        settings.header)
+    out = out.replace("{date}", datetime.now(timezone.utc).strftime("%Y-%m-%d"))  # a scheduled run's own file
+    scoring = RetrainConfig.from_parameters(overrides={k: v for k, v in (overrides or {}).items() if k in SCORING_KEYS})
+    figures = predict_file(Path(data), Path(out), folder, text_col or settings.text_col, None,  # its own backbone
+                           settings.encoding, settings.max_chars, settings.max_file_mb, settings.delimiter,
+                           on_invalid, settings.header, scoring.predict.chunk_rows, scoring.predict.batch_size,
+                           scoring.dask if scoring.runner == "dask" else None)
+    figures["drift"] = prediction_drift(folder, figures["predicted_counts"])
+    figures["out"] = str(Path(out).resolve())
+    publish_scoring(name, figures)
+    return figures
+
+
+def publish_scoring(name: str, figures: dict) -> None:
+    """The run's `<name>-scoring` artifact: rows scored, time, and the predicted labels against the model's own
+    data (shares, PSI, chi-square: `tasks.predict.prediction_drift`)."""
+    from prefect.artifacts import create_markdown_artifact
+    from core.reports.dashboard import artifact_key
+
+    drift = figures["drift"]
+    create_markdown_artifact(markdown=scoring_markdown(figures), key=artifact_key(name, "scoring"),
+                             description=f"flows.predict: {figures['rows']:,} rows, PSI {drift.get('psi')}")
+
+
+def scoring_markdown(figures: dict) -> str:
+    """The scoring artifact's text (see `publish_scoring`)."""
+    drift = figures["drift"]
+    lines = [f"# Scoring with {figures['model']}", "",
+             f"**{figures['rows']:,} rows** scored ({figures['scored']:,} predicted, {figures['invalid_kept']:,} "
+             f"invalid kept) in **{figures['seconds']:.1f} s** ({figures['sentences_per_second']:.0f} sentences/s, "
+             f"{figures['runner']}) -> `{figures['out']}`", ""]
+    if drift.get("psi") is not None:
+        lines += ["| label | predicted share | share in the model's data |", "|---|---|---|"]
+        lines += [f"| {label} | {share:.1%} | {drift['reference_share'][label]:.1%} |"
+                  for label, share in drift["predicted_share"].items()]
+        lines += ["", f"Drift of the predictions: PSI **{drift['psi']:.3f}** ({drift['verdict']}; < 0.1 stable, "
+                      f"0.1-0.25 moderate, > 0.25 large); chi-square {drift['chi_square']:.1f}, p = "
+                      f"{drift['chi_square_p']:.2g} (reference: the model's {drift['reference_rows']:,} test rows)."]
+    return "\n".join(lines)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -82,7 +130,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--name", default="default", help="model name (model.name), default: default")
     parser.add_argument("--set", dest="assignments", action="append", default=[], metavar="KEY=VALUE",
                         help="a data-reading setting, as for retrain (repeatable): "
-                             f"{', '.join(READING_KEYS)}; default: the model's training settings")
+                             f"{', '.join(READING_KEYS)} (default: the model's training settings); or a scoring "
+                             f"one: {', '.join(SCORING_KEYS)} (e.g. runner=dask)")
     parser.add_argument("--on-invalid", choices=ON_INVALID, default="refuse",
                         help="refuse (default): any invalid row refuses the file, every bad row listed; keep: "
                              "write invalid rows too, with an empty prediction and a `reason` column")
@@ -94,20 +143,20 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     overrides = cli.overrides_from(parser, args.assignments)
     try:
-        if unknown := sorted(set(overrides) - set(READING_KEYS)):
-            raise ConfigError(f"--set {', '.join(unknown)} is not a data-reading setting; flows.predict takes "
-                              f"--set with {', '.join(READING_KEYS)}")
+        if unknown := sorted(set(overrides) - set(READING_KEYS) - set(SCORING_KEYS)):
+            raise ConfigError(f"--set {', '.join(unknown)} is not a data-reading or scoring setting; flows.predict "
+                              f"takes --set with {', '.join(READING_KEYS + SCORING_KEYS)}")
         RetrainConfig.from_parameters(overrides=overrides)  # bad values: exit 2 before any start-up
     except ConfigError as exc:
         cli.setting_error(parser, str(exc))
     cli.quiet_expected_errors()
     try:
         require_file(args.data)
-        predict(data=str(args.data), out=str(args.out), model=args.model, workdir=str(args.workdir),
-                text_col=args.text_col, name=args.name, overrides=overrides, on_invalid=args.on_invalid)
+        figures = predict(data=str(args.data), out=str(args.out), model=args.model, workdir=str(args.workdir),
+                          text_col=args.text_col, name=args.name, overrides=overrides, on_invalid=args.on_invalid)
     except Exception as exc:  # noqa: BLE001 (the command line's last line of defence: a message, an exit code)
         return cli.report(exc, command="predict")
-    print(Path(args.out).resolve())
+    print(figures["out"])
     return cli.EXIT_OK
 
 

@@ -8,6 +8,11 @@
     .venv/bin/python -m flows.registry reevaluate VERSION|champion [--data PATH] [--workdir DIR] [--name NAME]
     .venv/bin/python -m flows.registry approve  VERSION [--reviewer NAME] [--comment TEXT] [--workdir DIR] [--name NAME]
     .venv/bin/python -m flows.registry reject   VERSION [--reviewer NAME] [--comment TEXT] [--workdir DIR] [--name NAME]
+    .venv/bin/python -m flows.registry export-serving --to DIR [--keep N] [--workdir DIR] [--name NAME]
+
+`export-serving` writes the champion's SavedModel as `DIR/<name>/<N>/` (TF Serving's model base path: the next
+number, atomically; the newest `--keep` kept). A retrain run with `--set serving.dir=DIR` does the same on every
+change of champion from then on (promote, approve, rollback, here or in a run).
 
 `approve` promotes the candidate a `gate.approval=manual` run left waiting (refused, with the reason, if the
 OS account running it started that run, if it is no longer the latest candidate, its files changed since
@@ -113,6 +118,20 @@ def review(workdir: Path, name: str, version: str, verdict: str, reviewer_name: 
     return result
 
 
+def export_serving(workdir: Path, name: str, to: Path, keep: int = 3) -> dict:
+    """Publish the champion of `name` to `to/<name>/<N>/` (core.storage.serving_export); returns what was written.
+    Raises `RegistryError` without a champion, or if its files changed since registration."""
+    from core.storage import serving_export
+
+    if keep < 1:
+        raise registry.RegistryError(f"--keep must be at least 1, got {keep}")
+    with registry.locked(workdir, name):
+        folder = registry.resolve_version(workdir, name, "champion")
+        written = serving_export.publish(folder / registry.SAVED_MODEL, Path(to) / name, name, folder.name, keep)
+    return {"champion": folder.name, "published": str(written.resolve()),
+            "numbers": serving_export.numbers(Path(to) / name)}
+
+
 def add_common_options(parser: argparse.ArgumentParser, defaults: bool) -> None:
     """The options every sub-command takes, before or after its name (`registry --workdir W list` and
     `registry list --workdir W` alike). A sub-command's copy has no defaults (SUPPRESS), so an option given
@@ -154,6 +173,10 @@ def main(argv: list[str] | None = None) -> int:
         review_p.add_argument("--reviewer", default="", help="your name, recorded beside your OS account (which "
                                                              "is the reviewer's identity)")
         review_p.add_argument("--comment", default="", help="why, recorded with the decision")
+    export_p = sub.add_parser("export-serving", help="write the champion's SavedModel as DIR/<name>/<N>/ for TF Serving")
+    export_p.add_argument("--to", required=True, type=cli.path_arg, help="TF Serving's model directory (the base "
+                                                                          "path's parent)")
+    export_p.add_argument("--keep", type=int, default=3, help="numbered versions kept under DIR/<name> (default 3)")
     for command in sub.choices.values():  # every sub-command, including any added above this line
         add_common_options(command, defaults=False)
     args = parser.parse_args(argv)
@@ -181,6 +204,8 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command in ("approve", "reject"):
             print(json.dumps(review(args.workdir, args.name, args.version, args.command, args.reviewer, args.comment),
                              indent=2))
+        elif args.command == "export-serving":
+            print(json.dumps(export_serving(args.workdir, args.name, args.to, args.keep), indent=2))
     except registry.RegistryError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return cli.EXIT_FAILURE

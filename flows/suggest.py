@@ -37,12 +37,13 @@ from flows.predict import READING_KEYS, reading_settings  # noqa: E402
 from schemas.config import ConfigError, RetrainConfig  # noqa: E402
 from tasks.predict import resolve_version  # noqa: E402
 from tasks.suggest import FORMATS, MAX_SIMILARITY, METHODS, suggest_task  # noqa: E402
+from core.storage.records import FlowOutcomeSerializer  # noqa: E402
 from core.text.readers import require_file  # noqa: E402
 
 TABLE_ROWS = 100  # rows of the list shown in the dashboard's table artifact (the file holds all of them)
 
 
-@flow(name="suggest", log_prints=True)
+@flow(name="suggest", log_prints=True, persist_result=False, result_serializer=FlowOutcomeSerializer())
 def suggest(pool: str, out: str, n: int = 100, model: str = "champion", workdir: str = "workdir",
             text_col: str | None = None, name: str = "default", overrides: dict[str, Any] | None = None,
             max_similarity: float = MAX_SIMILARITY, method: str = "margin-kmeans") -> dict:

@@ -254,6 +254,21 @@ class DaskConfig(Section):
     shards: int = Field(0, ge=0, description="shards per data-parallel step; 0 = two per worker")
 
 
+class PredictConfig(Section):
+    """Batch prediction (`flows.predict`): rows read, checked and scored at a time, and sentences per batch."""
+
+    chunk_rows: int = Field(4096, ge=1, description="rows read, scored and written at a time (memory is bounded "
+                                                     "by this, not by the file)")
+    batch_size: int = Field(64, ge=1, description="sentences per forward pass (length-grouped within a chunk)")
+
+
+class ServingConfig(Section):
+    """Serving export: every change of champion writes its SavedModel as `<dir>/<model name>/<N>/` (TF Serving's
+    model base path; N grows by one each time), keeping the newest `keep`."""
+
+    dir: Path | None = None
+    keep: int = Field(3, ge=1, description="numbered SavedModels kept under <dir>/<model name>/")
+
 class SuggestConfig(Section):
     """After each run, what to label next (`tasks.suggest`): the `n` rows of the unlabelled file `pool` most worth
     labelling for the champion, written to `runs/<run_id>/suggestions.csv` and named in the run report. Empty
@@ -280,6 +295,9 @@ class RetrainConfig(Section):
     gate: GateConfig = GateConfig()
     model: ModelConfig = ModelConfig()
     dask: DaskConfig = DaskConfig()
+    predict: PredictConfig = PredictConfig()
+    serving: ServingConfig = ServingConfig()
+
     suggest: SuggestConfig = SuggestConfig()
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)

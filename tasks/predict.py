@@ -1,17 +1,29 @@
-"""Batch prediction with a registered model: validate the input's text column, score, write Parquet.
+"""Batch prediction with a registered model: validate the input's text column, score, write Parquet, in chunks.
 
 The model is the champion of `name` or a named version. Its card says which backbone, labels and sequence
 length it was trained with; the texts are tokenized the same way and scored in length-grouped batches (no
-padding computed that is not needed), with progress and throughput in the logs. The output has the input's
-columns, `predicted_label` and one `prob_<label>` per label, written atomically.
+padding computed that is not needed). The output has the input's columns, `predicted_label` and one
+`prob_<label>` per label.
+
+Streaming: the file is read twice in chunks of `predict.chunk_rows` rows (`core.text.stream`), never whole, so
+memory does not grow with the file. The first pass checks every row (all failures listed at once, as before)
+and settles the output's columns and types; the second scores each chunk and appends it to a Parquet file under
+a temporary name beside the output, renamed over it at the end (a killed run leaves no partial output under the
+final name). Progress (rows, rows per second, time left) is logged as chunks finish. With `runner=dask` the
+chunks are dealt out in contiguous shards to Dask workers, each scoring its chunks exactly as the threads
+runner would (same chunks, same batches: identical probabilities), and the shards are joined in input order.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
+import shutil
+import tempfile
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -26,20 +38,21 @@ from core.storage.registry import resolve_version  # noqa: F401  (the CLI's entr
 from core.model.backbone import Backbone, encode_for_model
 from core.run.errors import Failure, InvalidData
 from core.storage.artifacts import atomic_path
-from core.text.readers import read_raw
+from core.text.readers import RawTable, read_raw
+from core.text.stream import CHUNK_ROWS, ChunkReader, Scan
 from tasks.validate import schema_failures
 
 log = logging.getLogger(__name__)
 BATCH = 64
-
+PROGRESS_SECONDS = 10.0
 
 ON_INVALID = ("refuse", "keep")
 
 
 @dataclass
 class Inputs:
-    """Every row of a file to score, in file order: its cells (a row that could not be parsed has empty cells),
-    its location, and why it cannot be scored ("" for a row that can)."""
+    """Every row of a file (or a chunk) to score, in file order: its cells (a row that could not be parsed has
+    empty cells), its location, and why it cannot be scored ("" for a row that can)."""
 
     frame: pd.DataFrame
     locations: list[str]
@@ -54,31 +67,64 @@ class Inputs:
 
 def read_texts(path: Path, text_col: str, encoding: str = "utf-8", max_chars: int = 2000, max_file_mb: int = 512,
                delimiter: str = "auto", on_invalid: str = "refuse", header: str = "auto") -> Inputs:
-    """The input file as read, one entry per row (rows in = rows out), after checking its text column row by row.
+    """The whole input file as read, one entry per row (rows in = rows out), after checking its text column row
+    by row. (Batch prediction reads in chunks, `predict_file`; this whole-file form is its reference.)
 
     Blank lines between rows are rows (with an empty text), in every file type. With `on_invalid="refuse"`
     (the default) any invalid row raises `InvalidData` listing every one; with `"keep"` they stay, each with
     its reason. A fault of the whole file (missing column, undecodable bytes, unreadable CSV) always raises.
     """
-    if on_invalid not in ON_INVALID:
-        raise ValueError(f"on_invalid must be one of {ON_INVALID}, got {on_invalid!r}")
+    _check_on_invalid(on_invalid)
     name = str(path)
     raw = read_raw(path, encoding, max_file_mb, delimiter, blank_lines="rows", header=header)
+    text_col = header_text_col(raw, text_col, header)
+    check_columns(raw, name, text_col)
+    unparsed, failures = check_rows(raw, name, text_col, max_chars)
+    if failures and on_invalid == "refuse":
+        raise InvalidData(sorted(failures, key=lambda f: _number(f.location)))
+    inputs = assemble(raw, unparsed, failures)
+    inputs.text_col = text_col
+    return inputs
+
+
+def _check_on_invalid(on_invalid: str) -> None:
+    if on_invalid not in ON_INVALID:
+        raise ValueError(f"on_invalid must be one of {ON_INVALID}, got {on_invalid!r}")
+
+
+def header_text_col(raw: RawTable, text_col: str, header: str) -> str:
+    """The text column: `text_col`, or with `data.header=none` and one column, that column whatever its name."""
     if header == "none" and raw.delimiter is not None and raw.frame.shape[1] == 1 and text_col not in raw.frame.columns:
-        text_col = str(raw.frame.columns[0])  # no header, one column: that column is the text, whatever its name
+        return str(raw.frame.columns[0])  # no header, one column: that column is the text, whatever its name
+    return text_col
+
+
+def check_columns(raw: RawTable, name: str, text_col: str) -> None:
+    """Raise `InvalidData` when the text column is missing, or exists only because line 1, a data row, was taken
+    for the header (`RawTable.check_header`). `raw` may hold no rows: its columns are what counts."""
     if text_col not in raw.frame.columns:
         raise InvalidData([raw.missing_column(name, text_col, "--text-col")])
     if failures := raw.check_header(name, {"--text-col": text_col}, "--text-col"):
         raise InvalidData(failures)
+
+
+def check_rows(raw: RawTable, name: str, text_col: str, max_chars: int) -> tuple[list, list]:
+    """The rows of `raw` (a whole file or a chunk) that could not be parsed, and every row failure (those
+    included: unparsed rows first, then the text column's rule failures). Raises `InvalidData` for a fault of
+    the whole file among `raw.failures` (an unreadable CSV). A text column absent from a chunk (JSON lines whose
+    records there lack the key) is a missing value on each of its rows."""
     unparsed = [f for f in raw.failures if f.location.startswith(("line ", "row "))
                 and not f.rule.startswith("unreadable")]
     if len(unparsed) != len(raw.failures):
         raise InvalidData(raw.failures)
-    failures = unparsed + schema_failures(
-        text_schema(max_chars), pd.DataFrame({"text": raw.frame[text_col].to_numpy()}, dtype=object),
-        raw.locations, {"text": text_col}, name)
-    if failures and on_invalid == "refuse":
-        raise InvalidData(sorted(failures, key=lambda f: _number(f.location)))
+    texts = raw.frame[text_col].to_numpy() if text_col in raw.frame.columns else [np.nan] * len(raw.frame)
+    failures = unparsed + schema_failures(text_schema(max_chars), pd.DataFrame({"text": texts}, dtype=object),
+                                          raw.locations, {"text": text_col}, name)
+    return unparsed, failures
+
+
+def assemble(raw: RawTable, unparsed: list, failures: list) -> Inputs:
+    """`raw`'s rows with the unparsed ones in their place (empty cells), each with its reason."""
     frame, locations = raw.frame.reset_index(drop=True), list(raw.locations)
     if unparsed:  # rows that could not be parsed keep their place, with empty cells
         blank = pd.DataFrame([[None] * frame.shape[1]] * len(unparsed), columns=frame.columns, dtype=object)
@@ -89,7 +135,7 @@ def read_texts(path: Path, text_col: str, encoding: str = "utf-8", max_chars: in
     why: dict[str, list[str]] = {}
     for failure in failures:
         why.setdefault(failure.location, []).append(failure.rule)
-    return Inputs(frame, locations, ["; ".join(why.get(loc, [])) for loc in locations], text_col)
+    return Inputs(frame, locations, ["; ".join(why.get(loc, [])) for loc in locations])
 
 
 def _number(location: str) -> int:
@@ -107,19 +153,37 @@ def trained_backbone(folder: Path) -> Backbone:
     return Backbone.resolve(setting)
 
 
+class Scorer:
+    """The model in `folder`, loaded once, as a function: texts -> class probabilities, float64 (n, k) in the
+    order of the texts (columns: `labels`). One traced graph serves every call (`core.model.inference.forward`).
+    Raises `RegistryError` if the model was trained on another backbone."""
+
+    def __init__(self, folder: Path, backbone: Backbone, batch_size: int = BATCH):
+        from core.model.inference import forward
+        from tasks.finetune import load_classifier_file
+
+        card = json.loads((folder / "model.json").read_text())
+        if card.get("backbone_sha256") != backbone.sha256:
+            raise registry.RegistryError(f"{folder.name} was trained on another backbone (sha256 "
+                                         f"{card.get('backbone_sha256', '?')[:12]}); install that one, or retrain")
+        self.labels = [str(label) for label in card["labels"]]
+        self.sequence_length = int(card["tokenizer"]["sequence_length"])
+        self.preset, self.batch_size = backbone.path, batch_size
+        self.model = load_classifier_file(folder / "model.keras")
+        self.run = forward(self.model)
+
+    def __call__(self, texts: list[str], progress: str | None = None) -> np.ndarray:
+        from core.model.inference import predict_token_ids
+
+        sequences = encode_for_model(self.preset, texts, self.sequence_length)
+        return predict_token_ids(self.model, sequences, self.batch_size, progress=progress, run=self.run)
+
+
 def score(folder: Path, texts: list[str], backbone: Backbone) -> tuple[np.ndarray, list[str]]:
     """Class probabilities, float64 (len(texts), k) in the order of `texts`, of the model in `folder`, and its
     labels (the column order). Raises `RegistryError` if the model was trained on another backbone."""
-    from tasks.finetune import load_classifier_file
-    from core.model.inference import predict_token_ids
-
-    card = json.loads((folder / "model.json").read_text())
-    if card.get("backbone_sha256") != backbone.sha256:
-        raise registry.RegistryError(f"{folder.name} was trained on another backbone (sha256 "
-                                     f"{card.get('backbone_sha256', '?')[:12]}); install that one, or retrain")
-    sequences = encode_for_model(backbone.path, texts, int(card["tokenizer"]["sequence_length"]))
-    model = load_classifier_file(folder / "model.keras")
-    return predict_token_ids(model, sequences, BATCH, progress="predict"), list(card["labels"])
+    scorer = Scorer(folder, backbone)
+    return scorer(texts, progress="predict"), scorer.labels
 
 
 def output_collisions(name: str, columns: list[str], labels: list[str], on_invalid: str) -> list[Failure]:
@@ -143,28 +207,11 @@ def output_collisions(name: str, columns: list[str], labels: list[str], on_inval
                     "score only the text column")]
 
 
-def predict_file(data: Path, out: Path, folder: Path, text_col: str, backbone: Backbone | None = None,
-                 encoding: str = "utf-8", max_chars: int = 2000, max_file_mb: int = 512, delimiter: str = "auto",
-                 on_invalid: str = "refuse", header: str = "auto") -> dict:
-    """Score every row of `data` with the model in `folder`; write `out` atomically; returns figures.
-
-    `backbone` defaults to the one the model was trained on (`trained_backbone`). Rows in = rows out, in
-    input order. With `on_invalid="keep"` an invalid row is written with an empty `predicted_label`, empty
-    probabilities and its `reason`; by default any invalid row refuses the file."""
-    inputs = read_texts(data, text_col, encoding, max_chars, max_file_mb, delimiter, on_invalid, header)
-    text_col = inputs.text_col
-    model_labels = list(json.loads((folder / "model.json").read_text())["labels"])
-    if clash := output_collisions(str(data), list(inputs.frame.columns), model_labels, on_invalid):
-        raise InvalidData(clash)
+def result_frame(inputs: Inputs, proba: np.ndarray, labels: list[str], on_invalid: str) -> pd.DataFrame:
+    """The output rows of `inputs`: its cells, `predicted_label` and `prob_<label>` (empty for rows that were not
+    scored), and with `on_invalid="keep"` the `reason` column. `proba` holds the valid rows' probabilities, in
+    order. Checked against the predictions schema (a known label, probabilities summing to 1)."""
     valid = inputs.valid
-    started = time.perf_counter()
-    if valid:
-        proba, labels = score(folder, inputs.frame[text_col].iloc[valid].astype(str).tolist(),
-                              backbone or trained_backbone(folder))
-    else:
-        labels = list(json.loads((folder / "model.json").read_text())["labels"])
-        proba = np.zeros((0, len(labels)))
-    seconds = time.perf_counter() - started
     result = inputs.frame.copy()
     predicted = np.full(len(result), None, dtype=object)
     predicted[valid] = [labels[i] for i in proba.argmax(axis=1)]
@@ -175,25 +222,287 @@ def predict_file(data: Path, out: Path, folder: Path, text_col: str, backbone: B
         result[f"prob_{label}"] = column
     if on_invalid == "keep":
         result["reason"] = inputs.reasons
-    predictions_schema(labels).validate(result.iloc[valid])
-    table = _to_arrow(result)
-    with atomic_path(Path(out)) as tmp:
-        pq.write_table(table, tmp, compression="zstd")
-    rate = len(valid) / seconds if seconds else 0.0
-    kept = len(result) - len(valid)
-    log.info("predict: %d rows in, %d rows out: %d scored with %s in %.1f s (%.0f sentences/s)%s -> %s", len(result),
-             len(result), len(valid), folder.name, seconds, rate,
-             f", {kept} invalid kept with an empty prediction and a reason" if kept else "", out)
-    return {"rows": len(result), "scored": len(valid), "invalid_kept": kept, "model": folder.name,
-            "seconds": round(seconds, 3), "sentences_per_second": round(rate, 1)}
+    if valid:  # (no rows to check in a chunk of invalid rows; pandera cannot tell an empty column's type)
+        predictions_schema(labels).validate(result.iloc[valid])
+    return result
 
 
-def _to_arrow(frame: pd.DataFrame) -> pa.Table:
-    """The frame as Arrow; an input column of mixed types (numbers and text, say) becomes text."""
+@dataclass
+class Plan:
+    """What the checking pass settled: the output's Arrow schema (input columns' types over the whole file),
+    the row counts, the reading settings, and where each chunk's rows start (for shards and progress)."""
+
+    schema: pa.Schema
+    rows: int
+    invalid: int
+    chunks: int
+    scan: Scan
+    reading: dict = field(default_factory=dict)
+    text_col: str = "text"
+
+
+def check_file(data: Path, text_col: str, labels: list[str], encoding: str = "utf-8", max_chars: int = 2000,
+               max_file_mb: int = 512, delimiter: str = "auto", on_invalid: str = "refuse",
+               chunk_rows: int = CHUNK_ROWS, header: str = "auto") -> Plan:
+    """The checking passes: read `data` in chunks (its structure, then every row); returns the `Plan` of the
+    output. Raises `InvalidData` for a fault of the file, a missing text column, input columns the output would
+    overwrite, or (with `on_invalid="refuse"`) any invalid row, every one listed in file order."""
+    _check_on_invalid(on_invalid)
+    name = str(data)
+    reading = {"encoding": encoding, "max_file_mb": max_file_mb, "delimiter": delimiter, "chunk_rows": chunk_rows,
+               "header": header}
+    reader = ChunkReader(data, **reading)
+    scan = reader.scan()
+    columns = RawTable(pd.DataFrame(columns=scan.columns), [], delimiter=scan.delimiter,
+                       data_like_header=scan.data_like_header)
+    text_col = header_text_col(columns, text_col, header)
+    check_columns(columns, name, text_col)
+    if clash := output_collisions(name, scan.columns, labels, on_invalid):
+        raise InvalidData(clash)
+    failures: list = []
+    types: dict[str, set] = {}
+    chunks = 0
+    for chunk in reader.chunks(scan=scan):
+        chunks += 1
+        failures.extend(check_rows(chunk, name, text_col, max_chars)[1])
+        for column in chunk.frame.columns:
+            types.setdefault(column, set()).add(_arrow_type(chunk.frame[column]))
+    if failures and on_invalid == "refuse":
+        raise InvalidData(sorted(failures, key=lambda f: _number(f.location)))
+    fields = [pa.field(str(c), _unify(types.get(c, set()))) for c in scan.columns]
+    fields += [pa.field("predicted_label", pa.string())] + [pa.field(f"prob_{label}", pa.float64()) for label in labels]
+    if on_invalid == "keep":
+        fields.append(pa.field("reason", pa.string()))
+    invalid = len({f.location for f in failures})
+    return Plan(pa.schema(fields), scan.rows, invalid, chunks, scan, reading, text_col)
+
+
+def _arrow_type(values: pd.Series) -> pa.DataType | None:
+    """The Arrow type `_to_arrow` gives these values (None: mixed, written as text)."""
+    try:
+        return pa.array(values.tolist()).type
+    except (pa.ArrowException, TypeError, ValueError):
+        return None
+
+
+def _unify(types: set) -> pa.DataType:
+    """One type for a column whose chunks gave `types`: theirs if they agree (nulls aside), a common numeric
+    type for ints and floats, else text (what the whole column would have become)."""
+    known = {t for t in types if t is not None and not pa.types.is_null(t)}
+    if None in types:
+        return pa.string()
+    if not known:
+        return pa.null()
+    if len(known) == 1:
+        return known.pop()
+    try:
+        return pa.unify_schemas([pa.schema([("c", t)]) for t in known], promote_options="permissive").field("c").type
+    except (pa.ArrowException, TypeError):
+        return pa.string()
+
+
+def score_chunk(chunk: RawTable, scorer: Callable[[list[str]], np.ndarray], labels: list[str], name: str,
+                text_col: str, max_chars: int, on_invalid: str, schema: pa.Schema) -> pa.Table:
+    """One chunk's output rows (rows in = rows out, in order) as an Arrow table of `schema`: the one helper both
+    runners score through."""
+    unparsed, failures = check_rows(chunk, name, text_col, max_chars)
+    inputs = assemble(chunk, unparsed, failures)
+    valid = inputs.valid
+    texts = inputs.frame[text_col].iloc[valid].astype(str).tolist()
+    proba = scorer(texts) if texts else np.zeros((0, len(labels)))
+    return _to_arrow(result_frame(inputs, proba, labels, on_invalid), schema)
+
+
+class Progress:
+    """Log lines as chunks finish: rows done of all, rows per second, time left; at most one every
+    `PROGRESS_SECONDS` (and the last)."""
+
+    def __init__(self, total: int, what: str = "predict"):
+        self.total, self.what, self.done = total, what, 0
+        self.started = self.last = time.perf_counter()
+
+    def restart(self) -> None:
+        """Count rates from now (after the model is loaded: its seconds are not scoring)."""
+        self.started = self.last = time.perf_counter()
+
+    def add(self, rows: int) -> None:
+        self.done += rows
+        now = time.perf_counter()
+        if now - self.last < PROGRESS_SECONDS and self.done < self.total:
+            return
+        self.last = now
+        rate = self.done / max(now - self.started, 1e-9)
+        left = (self.total - self.done) / rate if rate else float("inf")
+        log.info("%s: %s/%s rows (%.1f %%), %.0f rows/s, about %s left", self.what, f"{self.done:,}",
+                 f"{self.total:,}", 100 * self.done / max(self.total, 1), rate, _duration(left))
+
+
+def _duration(seconds: float) -> str:
+    if seconds != seconds or seconds == float("inf"):
+        return "?"
+    seconds = int(round(seconds))
+    hours, rest = divmod(seconds, 3600)
+    return f"{hours} h {rest // 60} min" if hours else f"{rest // 60} min {rest % 60} s" if rest >= 60 else f"{rest} s"
+
+
+def predict_file(data: Path, out: Path, folder: Path, text_col: str, backbone: Backbone | None = None,
+                 encoding: str = "utf-8", max_chars: int = 2000, max_file_mb: int = 512, delimiter: str = "auto",
+                 on_invalid: str = "refuse", header: str = "auto", chunk_rows: int = CHUNK_ROWS,
+                 batch_size: int = BATCH, dask: object | None = None) -> dict:
+    """Score every row of `data` with the model in `folder`; write `out` atomically; returns figures.
+
+    `backbone` defaults to the one the model was trained on (`trained_backbone`). Rows in = rows out, in
+    input order. With `on_invalid="keep"` an invalid row is written with an empty `predicted_label`, empty
+    probabilities and its `reason`; by default any invalid row refuses the file (before anything is scored).
+    `header` is `data.header` (auto, first, none). Reads and scores `chunk_rows` rows at a time. `dask` (a `schemas.config.DaskConfig`) scores the chunks on a
+    Dask cluster instead of in this process (`runner=dask`)."""
+    backbone = backbone or trained_backbone(folder)
+    labels = [str(label) for label in json.loads((folder / "model.json").read_text())["labels"]]
+    started = time.perf_counter()
+    plan = check_file(data, text_col, labels, encoding, max_chars, max_file_mb, delimiter, on_invalid, chunk_rows,
+                      header)
+    checked = time.perf_counter() - started
+    log.info("predict: %s rows in %d chunks of up to %d checked in %.1f s; scoring with %s", f"{plan.rows:,}",
+             plan.chunks, chunk_rows, checked, folder.name)
+    job = ScoreJob(str(data), str(folder), str(backbone.path), plan.text_col, max_chars, on_invalid, plan, batch_size)
+    out = Path(out)
+    with atomic_path(out) as tmp:
+        if dask is None:
+            runner = "threads"
+            counts = _write_chunks(job, tmp, 0, plan.chunks, Progress(plan.rows))[1]
+        else:
+            runner, counts = _score_on_dask(job, tmp, dask)
+    seconds = time.perf_counter() - started
+    scored = plan.rows - plan.invalid
+    rate = scored / seconds if seconds else 0.0
+    log.info("predict: %d rows in, %d rows out: %d scored with %s in %.1f s (%.0f sentences/s, %s)%s -> %s",
+             plan.rows, plan.rows, scored, folder.name, seconds, rate, runner,
+             f", {plan.invalid} invalid kept with an empty prediction and a reason" if plan.invalid else "", out)
+    return {"rows": plan.rows, "scored": scored, "invalid_kept": plan.invalid, "model": folder.name,
+            "seconds": round(seconds, 3), "check_seconds": round(checked, 3), "sentences_per_second": round(rate, 1),
+            "chunks": plan.chunks, "runner": runner, "labels": labels, "predicted_counts": counts}
+
+
+@dataclass(frozen=True)
+class ScoreJob:
+    """Everything a process needs to score chunks of the file (picklable: it travels to Dask workers)."""
+
+    data: str
+    folder: str
+    backbone: str
+    text_col: str
+    max_chars: int
+    on_invalid: str
+    plan: Plan
+    batch_size: int
+
+
+@functools.lru_cache(maxsize=2)
+def _scorer(folder: str, backbone: str, batch_size: int) -> Scorer:
+    """One loaded model per worker process and version (a Dask worker scores several shards)."""
+    return Scorer(Path(folder), Backbone.resolve(Path(backbone)), batch_size)
+
+
+def _write_chunks(job: ScoreJob, dest: Path, start: int, stop: int,
+                  progress: Progress | None = None) -> tuple[int, dict[str, int]]:
+    """Score chunks `start` to `stop` (exclusive) of the job's file and write them, in order, as one Parquet file
+    `dest`; returns the rows written and the count of each predicted label."""
+    scorer = _scorer(job.folder, job.backbone, job.batch_size)
+    reader = ChunkReader(Path(job.data), **job.plan.reading)
+    if progress is not None:
+        progress.restart()
+    rows, counts = 0, dict.fromkeys(scorer.labels, 0)
+    with pq.ParquetWriter(dest, job.plan.schema, compression="zstd") as writer:
+        for chunk in reader.chunks(start, stop, job.plan.scan):  # the columns the checking pass settled
+            table = score_chunk(chunk, scorer, scorer.labels, job.data, job.text_col, job.max_chars, job.on_invalid,
+                                job.plan.schema)
+            writer.write_table(table)
+            rows += table.num_rows
+            for label, n in zip(*np.unique(table["predicted_label"].drop_null().to_numpy(zero_copy_only=False),
+                                           return_counts=True)):
+                counts[str(label)] += int(n)
+            if progress is not None:
+                progress.add(table.num_rows)
+    return rows, counts
+
+
+def _score_on_dask(job: ScoreJob, dest: Path, cfg) -> tuple[str, dict[str, int]]:
+    """Deal the chunks out to the Dask cluster in contiguous shards (`dask.shards`, default two per worker), each
+    written to a part file beside `dest`, then join the parts into `dest` in input order; returns the runner's
+    description and the count of each predicted label. The parts' folder is removed whatever happens."""
+    from core.run.dask import dask_client
+
+    parts = Path(tempfile.mkdtemp(prefix=f".{dest.name}.parts-", dir=dest.parent))
+    try:
+        with dask_client(cfg) as client:
+            workers = len(client.scheduler_info()["workers"])
+            count = max(1, min(cfg.shards or 2 * workers, job.plan.chunks))
+            bounds = [(job.plan.chunks * i // count, job.plan.chunks * (i + 1) // count) for i in range(count)]
+            log.info("predict: %d chunks in %d shards on %d Dask workers (%s)", job.plan.chunks, count, workers,
+                     client.scheduler.address)
+            futures = [client.submit(_write_chunks, job, parts / f"{i:05d}.parquet", a, b, key=f"predict-shard-{i}",
+                                     pure=False) for i, (a, b) in enumerate(bounds)]
+            progress = Progress(job.plan.rows)
+            from distributed import as_completed
+
+            counts: dict[str, int] = {}
+            for future in as_completed(futures):
+                rows, shard_counts = future.result()
+                progress.add(rows)
+                for label, n in shard_counts.items():
+                    counts[label] = counts.get(label, 0) + n
+            description = f"dask ({client.scheduler.address}, {workers} workers, {count} shards)"
+        with pq.ParquetWriter(dest, job.plan.schema, compression="zstd") as writer:
+            for i in range(count):
+                for batch in pq.ParquetFile(parts / f"{i:05d}.parquet").iter_batches():
+                    writer.write_batch(batch)
+        return description, counts
+    finally:
+        shutil.rmtree(parts, ignore_errors=True)
+
+
+def prediction_drift(folder: Path, counts: dict[str, int]) -> dict:
+    """The predicted labels' distribution against the labels of the model's own data: the true labels of its test
+    split (`predictions.parquet`, registered with the version; the split is a hash of each sentence, so its label
+    shares are the training data's up to sampling noise). Returns shares, the population stability index
+    PSI = sum over labels of (p - q) ln(p / q) (p: predicted share, q: reference share, each floored at 1e-4;
+    Siddiqi, *Credit Risk Scorecards*, 2006: < 0.1 stable, 0.1-0.25 a moderate shift, > 0.25 a large one) and
+    Pearson's chi-square goodness-of-fit test of the counts against the reference shares (`scipy.stats.chisquare`;
+    with thousands of rows it flags even a trivial shift: PSI is the one to act on)."""
+    from scipy.stats import chisquare
+
+    reference = pq.read_table(folder / "predictions.parquet", columns=["label"])["label"].to_pylist()
+    labels = list(counts)
+    ref_counts = np.array([sum(1 for r in reference if str(r) == label) for label in labels], dtype=float)
+    got = np.array([counts[label] for label in labels], dtype=float)
+    if not got.sum() or not ref_counts.sum():
+        return {"rows": int(got.sum()), "reference_rows": int(ref_counts.sum()), "psi": None}
+    p, q = np.maximum(got / got.sum(), 1e-4), np.maximum(ref_counts / ref_counts.sum(), 1e-4)
+    psi = float(np.sum((p - q) * np.log(p / q)))
+    chi = chisquare(got, q / q.sum() * got.sum())
+    verdict = "stable" if psi < 0.1 else "moderate shift" if psi < 0.25 else "large shift"
+    return {"rows": int(got.sum()), "reference_rows": int(ref_counts.sum()),
+            "predicted_share": {label: round(float(v), 4) for label, v in zip(labels, got / got.sum())},
+            "reference_share": {label: round(float(v), 4) for label, v in zip(labels, ref_counts / ref_counts.sum())},
+            "psi": round(psi, 4), "verdict": verdict, "chi_square": round(float(chi.statistic), 3),
+            "chi_square_p": float(chi.pvalue)}
+
+
+def _to_arrow(frame: pd.DataFrame, schema: pa.Schema | None = None) -> pa.Table:
+    """The frame as Arrow; an input column of mixed types (numbers and text, say) becomes text. With `schema`
+    (the whole file's, `check_file`) each column takes its type there: a chunk's ints in a column of floats
+    become floats, and values in a column that is text elsewhere become their text."""
     columns = {}
     for name in frame.columns:
+        target = schema.field(str(name)).type if schema is not None else None
+        values = frame[name].tolist()
         try:
-            columns[str(name)] = pa.array(frame[name].tolist())
+            array = pa.array(values)
+            if target is not None and array.type != target:
+                if pa.types.is_string(target):
+                    raise TypeError("text elsewhere in the column")
+                array = array.cast(target)
+            columns[str(name)] = array
         except (pa.ArrowException, TypeError, ValueError):
-            columns[str(name)] = pa.array([None if v is None else str(v) for v in frame[name]], pa.string())
-    return pa.table(columns)
+            columns[str(name)] = pa.array([None if v is None else str(v) for v in values], pa.string())
+    return pa.table(columns, schema=schema) if schema is not None else pa.table(columns)

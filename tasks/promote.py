@@ -17,7 +17,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from core.run import faults
-from core.storage import registry
+from core.storage import registry, serving_export
 from core.storage.caching import step_task
 from tasks.gate import GateDecision
 from core.storage.artifacts import ArtifactRef
@@ -42,6 +42,8 @@ def promote(model: ArtifactRef, evaluation: ArtifactRef, decision: GateDecision,
     is still the one the gate compared against (another run may have promoted in between). With
     `approval="manual"` such a challenger becomes the candidate awaiting a reviewer instead."""
     with registry.locked(workdir, name):
+        serving = (lineage.get("config") or {}).get("serving") or {}
+        serving_export.configure(registry.model_root(workdir, name), serving.get("dir"), serving.get("keep", 3))
         version = registry.register(model, evaluation, name, {**lineage, "gate": decision.model_dump()}, workdir)
         path = registry.version_dir(workdir, name, version)
         promoted, reason = decision.promote, decision.reason
@@ -76,7 +78,21 @@ def promote(model: ArtifactRef, evaluation: ArtifactRef, decision: GateDecision,
             log.info("promote: %s version %s is the champion", name, version)
         else:
             log.info("promote: %s version %s registered; the champion stays (%s)", name, version, reason)
+        publish_champion(workdir, name)  # serving.dir newly set: the champion is published even if it stays
     return Release(name=name, version=version, path=str(path.resolve()), promoted=promoted, reason=reason)
+
+
+def publish_champion(workdir: Path, name: str) -> None:
+    """With `serving.dir` configured, make sure its highest number holds the current champion (a run that sets
+    serving.dir for the first time publishes the champion it keeps); a no-op otherwise."""
+    try:
+        current = registry.champion(workdir, name)
+    except registry.RegistryError:
+        current = None  # a damaged pointer: the registry's own messages say how to repair it
+    if current is not None:
+        root = registry.model_root(workdir, name)
+        serving_export.on_champion_change(root, name, current["version"],
+                                          registry.version_dir(workdir, name, current["version"]) / registry.SAVED_MODEL)
 
 
 promote_task = step_task(promote, cached=False)

@@ -271,3 +271,33 @@ def test_the_weekly_suggestion_deployment_writes_the_list_and_publishes_it(stack
     rows = json.loads(table.data) if isinstance(table.data, str) else table.data
     assert [row["text"] for row in rows] == listed["text"].tolist()
     assert "10 of 30 pool rows" in table.description and "6 already labelled" in table.description
+
+
+def test_the_daily_scoring_deployment_scores_the_file_and_publishes_its_drift(stack, tmp_path):
+    """predict/score-daily (issue 29) on the champion the adhoc run promoted: every row scored into the dated file,
+    and the `default-scoring` artifact with the rows, the time and the predicted labels' PSI."""
+    from datetime import datetime, timezone
+
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+    from prefect.deployments import run_deployment
+
+    work = stack.get("work") or pytest.fail("needs the champion of test_deployment_run_completes_and_writes_its_summary")
+    data = write_csv(tmp_path / "today.csv", first_per_label(5, skip=40))
+    settings, get_client = _client(stack)
+    with settings:
+        flow_run = run_deployment("predict/score-daily", parameters={
+            "data": str(data), "out": str(tmp_path / "scores" / "{date}.parquet"), "workdir": str(work),
+            "overrides": {"predict.chunk_rows": 4}}, timeout=600)
+    assert flow_run.state.is_completed(), flow_run.state
+    import pyarrow.parquet as pq
+
+    scored = pq.read_table(tmp_path / "scores" / f"{datetime.now(timezone.utc):%Y-%m-%d}.parquet")
+    assert scored.num_rows == 15 and scored["predicted_label"].null_count == 0
+    settings, get_client = _client(stack)
+    with settings, get_client(sync_client=True) as client:
+        artifacts = client.read_artifacts(
+            artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run.id])))
+        deployment = client.read_deployment(flow_run.deployment_id)
+    (report,) = [a for a in artifacts if a.key == "default-scoring"]
+    assert "**15 rows** scored" in report.data and "PSI **" in report.data and "| negative |" in report.data
+    assert deployment.schedules and deployment.schedules[0].schedule.cron == "0 6 * * *"

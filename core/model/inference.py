@@ -131,14 +131,14 @@ def forward(model):
 
 
 def predict_token_ids(model, sequences: Sequence[Sequence[int]], batch_size: int = BATCH,
-                      progress: str | None = None) -> np.ndarray:
+                      progress: str | None = None, run: Callable | None = None) -> np.ndarray:
     """Class probabilities, float64 (n, k) in input order, of a whole classifier (token ids in, as saved in
     `model.keras`) for `[CLS] ... [SEP]` id lists, each row renormalised to sum to 1 (float32 softmax sums
-    drift by ~1e-7)."""
+    drift by ~1e-7). `run` is `forward(model)` when the caller scores many times (one graph, traced once)."""
     k = int(model.output_shape[-1])
     if not len(sequences):
         return np.zeros((0, k))
-    run = forward(model)
+    run = run or forward(model)
     proba = predict_in_order(lambda rows: run(pad_batch([sequences[i] for i in rows])),
                              [len(s) for s in sequences], batch_size, progress).astype(np.float64)
     return proba / proba.sum(axis=1, keepdims=True)

@@ -6,7 +6,9 @@ data-parallel steps go there (`StepRunner.sharded`); the rest of the run stays i
 
 from __future__ import annotations
 
+import contextlib
 import logging
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -76,3 +78,19 @@ class DaskCluster:
         if self._runner is not None:
             runner, self._runner = self._runner, None
             runner.__exit__(*(exc or (None, None, None)))
+
+
+@contextlib.contextmanager
+def dask_client(cfg: DaskConfig) -> Iterator[Any]:
+    """A plain `distributed.Client` for work outside Prefect's task runner (batch prediction's shards): on the
+    scheduler at `cfg.address`, or on a local cluster of `cfg.workers` single-threaded processes, closed (the
+    local cluster shut down) on leaving."""
+    from distributed import Client, LocalCluster
+
+    if cfg.address:
+        with Client(cfg.address) as client:
+            yield client
+        return
+    with LocalCluster(n_workers=cfg.workers, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, \
+            Client(cluster) as client:
+        yield client

@@ -43,6 +43,7 @@ from typing import Any
 from core.run import faults
 from core.run.identity import describe, os_account, starter_identities
 from core.run.errors import PipelineError
+from core.storage import serving_export
 from core.storage.artifacts import ArtifactRef, atomic_path, sha256_file, staging, write_json_atomic
 
 log = logging.getLogger(__name__)
@@ -299,6 +300,9 @@ def promote(workdir: Path, name: str, version: str, reason: str, action: str = "
         write_json_atomic(model_root(workdir, name) / CHAMPION, pointer)
         faults.point("promote:before-log")
         _append_log(workdir, name, pointer)
+        # TF Serving's base path, if configured (serving.dir): every change of champion lands there as the next N
+        serving_export.on_champion_change(model_root(workdir, name), name, version,
+                                          version_dir(workdir, name, version) / SAVED_MODEL)
         return pointer
 
 

@@ -1,0 +1,186 @@
+"""Scoring at scale: `python -m flows.predict` on 10k and 100k rows with the threads runner and with local Dask
+clusters of 1 and 2 workers (time, peak memory), and the threads runner against bare keras-hub on the bundled
+sentences.
+
+The model: a champion trained here on 90 bundled sentences with the backbone frozen (scoring runs the whole
+backbone and head whatever was trained, so its cost is any default model's). The files: the bundled sentences
+repeated in order to N rows (CSV). Each configuration is one command, process start included, as a user runs it;
+peak memory is the largest sum of the resident set sizes of the command and all its child processes (Dask's
+scheduler, nanny and worker processes, Prefect's temporary API), sampled every 0.2 s with psutil.
+
+From the measured costs, on paper: per-row cost c (s/row) of the threads runner past its start-up s0, and the
+1-worker Dask run's serial part (start-up, the checking pass and the join of the shards: everything but the
+shards' scoring); N machines like this one then take T(N) = s0 + serial + rows x c / N (Amdahl). 1M rows is
+estimated from the per-row cost when it is not run (`SIZES`, `SCORING_SIZES=10000,100000,1000000` to run it).
+
+Throughput against bare keras-hub: the same 4,846 sentences, the threads runner as a command (process start
+included) against keras-hub alone in-process on the same backbone (its tokenizer and packer on every sentence, then
+`BertBackbone.predict` in batches of 64), one after the other in one run.
+
+    .venv/bin/python benchmarks/scoring.py            (make bench B=scoring)
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from benchmarks.results import run_retrain, table, write_section  # noqa: E402
+
+BUNDLED = ROOT / "data" / "financial-phrasebank" / "phrasebank.csv"
+SIZES = [int(n) for n in os.environ.get("SCORING_SIZES", "10000,100000").split(",")]
+CONFIGS = {"threads": {}, "dask, 1 worker": {"runner": "dask", "dask.workers": 1},
+           "dask, 2 workers": {"runner": "dask", "dask.workers": 2}}
+ONLY = [c.strip() for c in os.environ.get("SCORING_CONFIGS", ";".join(CONFIGS)).split(";")]  # names hold commas
+BUNDLED_RUN = os.environ.get("SCORING_BUNDLED", "1") != "0"
+
+
+def sentences() -> list[str]:
+    with open(BUNDLED, encoding="utf-8", newline="") as handle:
+        return [row["text"] for row in csv.DictReader(handle)]
+
+
+def write_rows(path: Path, n: int) -> Path:
+    texts = sentences()
+    with open(path, "w", encoding="utf-8", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["id", "text"])
+        for i in range(n):
+            writer.writerow([i, texts[i % len(texts)]])
+    return path
+
+
+def measured(command: list[str]) -> dict:
+    """Run `command`; its wall seconds, exit code, stderr tail and peak RSS (MiB) of its process tree."""
+    import psutil
+
+    started = time.perf_counter()
+    with tempfile.TemporaryFile("w+") as err:
+        process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=err, text=True)
+        root, peak = psutil.Process(process.pid), 0
+        while process.poll() is None:
+            total = 0
+            try:
+                for p in [root, *root.children(recursive=True)]:
+                    try:
+                        total += p.memory_info().rss
+                    except psutil.Error:
+                        pass
+            except psutil.Error:
+                pass
+            peak = max(peak, total)
+            time.sleep(0.2)
+        out = process.stdout.read()
+        err.seek(0)
+        tail = err.read()[-3000:]
+    return {"seconds": time.perf_counter() - started, "rc": process.returncode, "peak_mib": peak / 2**20,
+            "stdout": out, "stderr": tail}
+
+
+def champion(work: Path) -> None:
+    """A small frozen-backbone champion in `work` (90 bundled sentences, 2 epochs)."""
+    rows = list(csv.DictReader(open(BUNDLED, encoding="utf-8", newline="")))
+    taken, picked = {}, []
+    for row in rows:
+        if taken.get(row["label"], 0) < 30:
+            taken[row["label"]] = taken.get(row["label"], 0) + 1
+            picked.append(row)
+    data = work.parent / "train.csv"
+    with open(data, "w", encoding="utf-8", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=["text", "label"], extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(picked)
+    run_retrain("--data", str(data), "--workdir", str(work), "--set", "train.unfreeze_top=0", "--set",
+                "train.max_epochs=2", "--set", "augment.n_aug=0", "--set", "data.min_per_class=3", "--set",
+                "gate.on_label_change=promote")
+    from core.storage import registry
+
+    if registry.champion(work, "default") is None:
+        version = registry.versions(work, "default")[-1]["version"]
+        registry.promote(work, "default", version, "benchmark")
+
+
+def predict_command(data: Path, out: Path, work: Path, sets: dict) -> list[str]:
+    return [sys.executable, "-m", "flows.predict", "--data", str(data), "--out", str(out), "--workdir", str(work),
+            *[arg for key, value in sets.items() for arg in ("--set", f"{key}={value}")]]
+
+
+def bare_keras_hub(texts: list[str], sequence_length: int) -> float:
+    """Sentences per second of what a user writes with keras-hub alone, in this process (backbone loaded, one warm-up
+    batch): the preset's tokenizer and a StartEndPacker on every sentence (padded to the model's sequence length),
+    then `BertBackbone.predict` in batches of 64 (the head, one matrix product, is left out)."""
+    import keras_hub
+    import numpy as np
+
+    from core.model.backbone import Backbone, load_backbone, load_tokenizer, special_ids
+
+    preset = Backbone.resolve(None).path
+    tokenizer, backbone = load_tokenizer(preset), load_backbone(preset)
+    cls_id, sep_id, pad_id = special_ids(preset)
+    packer = keras_hub.layers.StartEndPacker(sequence_length=sequence_length, start_value=cls_id, end_value=sep_id,
+                                             pad_value=pad_id, return_padding_mask=True)
+
+    def run(batch: list[str]) -> None:
+        ids, mask = packer(tokenizer(batch))
+        ids = np.asarray(ids)
+        backbone.predict({"token_ids": ids, "padding_mask": np.asarray(mask), "segment_ids": np.zeros_like(ids)},
+                         batch_size=64, verbose=0)
+
+    run(texts[:64])
+    started = time.perf_counter()
+    run(texts)
+    return len(texts) / (time.perf_counter() - started)
+
+
+def main() -> None:
+    load = os.getloadavg()
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        work = root / "work"
+        champion(work)
+        results = []
+        for n in SIZES:
+            data = write_rows(root / f"rows-{n}.csv", n)
+            for name, sets in CONFIGS.items():
+                if name not in ONLY or (name != "threads" and n < max(SIZES)):
+                    continue  # Dask at the largest size only (the smaller sizes show memory against size)
+                run = measured(predict_command(data, root / f"out-{n}.parquet", work, {**sets, "predict.chunk_rows": 4096}))
+                if run["rc"] != 0:
+                    raise SystemExit(f"{name} on {n} rows failed:\n{run['stderr']}")
+                figures = [line for line in run["stderr"].splitlines() if "rows in," in line]
+                results.append({"config": name, "rows": n, "seconds": run["seconds"], "peak_mib": run["peak_mib"],
+                                "log": figures[-1] if figures else ""})
+                print(results[-1], file=sys.stderr)
+        # The bundled sentences: the threads runner as a command against bare keras-hub, one after the other.
+        texts = sentences()
+        if not BUNDLED_RUN:
+            print(json.dumps(results, indent=2), file=sys.stderr)
+            return
+        command = measured(predict_command(BUNDLED, root / "bundled.parquet", work, {}))
+        card = json.loads(next((work / "models" / "default" / "versions").glob("*/model.json")).read_text())
+        bare = bare_keras_hub(texts, int(card["tokenizer"]["sequence_length"]))
+    rows = [[r["config"], f"{r['rows']:,}", f"{r['seconds']:.1f}", f"{r['rows'] / r['seconds']:.0f}",
+             f"{r['peak_mib']:.0f}"] for r in results]
+    body = table(["runner", "rows", "seconds (process start included)", "rows/s", "peak memory MiB (all processes)"],
+                 rows)
+    body += (f"\n\nBundled sentences ({len(texts):,}): `flows.predict` (threads, process start included) "
+             f"{command['seconds']:.1f} s = {len(texts) / command['seconds']:.0f} sentences/s, peak "
+             f"{command['peak_mib']:.0f} MiB; bare keras-hub (tokenizer + packer + `BertBackbone.predict`, in-process, "
+             f"model loaded and warm) {bare:.0f} sentences/s. Load average at the start: {load[0]:.1f} on this machine's CPUs (shared: "
+             "timings taken under load).")
+    print(body)
+    print(json.dumps(results, indent=2), file=sys.stderr)
+    write_section("scoring", body)
+
+
+if __name__ == "__main__":
+    main()
