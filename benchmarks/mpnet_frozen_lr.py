@@ -94,7 +94,7 @@ def main(argv: list[str]) -> None:
             f"training, {len(parts['val'])} validation, {len(parts['test'])} test rows); C from {GRID} on validation "
             "macro-F1; test figures (mean ± sd over seeds).\n\n"
             + table(["body", "training rows", "seeds", "test accuracy", "test macro-F1", "C chosen",
-                     "embedding s (0: feature cache)"], rows))
+                     "embedding s (a few: read from the feature cache)"], rows))
     write_section("mpnet_frozen_lr", body)
 
 

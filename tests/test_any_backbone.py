@@ -177,10 +177,11 @@ def test_unfreeze_top_above_the_blocks_is_refused_before_any_step(tiny, run, tmp
         Backbone.resolve(preset, unfreeze_top=3)
     data = write_csv(tmp_path / "d.csv", rows[:30])
     capsys.readouterr()
-    code = main(["--data", str(data), "--workdir", str(tmp_path / "w"), "--set", f"model.backbone={preset}",
-                 "--set", "train.unfreeze_top=3"])
+    with pytest.raises(SystemExit) as caught:  # a setting the backbone bounds: argparse's exit 2, before start-up
+        main(["--data", str(data), "--workdir", str(tmp_path / "w"), "--set", f"model.backbone={preset}",
+              "--set", "train.unfreeze_top=3"])
     err = capsys.readouterr().err
-    assert code == 2, err[-2000:]
+    assert caught.value.code == 2, err[-2000:]
     assert "train.unfreeze_top=3" in err and "2 transformer blocks" in err and "Traceback" not in err
     assert not (tmp_path / "w" / "artifacts").exists()  # nothing ran
 
