@@ -1,4 +1,4 @@
-"""Issue 23's families, tried again with siblings of the instances that were fixed (helper i23b): other look-alike
+"""Issue 23's families, tried again with siblings of the instances that were fixed: other look-alike
 letters, missing-value markers, UTF-32, JSON objects of columns, a header line alone ending with a delimiter,
 titles of several lines. Each is checked through the layer that owns it (`validate`, `read_texts`), which retrain,
 `--validate-only` and predict share; the files are small and written here."""
