@@ -36,6 +36,23 @@ def first_per_label(n: int, skip: int = 0) -> list[dict[str, str]]:
     return out
 
 
+def write_table(path: Path, frame) -> Path:
+    """Write a pandas frame as the file type its suffix names (.parquet, .jsonl, else CSV), as a user would."""
+    import json
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    if path.suffix == ".parquet":
+        pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), path)
+    elif path.suffix == ".jsonl":
+        path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in frame.to_dict("records")),
+                        encoding="utf-8")
+    else:
+        frame.to_csv(path, index=False)
+    return path
+
+
 def write_csv(path: Path, rows: list[dict[str, str]], fields=("text", "label")) -> Path:
     """Write rows as a UTF-8 CSV with a header; returns the path."""
     with open(path, "w", encoding="utf-8", newline="") as handle:

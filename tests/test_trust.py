@@ -28,7 +28,7 @@ from schemas.config import DataConfig
 from schemas.raw import SPREADSHEET_ERRORS, canonical_spelling, escaped, label_key
 from tasks.predict import output_collisions, read_texts
 from tasks.validate import validate
-from tests.conftest import first_per_label, write_csv
+from tests.conftest import first_per_label, write_csv, write_table
 
 REAL = Path(__file__).resolve().parent / "data" / "real"
 ROWS = first_per_label(12)  # 36 real sentences, 12 per label
@@ -38,14 +38,7 @@ def _labelled(path: Path, labels: list[object]) -> Path:
     """A CSV, JSON-lines or Parquet file (by suffix) of len(labels) real sentences with these labels."""
     texts = [row["text"] for row in first_per_label(len(labels))][: len(labels)]
     frame = pd.DataFrame({"text": texts, "label": labels})
-    if path.suffix == ".parquet":
-        pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), path)
-    elif path.suffix == ".jsonl":
-        path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in frame.to_dict("records")),
-                        encoding="utf-8")
-    else:
-        frame.to_csv(path, index=False)
-    return path
+    return write_table(path, frame)
 
 
 def _failures(path: Path, **settings) -> list[str]:

@@ -9,8 +9,6 @@ import json
 from pathlib import Path
 
 import pandas as pd
-import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 
 from core.run.errors import InvalidData
@@ -18,21 +16,14 @@ from schemas.config import DataConfig
 from schemas.raw import MISSING_MARKERS, label_key
 from tasks.predict import output_collisions, read_texts
 from tasks.validate import validate
-from tests.conftest import first_per_label
+from tests.conftest import first_per_label, write_table
 
 ROWS = [(row["text"], row["label"]) for row in first_per_label(8)]  # 24 real sentences, 8 per label
 
 
 def _write(path: Path, rows: list[tuple[object, object]]) -> Path:
     frame = pd.DataFrame(rows, columns=["text", "label"])
-    if path.suffix == ".parquet":
-        pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), path)
-    elif path.suffix == ".jsonl":
-        path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in frame.to_dict("records")),
-                        encoding="utf-8")
-    else:
-        frame.to_csv(path, index=False)
-    return path
+    return write_table(path, frame)
 
 
 def _relabel(old: str, new: str, k: int = 2) -> list[tuple[object, object]]:

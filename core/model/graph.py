@@ -109,13 +109,8 @@ def build_bottom(backbone, frozen_blocks: int) -> keras.Model:
 def build_top(backbone, head: keras.Model, frozen_blocks: int, name: str = "top") -> keras.Model:
     """{"hidden", "padding_mask"} -> probabilities: the blocks of `backbone` above its `frozen_blocks` bottom
     ones, pooling, `head`."""
-    hidden = keras.Input(shape=(None, backbone.hidden_dim), name="hidden")
-    mask = keras.Input(shape=(None,), dtype="int32", name="padding_mask")
-    if _has_layer(backbone, "relative_position_bias"):  # shared with the frozen bottom: never trained
-        backbone.get_layer("relative_position_bias").trainable = False
-    x = run_blocks(backbone, transformer_blocks(backbone)[frozen_blocks:], hidden, mask)
-    x = L2Normalize(name="top_normalize")(MaskedMeanPooling(name="top_mean_pool")(x, mask))
-    return keras.Model({"hidden": hidden, "padding_mask": mask}, head(x), name=name)
+    inputs, x = _top_embedding(backbone, frozen_blocks, prefix="top")
+    return keras.Model(inputs, head(x), name=name)
 
 
 def build_top_encoder(backbone, frozen_blocks: int, name: str = "top_encoder") -> keras.Model:
@@ -123,13 +118,21 @@ def build_top_encoder(backbone, frozen_blocks: int, name: str = "top_encoder") -
     `backbone` above its `frozen_blocks` bottom ones, masked mean pooling and L2 normalisation, the sentence
     encoder the few-shot regime tunes (`core.model.contrastive`). Its blocks are `backbone`'s own layers, so a
     classifier built from `backbone` afterwards (`build_classifier`) carries the tuned blocks."""
+    inputs, x = _top_embedding(backbone, frozen_blocks, prefix="encoder")
+    return keras.Model(inputs, x, name=name)
+
+
+def _top_embedding(backbone, frozen_blocks: int, prefix: str):
+    """The inputs {"hidden", "padding_mask"} and the unit-length sentence embedding that the blocks above the
+    `frozen_blocks` bottom ones, masked mean pooling and L2 normalisation make of them (layers named
+    `<prefix>_mean_pool`, `<prefix>_normalize`, as saved models know them)."""
     hidden = keras.Input(shape=(None, backbone.hidden_dim), name="hidden")
     mask = keras.Input(shape=(None,), dtype="int32", name="padding_mask")
     if _has_layer(backbone, "relative_position_bias"):  # shared with the frozen bottom: never trained
         backbone.get_layer("relative_position_bias").trainable = False
     x = run_blocks(backbone, transformer_blocks(backbone)[frozen_blocks:], hidden, mask)
-    x = L2Normalize(name="encoder_normalize")(MaskedMeanPooling(name="encoder_mean_pool")(x, mask))
-    return keras.Model({"hidden": hidden, "padding_mask": mask}, x, name=name)
+    x = L2Normalize(name=f"{prefix}_normalize")(MaskedMeanPooling(name=f"{prefix}_mean_pool")(x, mask))
+    return {"hidden": hidden, "padding_mask": mask}, x
 
 
 def build_head(n_labels: int, cfg: TrainConfig, input_dim: int, seed: int = 0, name: str = "head") -> keras.Model:
