@@ -48,7 +48,8 @@ run: setup
 # Two pytest workers (pytest-xdist), a test file each at a time (module fixtures stay shared): most of the
 # suite's time is process start-up, Prefect servers and single-threaded Python, so the 2 cores overlap it.
 # Files go out longest first (tests/conftest.py's LONGEST_FIRST; xdist's own reorder sorts by test count).
-test: setup
+# `mpnet` too: the MPNet port is held against its committed reference vectors on the real weights (tests/test_mpnet.py).
+test: setup mpnet
 	$(PY) -m pytest -n 2 --dist loadfile --no-loadscope-reorder --durations=15
 
 # Unit and small-slice tests only (no backbone, no Prefect API, no end-to-end run): a minute or two.
