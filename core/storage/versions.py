@@ -19,6 +19,7 @@ import importlib.util
 import os
 import platform
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -44,11 +45,26 @@ def imports(path: Path, module: str) -> frozenset[str]:
     return _parsed_imports(str(path), stat.st_mtime_ns, stat.st_size, module)
 
 
+_PARSE_LOCK = threading.Lock()
+
+
+def _parse(source: str) -> ast.Module:
+    """`ast.parse(source)`, safe beside other threads. CPython 3.11 keeps the AST constructor's recursion depth in
+    per-interpreter state, so two threads parsing at once can fail with a spurious "SystemError: AST constructor
+    recursion depth mismatch" (python/cpython#106905; seen here in a deployment run): our parses share one lock,
+    and a parse that another library's thread raced is done again."""
+    with _PARSE_LOCK:
+        try:
+            return ast.parse(source)
+        except SystemError:
+            return ast.parse(source)
+
+
 @functools.lru_cache(maxsize=512)  # keyed by the file's mtime and size: an edited file is parsed again
 def _parsed_imports(path: str, _mtime_ns: int, _size: int, module: str) -> frozenset[str]:
     found = set()
     package = module if path.endswith("__init__.py") else module.rpartition(".")[0]
-    for node in ast.walk(ast.parse(Path(path).read_text(encoding="utf-8"))):
+    for node in ast.walk(_parse(Path(path).read_text(encoding="utf-8"))):
         if isinstance(node, ast.Import):
             found.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom):
