@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import random
 import sys
 from pathlib import Path
 
@@ -27,19 +26,9 @@ ROOT = Path(__file__).resolve().parent.parent
 FOLDER = ROOT / ".models" / "all-mpnet-base-v2"
 PHRASEBANK = ROOT / "data" / "financial-phrasebank" / "phrasebank.csv"
 OUT = ROOT / "tests" / "data" / "mpnet_reference.npz"
-# Unicode blocks where a pure-Python and a Rust (tokenizers) implementation could disagree: Latin with accents,
-# combining marks, Greek/Cyrillic, punctuation and spaces, kana, CJK, Hangul, emoji, ligatures, full-width forms,
-# zero-width and case-folding oddities.
-BLOCKS = [range(0x20, 0x7F), range(0xA0, 0x250), range(0x300, 0x370), range(0x370, 0x500), range(0x2000, 0x2070),
-          range(0x3040, 0x3100), range(0x4E00, 0x4E80), range(0xAC00, 0xAC40), range(0x1F300, 0x1F340),
-          range(0xFB00, 0xFB07), range(0xFF01, 0xFF5E), [0x200B, 0xAD, 0x200D, 0xFEFF, 0x130, 0x131, 0x1E9E, 0xDF]]
+sys.path.insert(0, str(ROOT))
 
-
-def random_texts(n: int, seed: int) -> list[str]:
-    """`n` strings of 0-60 characters mixing the blocks above with ASCII letters, spaces and punctuation."""
-    rng = random.Random(seed)
-    return ["".join(chr(rng.choice(rng.choice(BLOCKS))) if rng.random() < 0.6 else rng.choice(" abcXYZ.,'-")
-                    for _ in range(rng.randint(0, 60))) for _ in range(n)]
+from tests.unicode_samples import random_texts  # noqa: E402  (standard library only: runs in .venv-peers)
 
 
 def id_hash(ids: list[int]) -> bytes:

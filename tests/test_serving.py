@@ -9,12 +9,11 @@ check of the exported model (probabilities equal to evaluate's, in a fresh proce
 
 from __future__ import annotations
 
-import random
-
 import numpy as np
 import pytest
 
 from tests.conftest import phrasebank_rows
+from tests.unicode_samples import random_texts
 
 EDGE_CASES = [
     "",  # the pipeline refuses an empty text, a serving caller may still send one
@@ -26,19 +25,6 @@ EDGE_CASES = [
     "a" * 150 + " " + "é" * 60,  # words longer than WordPiece takes: [UNK]
     " ".join(["profit"] * 300),  # over any sequence length: truncated
 ]
-# Unicode blocks where a pure-Python and an ICU/RE2 implementation could disagree.
-BLOCKS = [range(0x20, 0x7F), range(0xA0, 0x250), range(0x300, 0x370), range(0x370, 0x500), range(0x2000, 0x2070),
-          range(0x3040, 0x3100), range(0x4E00, 0x4E80), range(0xAC00, 0xAC40), range(0x1F300, 0x1F340),
-          range(0xFB00, 0xFB07), range(0xFF01, 0xFF5E), [0x200B, 0xAD, 0x200D, 0xFEFF, 0x130, 0x131, 0x1E9E, 0xDF]]
-
-
-def random_texts(n: int, seed: int) -> list[str]:
-    """`n` strings of 0-60 characters mixing the blocks above with ASCII letters, spaces and punctuation."""
-    rng = random.Random(seed)
-    return ["".join(chr(rng.choice(rng.choice(BLOCKS))) if rng.random() < 0.6 else rng.choice(" abcXYZ.,'-")
-                    for _ in range(rng.randint(0, 60))) for _ in range(n)]
-
-
 @pytest.mark.parametrize("sequence_length", [8, 64])
 def test_the_graph_packs_text_exactly_as_encode_for_model(backbone, sequence_length):
     import tensorflow as tf
