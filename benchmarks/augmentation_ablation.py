@@ -44,7 +44,7 @@ def one_run(workdir: Path, size: int, setting: str, seed: int, unfreeze_top: int
     cfg = RetrainConfig.from_parameters(workdir=workdir, overrides=overrides)
     backbone = Backbone.resolve(None)
     started = time.perf_counter()
-    done = dag.run(dag.Plain(cfg), cfg, until="evaluate", backbone=backbone).results  # the retrain DAG's steps
+    done = dag.run(dag.PlainSteps(cfg), cfg, until="evaluate", backbone=backbone)  # the retrain DAG's steps
     splits, augmented, test = done["split"], done["augment"], done["evaluate"].meta["test"]
     return {"size": size, "setting": setting, "seed": seed, "train_rows": splits.meta["split_rows"]["train"],
             "augmented_rows": augmented.meta["augmented_rows"], "n_aug": augmented.meta["n_aug"],

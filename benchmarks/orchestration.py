@@ -30,7 +30,7 @@ def plain(workdir: Path) -> None:
     from schemas.config import RetrainConfig
 
     cfg = RetrainConfig.from_parameters(workdir=workdir, overrides=OVERRIDES)
-    dag.run(dag.Plain(cfg), cfg, backbone=Backbone.resolve(None))  # the flow's steps, declared once, no Prefect
+    dag.pipeline(dag.PlainSteps(cfg), cfg, Backbone.resolve(None))  # the flow's steps, declared once, no Prefect
 
 
 def timed(command: list[str]) -> float:

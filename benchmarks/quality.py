@@ -88,7 +88,7 @@ def run_steps(workdir: Path, overrides: dict, data: Path | None, until: str):
 
     cfg = RetrainConfig.from_parameters(data=data, workdir=workdir, overrides={"data.conflicts": "drop", **overrides})
     backbone = Backbone.resolve(None)
-    return cfg, dag.run(dag.Plain(cfg), cfg, until=until, backbone=backbone).results, backbone
+    return cfg, dag.run(dag.PlainSteps(cfg), cfg, until=until, backbone=backbone), backbone
 
 
 def prepare(workdir: Path, overrides: dict, data: Path | None = None):

@@ -1,191 +1,158 @@
-"""The retrain DAG, declared once: the steps in order and what each one takes from the config and the steps before.
+"""The retrain DAG, written once as the function `pipeline`: each step called by name, with named results.
 
     validate -> drift -> split -> augment -> tokenize -> embed -> pseudo_label -> finetune -> evaluate -> gate -> promote
 
-`STEPS` is the definition; `run` executes it, or its beginning (`until="split"`), in one of two ways:
-- `ThroughPrefect(step_runner)`: each step as its Prefect task(s) through the `StepRunner` (content-keyed cache,
-  retries, shards on Dask, the stage records of summary.json): the retrain flow;
-- `Plain(cfg)`: the plain step functions in this process, no Prefect run; they write the same content-addressed
-  artifacts, so a later run finds its steps cached: `--validate-only` and the benchmarks.
+`pipeline(steps, cfg)` reads as the DAG: where a step's inputs come from is the line that calls it. How each
+step runs is the `steps` argument, one of two:
+- the run's `StepRunner` (core/run/runner.py): each step as its Prefect task (content-keyed cache, retries,
+  shards on Dask with `runner=dask`, the stage records of summary.json): the retrain flow;
+- `PlainSteps(cfg)`: the plain step functions in this process, no Prefect run; they write the same
+  content-addressed artifacts, so a later run finds its steps cached: `--validate-only` and the benchmarks.
 
-A step is its stage name (summary.json's `stages.<name>`, the Prefect task names) and its module in tasks/, which
-holds the plain function `<name>` and its task `<name>_task`; a data-parallel step also has `<name>_shard_task` and
-`<name>_merge_task`, which the Dask runner uses (shards on the workers, then a merge that joins them); the threads
-runner runs the step's one task, which reads its input once and writes no shard files. A module is imported when its step first runs, so validation alone does not pay for
-importing the training steps.
+`run(steps, cfg, until="split")` runs the beginning only. The training steps are imported inside `pipeline`
+after split, so validation alone (`--validate-only`) does not pay for importing TensorFlow and Keras.
 """
 
 from __future__ import annotations
 
-import functools
-import importlib
-from dataclasses import dataclass, field
-from typing import Any, Callable, Protocol
+from typing import Any, Protocol
 
-from core.run.runner import StepRunner
+from core.run.sharding import ShardedStep
 from core.run.summary import Baselines, drift_baselines, lineage
 from schemas.config import RetrainConfig
+from tasks.drift import drift_task
+from tasks.split import split_task
+from tasks.validate import validate_task
+
+# The stage names in the order `pipeline` runs them (summary.json's `stages`, the Prefect task names);
+# tests/test_layout.py checks that `pipeline` calls its steps in this order.
+NAMES = ("validate", "drift", "split", "augment", "tokenize", "embed", "pseudo_label", "finetune", "evaluate", "gate",
+         "promote")
 
 
-@dataclass(frozen=True)
-class Call:
-    """A step's arguments, `workdir` excepted (each way of running passes its own)."""
-
-    args: tuple[Any, ...]
-    kwargs: dict[str, Any] = field(default_factory=dict)
-
-
-def call(*args: Any, **kwargs: Any) -> Call:
-    """The arguments of one step, written as the call they make."""
-    return Call(args, kwargs)
-
-
-class Inputs:
-    """What the steps' arguments are made of: the config, the backbone, drift's baselines, the run id, and the
-    results of the steps run so far (`inputs["split"]`). The backbone and the baselines are read when a step
-    first needs them."""
-
-    def __init__(self, cfg: RetrainConfig, executor: "Executor", backbone: Any = None):
-        self.cfg = cfg
-        self.results: dict[str, Any] = {}
-        self._executor = executor
-        self._backbone = backbone
-
-    def __getitem__(self, step: str) -> Any:
-        return self.results[step]
-
-    @functools.cached_property
-    def backbone(self) -> Any:
-        """The `Backbone` given to `run`, else `model.backbone` resolved (its weights hashed) on first use."""
-        if self._backbone is not None:
-            return self._backbone
-        from core.model.backbone import Backbone
-
-        return Backbone.resolve(self.cfg.model.backbone)
-
-    @functools.cached_property
-    def baselines(self) -> Baselines:
-        """Drift's baselines, read from the workdir when drift's arguments are built."""
-        return self._executor.baselines()
-
-    @functools.cached_property
-    def champion_version(self) -> str | None:
-        """The current champion's version when self-training needs it (`train.unlabelled`), else None (so the
-        step's cache key does not move with the champion when it is off)."""
-        if self.cfg.train.unlabelled is None:
-            return None
-        from core.storage.registry import RegistryError, champion
-
-        try:
-            return (champion(self.cfg.workdir, self.cfg.model.name) or {}).get("version")
-        except RegistryError:
-            return None
-
-    def lineage(self) -> dict[str, Any]:
-        """Where the model comes from, with the champion it challenges read now (just before promote)."""
-        return lineage(self.cfg, self._executor.run_id, self["validate"])
-
-
-@dataclass(frozen=True)
-class Step:
-    """One step: its stage name, its module in tasks/, its arguments, whether it runs as shards and a merge."""
-
-    name: str
-    module: str
-    arguments: Callable[[Inputs], Call]
-    sharded: bool = False
-
-    def _attribute(self, suffix: str) -> Any:
-        return getattr(importlib.import_module(self.module), f"{self.name}{suffix}")
-
-    def function(self) -> Callable[..., Any]:
-        """The plain step function: `<name>(*args, workdir, **kwargs)`."""
-        return self._attribute("")
-
-    def task(self) -> Any:
-        """The step's Prefect task: the whole step in one pass (for a data-parallel step, the threads runner's way)."""
-        return self._attribute("_task")
-
-    def shard_and_merge_tasks(self) -> tuple[Any, Any]:
-        """A sharded step's two Prefect tasks: one run per shard, then the merge."""
-        return self._attribute("_shard_task"), self._attribute("_merge_task")
-
-
-STEPS: tuple[Step, ...] = (
-    Step("validate", "tasks.validate", lambda s: call(s.cfg.data)),
-    Step("drift", "tasks.drift", lambda s: call(s["validate"], s.baselines.last_run, s.cfg.validate_,
-                                                champion_data=s.baselines.champion_data)),
-    Step("split", "tasks.split", lambda s: call(s["validate"], s.cfg.split, s.cfg.data.max_train_rows,
-                                                s.cfg.data.min_per_class)),
-    Step("augment", "tasks.augment", lambda s: call(s["split"], s.cfg.augment, s.cfg.seed), sharded=True),
-    Step("tokenize", "tasks.tokenization", lambda s: call(s["augment"], s.cfg.tokenize, s.backbone), sharded=True),
-    Step("embed", "tasks.embed", lambda s: call(s["tokenize"], s.backbone, s.cfg.train.unfreeze_top), sharded=True),
-    Step("pseudo_label", "tasks.pseudo_label", lambda s: call(s["embed"], s.cfg.train, s.cfg.data, s.cfg.model.name,
-                                                              s.champion_version, s.backbone)),
-    Step("finetune", "tasks.finetune", lambda s: call(s["pseudo_label"], s.cfg.train, s.cfg.seed, s.backbone)),
-    Step("evaluate", "tasks.evaluate", lambda s: call(s["finetune"], s["embed"], s["augment"])),
-    Step("gate", "tasks.gate", lambda s: call(s["evaluate"], s["embed"], s.cfg.gate, s.cfg.model.name, s.backbone,
-                                              split=s.cfg.split)),
-    Step("promote", "tasks.promote", lambda s: call(s["finetune"], s["evaluate"], s["gate"], s.cfg.model.name,
-                                                    s.lineage(), approval=s.cfg.gate.approval)),
-)
-NAMES = tuple(step.name for step in STEPS)
-
-
-class Executor(Protocol):
-    """A way of running the steps."""
+class Steps(Protocol):
+    """A way of running the steps: the `StepRunner` (Prefect tasks) or `PlainSteps` (plain functions)."""
 
     run_id: str | None
+    results: dict[str, Any]  # stage name -> the result of each step run so far
+
+    def run(self, task: Any, *args: Any, **kwargs: Any) -> Any:
+        """Run the step `task` (a `step_task`) with these arguments (`workdir` is added); returns its result."""
+
+    def sharded(self, step: ShardedStep, *args: Any) -> Any:
+        """Run a data-parallel step (its shards and merge on Dask, else its one task); returns its result."""
 
     def baselines(self) -> Baselines:
-        """Drift's baselines in the workdir."""
-
-    def __call__(self, step: Step, arguments: Call) -> Any:
-        """Run `step` with `arguments`; returns its result (raises what the step raises)."""
+        """Drift's baselines in the workdir (the last successful run's data, the champion's)."""
 
 
-class ThroughPrefect:
-    """Each step as its Prefect task(s), through the run's `StepRunner`, which records every stage."""
+def pipeline(steps: Steps, cfg: RetrainConfig, backbone: Any = None) -> dict[str, Any]:
+    """The retrain DAG: run every step with `steps`, each on the results of the steps before it and its own
+    section of `cfg`; returns `steps.results` (stage name -> result). `backbone` (a resolved `Backbone`) saves
+    resolving `cfg.model.backbone` again. Raises whatever a step raises."""
+    validated = steps.run(validate_task, cfg.data)
+    baselines = steps.baselines()
+    steps.run(drift_task, validated, baselines.last_run, cfg.validate_, champion_data=baselines.champion_data)
+    split = steps.run(split_task, validated, cfg.split, cfg.data.max_train_rows, cfg.data.min_per_class)
 
-    def __init__(self, runner: StepRunner):
-        self.runner = runner
-        self.run_id: str | None = runner.run_id
+    from core.model.backbone import Backbone  # the training steps: imported only when a run goes past split
+    from tasks.augment import augment_sharded
+    from tasks.embed import embed_sharded
+    from tasks.evaluate import evaluate_task
+    from tasks.finetune import finetune_task
+    from tasks.gate import gate_task
+    from tasks.promote import promote_task
+    from tasks.pseudo_label import pseudo_label_task
+    from tasks.tokenization import tokenize_sharded
 
-    def baselines(self) -> Baselines:
-        return self.runner.baselines()  # the runner keeps the last run's id for summary.json
+    augmented = steps.sharded(augment_sharded, split, cfg.augment, cfg.seed)
+    backbone = backbone if backbone is not None else Backbone.resolve(cfg.model.backbone)
+    tokenized = steps.sharded(tokenize_sharded, augmented, cfg.tokenize, backbone)
+    embedded = steps.sharded(embed_sharded, tokenized, backbone, cfg.train.unfreeze_top)
+    training = steps.run(pseudo_label_task, embedded, cfg.train, cfg.data, cfg.model.name, champion_version(cfg),
+                         backbone)
+    model = steps.run(finetune_task, training, cfg.train, cfg.seed, backbone)
+    evaluation = steps.run(evaluate_task, model, embedded, augmented)
+    decision = steps.run(gate_task, evaluation, embedded, cfg.gate, cfg.model.name, backbone, split=cfg.split)
+    steps.run(promote_task, model, evaluation, decision, cfg.model.name, lineage(cfg, steps.run_id, validated),
+              approval=cfg.gate.approval)  # lineage read now, with the champion this model challenges
+    return steps.results
 
-    def __call__(self, step: Step, arguments: Call) -> Any:
-        if step.sharded and self.runner.cfg.runner == "dask":  # threads: one pass, no shard files to join
-            if arguments.kwargs:
-                raise TypeError(f"sharded step {step.name!r} takes positional arguments only")
-            return self.runner.sharded(step.name, *step.shard_and_merge_tasks(), *arguments.args)
-        return self.runner.step(step.name, step.task(), *arguments.args, **arguments.kwargs)
+
+def champion_version(cfg: RetrainConfig) -> str | None:
+    """The current champion's version when self-training needs it (`train.unlabelled`), else None (so that
+    pseudo_label's cache key does not move with the champion when it is off)."""
+    if cfg.train.unlabelled is None:
+        return None
+    from core.storage.registry import RegistryError, champion
+
+    try:
+        return (champion(cfg.workdir, cfg.model.name) or {}).get("version")
+    except RegistryError:
+        return None
 
 
-class Plain:
-    """Each step's plain function in this process (no Prefect run, no cache lookup, no retries)."""
+class PlainSteps:
+    """Each step's plain function in this process (no Prefect run, no cache lookup, no retries, no shards)."""
 
     run_id: str | None = None
 
     def __init__(self, cfg: RetrainConfig):
         self.cfg = cfg
+        self.results: dict[str, Any] = {}
+        self.reference_run_id: str | None = None
+
+    def run(self, task: Any, *args: Any, **kwargs: Any) -> Any:
+        """Call the plain function that `task` wraps (`step_task` keeps it as `task.fn.__wrapped__`)."""
+        self.results[task.name] = result = task.fn.__wrapped__(*args, workdir=self.cfg.workdir, **kwargs)
+        return result
+
+    def sharded(self, step: ShardedStep, *args: Any) -> Any:
+        """A data-parallel step in one pass: its whole-table function."""
+        return self.run(step.whole, *args)
 
     def baselines(self) -> Baselines:
-        return drift_baselines(self.cfg.workdir, self.cfg.model.name)
+        found = drift_baselines(self.cfg.workdir, self.cfg.model.name)
+        self.reference_run_id = found.last_run_id
+        return found
 
-    def __call__(self, step: Step, arguments: Call) -> Any:
-        return step.function()(*arguments.args, workdir=self.cfg.workdir, **arguments.kwargs)
+
+class _Reached(Exception):
+    """Raised by `_Until` once the last step asked for has run."""
 
 
-def run(executor: Executor, cfg: RetrainConfig, *, until: str | None = None, backbone: Any = None) -> Inputs:
-    """Run `STEPS` in order with `executor`, up to and including `until` (all of them if None); returns the
-    `Inputs`, whose `results` map each step run to its result. `backbone` (a resolved `Backbone`) saves resolving
-    it again. Raises ValueError for an unknown `until`, and whatever a step raises."""
-    if until is not None and until not in NAMES:
+class _Until:
+    """`steps`, stopping the pipeline (`_Reached`) after the step `until`."""
+
+    def __init__(self, steps: Steps, until: str):
+        self.steps, self.until = steps, until
+        self.run_id = steps.run_id
+        self.results = steps.results
+
+    def _stop_after(self, name: str, result: Any) -> Any:
+        if name == self.until:
+            raise _Reached
+        return result
+
+    def run(self, task: Any, *args: Any, **kwargs: Any) -> Any:
+        return self._stop_after(task.name, self.steps.run(task, *args, **kwargs))
+
+    def sharded(self, step: ShardedStep, *args: Any) -> Any:
+        return self._stop_after(step.name, self.steps.sharded(step, *args))
+
+    def baselines(self) -> Baselines:
+        return self.steps.baselines()
+
+
+def run(steps: Steps, cfg: RetrainConfig, *, until: str | None = None, backbone: Any = None) -> dict[str, Any]:
+    """`pipeline` with `steps`, up to and including the step `until` (all of them if None); returns the results
+    of the steps run (stage name -> result). Raises ValueError for an unknown `until`, and whatever a step raises."""
+    if until is None:
+        return pipeline(steps, cfg, backbone)
+    if until not in NAMES:
         raise ValueError(f"unknown step {until!r}: one of {', '.join(NAMES)}")
-    inputs = Inputs(cfg, executor, backbone)
-    for step in STEPS:
-        inputs.results[step.name] = executor(step, step.arguments(inputs))
-        if step.name == until:
-            break
-    return inputs
+    try:
+        pipeline(_Until(steps, until), cfg, backbone)
+    except _Reached:
+        pass
+    return steps.results

@@ -43,14 +43,14 @@ def retrain(
     """Re-train the text classifier on `data` and promote it; returns the path of the run's summary.json.
 
     validate -> drift -> split -> augment -> tokenize -> embed -> finetune -> evaluate -> gate -> promote: each
-    step a Prefect task run through the StepRunner, with the arguments `flows/dag.py` declares for it; then the
+    step a Prefect task run through the StepRunner, called by `flows/dag.py: pipeline`; then the
     version's report and, with gate.approval=manual, a reviewer's decision.
     """
     cfg = RetrainConfig.from_parameters(data, text_col, label_col, workdir, overrides)
     cli.check_backbone_settings(cfg)  # the settings the backbone bounds, from its config.json (as the command line)
     backbone = Backbone.resolve(cfg.model.backbone, cfg.train.unfreeze_top)  # ConfigError before any step
     with StepRunner(cfg, run_id=str(flow_run.id)) as run:
-        done = dag.run(dag.ThroughPrefect(run), cfg, backbone=backbone).results
+        done = dag.pipeline(run, cfg, backbone)  # each step a Prefect task run through the StepRunner
         approval.review(run, done["promote"], done["gate"], cfg.gate)  # report.html; gate.approval=manual: a reviewer decides
         if cfg.suggest.pool:
             suggest_next(run, cfg, done["promote"])

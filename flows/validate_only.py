@@ -18,10 +18,11 @@ from schemas.config import RetrainConfig
 
 def validate_only(cfg: RetrainConfig) -> Path:
     """Validate and split `cfg.data`; print the report on stderr and return the path of its JSON copy."""
-    done = dag.run(dag.Plain(cfg), cfg, until="split")
+    steps = dag.PlainSteps(cfg)
+    done = dag.run(steps, cfg, until="split")
     validated, splits, drifted = done["validate"], done["split"], done["drift"].meta["report"]
     report = {"dataset": str(Path(cfg.data.path).resolve()), "validated": validated.meta, "split": splits.meta,
-              "drift": {**drifted, "reference_run_id": done.baselines.last_run_id}}
+              "drift": {**drifted, "reference_run_id": steps.reference_run_id}}
     meta = validated.meta
     print(f"{meta['source']}: valid. {meta['rows_read']} rows read, {meta['rows_used']} used "
           f"({meta['duplicates_dropped']} duplicates and {meta['conflicts_dropped']} conflicting rows dropped); "

@@ -26,7 +26,7 @@ from core.storage.caching import step_task
 from schemas.config import AugmentConfig
 from core.text.identity import normalize_text, sha256_hex
 from core.storage.artifacts import ArtifactRef, read_parquet, write_parquet
-from core.run.sharding import WHOLE, Shard
+from core.run.sharding import WHOLE, Shard, ShardedStep
 from core.text.wordnet import Synonyms
 
 log = logging.getLogger(__name__)
@@ -168,3 +168,4 @@ def copies_of(text: str, source_id: str, chosen: Plan, seed: int, synonyms, held
 augment_task = step_task(augment)
 augment_shard_task = step_task(augment_shard)
 augment_merge_task = step_task(augment_merge)
+augment_sharded = ShardedStep(augment_task, augment_shard_task, augment_merge_task)

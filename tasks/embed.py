@@ -28,7 +28,7 @@ from core.storage.versions import runtime_version
 from core.storage.feature_cache import FeatureCache, sentence_key
 from core.text.identity import sha256_hex
 from core.storage.artifacts import ArtifactRef, read_parquet, store_json, write_parquet
-from core.run.sharding import Shard
+from core.run.sharding import Shard, ShardedStep
 
 log = logging.getLogger(__name__)
 BATCH = 64
@@ -195,3 +195,4 @@ def write_features(table: pa.Table, embeddings: np.ndarray, hidden: list[np.ndar
 embed_task = step_task(embed)
 embed_shard_task = step_task(embed_shard)
 embed_merge_task = step_task(embed_merge)
+embed_sharded = ShardedStep(embed_task, embed_shard_task, embed_merge_task)

@@ -19,7 +19,7 @@ from core.storage.caching import step_task
 from core.model.backbone import MAX_POSITIONS, Backbone, encode_texts, pack, vocab_hash
 from schemas.config import TokenizeConfig
 from core.storage.artifacts import ArtifactRef, read_parquet, write_parquet
-from core.run.sharding import WHOLE, Shard
+from core.run.sharding import WHOLE, Shard, ShardedStep
 
 log = logging.getLogger(__name__)
 BATCH = 4096
@@ -119,3 +119,4 @@ def tokenize(augmented: ArtifactRef, cfg: TokenizeConfig, backbone: Backbone, wo
 tokenize_task = step_task(tokenize)
 tokenize_shard_task = step_task(tokenize_shard)
 tokenize_merge_task = step_task(tokenize_merge)
+tokenize_sharded = ShardedStep(tokenize_task, tokenize_shard_task, tokenize_merge_task)

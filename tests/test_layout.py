@@ -34,21 +34,44 @@ def test_every_step_module_holds_a_step():
         assert "step_task(" in source, f"{module} is in tasks/ but defines no step"
 
 
+def _pipeline_steps() -> list[str]:
+    """The names of the tasks that `flows.dag.pipeline` hands to `steps.run` / `steps.sharded`, in source order."""
+    import ast
+    import inspect
+
+    from flows import dag
+
+    calls = [node for node in ast.walk(ast.parse(inspect.getsource(dag.pipeline)))
+             if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+             and isinstance(node.func.value, ast.Name) and node.func.value.id == "steps"
+             and node.func.attr in ("run", "sharded")]
+    return [call.args[0].id for call in sorted(calls, key=lambda call: (call.lineno, call.col_offset))]
+
+
 def test_each_dag_step_runs_the_same_code_as_a_plain_function_and_as_prefect_tasks():
-    """Plain (--validate-only, benchmarks) and ThroughPrefect (the flow) run one definition: each step's tasks
-    wrap its plain function (the sharded ones: the shard and merge functions the plain one combines), under the
-    task names the UI shows and the stage names summary.json keeps."""
+    """Plain (--validate-only, benchmarks) and the StepRunner (the flow) run one definition, `dag.pipeline`, which
+    names each step's task in code: each task wraps its plain function (the sharded ones: the shard and merge
+    functions the plain one combines), under the task names the UI shows and the stage names summary.json keeps,
+    in the order of `dag.NAMES`."""
+    import importlib
+
     from flows import dag
 
     assert dag.NAMES == ("validate", "drift", "split", "augment", "tokenize", "embed", "pseudo_label", "finetune", "evaluate", "gate",
                          "promote")
-    for step in dag.STEPS:
-        function = step.function()
+    names = _pipeline_steps()
+    steps = []
+    for name in names:  # each is imported by `pipeline` from its step module in tasks/
+        module = "tasks.tokenization" if name.startswith("tokenize") else f"tasks.{name.removesuffix('_task').removesuffix('_sharded')}"
+        steps.append(getattr(importlib.import_module(module), name))
+    assert [step.name for step in steps] == list(dag.NAMES)
+    for step in steps:
+        task = getattr(step, "whole", step)
+        function = task.fn.__wrapped__
         assert callable(function) and "workdir" in function.__code__.co_varnames, step.name
-        assert step.task().name == step.name and step.task().fn.__wrapped__ is function
-        if step.sharded:  # the Dask runner's pair; the threads runner runs `step.task()` in one pass
-            shard, merge = step.shard_and_merge_tasks()
-            assert (shard.name, merge.name) == (f"{step.name}_shard", f"{step.name}_merge")
+        assert task.name == step.name
+        if task is not step:  # sharded: the Dask runner's pair; the threads runner runs `step.whole` in one pass
+            assert (step.shard.name, step.merge.name) == (f"{step.name}_shard", f"{step.name}_merge")
 
 
 def test_running_until_an_unknown_step_is_refused():
@@ -59,4 +82,4 @@ def test_running_until_an_unknown_step_is_refused():
 
     cfg = RetrainConfig()
     with pytest.raises(ValueError, match="unknown step 'valdiate'"):
-        dag.run(dag.Plain(cfg), cfg, until="valdiate")
+        dag.run(dag.PlainSteps(cfg), cfg, until="valdiate")

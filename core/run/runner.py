@@ -1,4 +1,5 @@
-"""How the flow runs a step: `StepRunner.step` (one task) and `StepRunner.sharded` (a data-parallel step).
+"""How the flow runs a step: `StepRunner.run` (one task) and `StepRunner.sharded` (a data-parallel step); the
+retrain DAG (`flows/dag.py: pipeline`) takes the runner as its `steps`.
 
 Each call binds the step's result storage to the workdir, evicts a stale cache record at the step's key (a
 record whose artifact is gone or altered, or which is not ours: the step then runs again), runs the task, keeps
@@ -21,7 +22,7 @@ from core.reports import dashboard as report
 from core.run import summary as run_records
 from core.run.dask import DaskCluster
 from core.run.errors import InvalidData, PipelineError, StageFailed
-from core.run.sharding import WHOLE, Shard
+from core.run.sharding import Shard, ShardedStep
 from core.storage.artifacts import ArtifactRef
 from core.storage.caching import evict_stale
 from core.storage.records import records_dir
@@ -73,19 +74,28 @@ class StepRunner:
             raise StageFailed(name, error) from error
         return state.result()
 
-    def sharded(self, name: str, shard_task: Task, merge_task: Task, *args: Any) -> Any:
-        """Run a data-parallel step: one task per shard (on Dask with runner=dask), then the merge; returns the
-        merge's result. The stage records the merge's state, the shards' states and the merge's own seconds."""
-        started = time.perf_counter()
-        if self.cfg.runner == "dask":
-            count = self.dask.shard_count()
-            self.runner = self.dask.description()
-            calls = [self._parameters(shard_task, args, {"shard": Shard(index=i, count=count)}) for i in range(count)]
-            states = self.dask.run_all(self._bound(shard_task), calls, self.workdir)
-        else:
-            states = [self._run(shard_task, self._parameters(shard_task, args, {"shard": WHOLE}))]
+    @property
+    def results(self) -> dict[str, Any]:
+        """Stage name -> the result of each step run so far."""
+        return self.refs
+
+    def run(self, task: Task, *args: Any, **kwargs: Any) -> Any:
+        """Run the step `task` under its own name as the stage name; returns its result (see `step`)."""
+        return self.step(task.name, task, *args, **kwargs)
+
+    def sharded(self, step: ShardedStep, *args: Any) -> Any:
+        """Run a data-parallel step; returns its result. With runner=dask: one task per shard on the run's Dask
+        cluster, then the merge; the stage records the merge's state, the shards' states and the merge's own
+        seconds. Otherwise its whole-table task in one pass (no shard files to join)."""
+        if self.cfg.runner != "dask":
+            return self.step(step.name, step.whole, *args)
+        name, started = step.name, time.perf_counter()
+        count = self.dask.shard_count()
+        self.runner = self.dask.description()
+        calls = [self._parameters(step.shard, args, {"shard": Shard(index=i, count=count)}) for i in range(count)]
+        states = self.dask.run_all(self._bound(step.shard), calls, self.workdir)
         refs = [self._check(name, state, round(time.perf_counter() - started, 3)) for state in states]
-        result = self.step(name, merge_task, refs, *args)
+        result = self.step(name, step.merge, refs, *args)
         # The merge is the step's serial part (it joins every shard): kept apart for scaling estimates.
         self.stages[name]["merge_seconds"] = self.stages[name]["seconds"]
         self.stages[name]["seconds"] = round(time.perf_counter() - started, 3)

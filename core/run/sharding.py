@@ -8,6 +8,9 @@ same merged output, byte for byte.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any
+
 from pydantic import BaseModel, ConfigDict, Field
 
 
@@ -27,3 +30,18 @@ class Shard(BaseModel):
 
 
 WHOLE = Shard(index=0, count=1)
+
+
+@dataclass(frozen=True)
+class ShardedStep:
+    """A data-parallel step's three Prefect tasks: `whole` (the table in one pass: the threads runner and plain
+    runs), `shard` (one run per shard) and `merge` (joins the shards in row order: with `runner=dask`)."""
+
+    whole: Any
+    shard: Any
+    merge: Any
+
+    @property
+    def name(self) -> str:
+        """The step's stage name (its whole task's name)."""
+        return self.whole.name
