@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from schemas.config import ConfigError, RetrainConfig, known_keys, local_path, parse_assignment
-from core.run.errors import InputNotFound, InvalidData, PipelineError, StageFailed
+from core.errors import InputNotFound, InvalidData, PipelineError, StageFailed
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_DATAERR, EXIT_NOINPUT = 0, 1, 2, 65, 66
 

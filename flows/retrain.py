@@ -23,7 +23,7 @@ from prefect import flow  # noqa: E402
 from prefect.runtime import flow_run  # noqa: E402
 
 from core.model.backbone import Backbone  # noqa: E402
-from core.run import faults  # noqa: E402
+from core import faults  # noqa: E402
 from core.run.runner import StepRunner  # noqa: E402
 from core.storage.records import FlowOutcomeSerializer  # noqa: E402
 from core.text.readers import require_file  # noqa: E402

@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from core.storage.artifacts import sha256_file
+from schemas.files import parse_delimiter, sha256_file
 
 
 def local_path(value: Any) -> Any:
@@ -66,8 +66,6 @@ class DataConfig(Section):
     @field_validator("delimiter", mode="before")
     @classmethod
     def _parse_delimiter(cls, value: Any) -> Any:
-        from core.text.readers import parse_delimiter
-
         return parse_delimiter(value)
 
     def cache_fingerprint(self) -> dict[str, Any]:

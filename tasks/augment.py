@@ -21,7 +21,7 @@ import pyarrow as pa
 
 from schemas.tables import AUGMENTED_SCHEMA, AugmentedTable, to_arrow
 from core.text import eda
-from core.run import faults
+from core import faults
 from core.storage.caching import step_task
 from schemas.config import AugmentConfig
 from core.text.identity import normalize_text, sha256_hex

@@ -40,7 +40,7 @@ import numpy as np
 
 from core.storage.caching import step_task
 from schemas.config import ValidateConfig
-from core.run.errors import Failure, InvalidData
+from core.errors import Failure, InvalidData
 from core.text.identity import unit_hash
 from core.storage.artifacts import ArtifactRef, read_parquet, store_json
 

@@ -22,7 +22,7 @@ import pyarrow as pa
 from schemas.config import ConfigError
 from schemas.tables import FEATURES_SCHEMA
 from core.model.backbone import Backbone, load_backbone
-from core.run import faults
+from core import faults
 from core.storage.caching import step_task
 from core.storage.versions import runtime_version
 from core.storage.feature_cache import FeatureCache, sentence_key

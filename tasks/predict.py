@@ -36,7 +36,7 @@ from schemas.tables import predictions_schema
 from core.storage import registry
 from core.storage.registry import resolve_version  # noqa: F401  (the CLI's entry point to the registry)
 from core.model.backbone import Backbone, encode_for_model
-from core.run.errors import Failure, InvalidData
+from core.errors import Failure, InvalidData
 from core.storage.artifacts import atomic_path
 from core.text.readers import RawTable, read_raw
 from core.text.stream import CHUNK_ROWS, ChunkReader, Scan

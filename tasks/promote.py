@@ -16,7 +16,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from core.run import faults
+from core import faults
 from core.storage import registry, serving_export
 from core.storage.caching import step_task
 from tasks.gate import GateDecision

@@ -19,7 +19,7 @@ import pandas as pd
 from schemas.tables import SPLIT_SCHEMA, SplitTable, to_arrow
 from core.storage.caching import step_task
 from schemas.config import SplitConfig
-from core.run.errors import Failure, InvalidData
+from core.errors import Failure, InvalidData
 from core.text.identity import unit_hash
 from core.storage.artifacts import ArtifactRef, read_parquet, write_parquet
 

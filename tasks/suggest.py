@@ -34,7 +34,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 
 from core.model.backbone import Backbone
-from core.run.errors import Failure, InvalidData
+from core.errors import Failure, InvalidData
 from core.storage import registry
 from core.storage.artifacts import artifact_dir, atomic_path
 from core.storage.caching import step_task

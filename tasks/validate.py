@@ -23,7 +23,7 @@ from schemas.raw import RULE_WORDING, canonical_spelling, escaped, label_key, ra
 from schemas.tables import VALIDATED_SCHEMA, ValidatedTable, to_arrow
 from core.storage.caching import step_task
 from schemas.config import DataConfig
-from core.run.errors import Failure, InvalidData
+from core.errors import Failure, InvalidData
 from core.text.identity import normalize_text, row_id
 from core.storage.artifacts import ArtifactRef, sha256_file, write_parquet
 from core.text.readers import RawTable, read_raw, show_invisible

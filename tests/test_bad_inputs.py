@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from flows.retrain import main
 from schemas.config import DataConfig
-from core.run.errors import InputNotFound, InvalidData
+from core.errors import InputNotFound, InvalidData
 from tasks.validate import validate
 
 BAD = Path(__file__).resolve().parent / "data" / "bad"

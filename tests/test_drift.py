@@ -10,7 +10,7 @@ import pytest
 
 from schemas.config import DataConfig, ValidateConfig
 from tasks.drift import drift, label_check, unseen_check
-from core.run.errors import InvalidData
+from core.errors import InvalidData
 from tasks.validate import validate
 from tests.conftest import first_per_label, phrasebank_rows, write_csv
 

@@ -10,7 +10,7 @@ import pytest
 
 from flows.retrain import retrain
 from core.storage import versions as caching  # PROJECT_ROOT, PROJECT_PACKAGES: the code version's source tree
-from core.run import faults
+from core import faults
 from tests.conftest import first_per_label, write_csv
 
 FAST = {"train.unfreeze_top": 0, "train.max_epochs": 3, "augment.n_aug": 1, "data.min_per_class": 3}

@@ -19,7 +19,7 @@ from flows.retrain import main as retrain_main
 from core.text import eda
 from tasks.augment import augment
 from schemas.config import AugmentConfig, DataConfig, SplitConfig
-from core.run.errors import InvalidData
+from core.errors import InvalidData
 from tasks.predict import read_texts
 from core.text.readers import read_raw
 from tasks.split import split

@@ -47,7 +47,7 @@ def test_promote_rollback_and_prune_keep_the_champion_and_its_predecessor(tmp_pa
 
 
 def test_a_promotion_cut_short_before_its_log_entry_still_rolls_back_right(tmp_path: Path):
-    from core.run import faults
+    from core import faults
 
     for v in ("v1", "v2", "v3"):
         _fake_version(tmp_path, v)

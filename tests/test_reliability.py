@@ -1,6 +1,6 @@
 """Kills, concurrency, corruption, resource faults and hostile input: nothing is lost, nothing half-used.
 
-Faults are injected with the test-only failpoints of `core.run.faults` (armed from RETRAIN_TEST_FAULTS at the
+Faults are injected with the test-only failpoints of `core.faults` (armed from RETRAIN_TEST_FAULTS at the
 command line); `kill` sends SIGKILL to the whole run, as an operator or the OOM killer would.
 """
 
@@ -18,7 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from flows.retrain import main
-from core.run import faults
+from core import faults
 from core.storage import registry
 from core.storage.artifacts import ArtifactRef
 from tests.conftest import ROOT, first_per_label, run_cli, write_csv
@@ -322,7 +322,7 @@ def test_fuzz_read_validate_augment_tokenize(tmp_path_factory, text_tools, rows,
 
     from tasks.augment import copies_of
     from core.model.backbone import encode_texts
-    from core.run.errors import InputNotFound, InvalidData
+    from core.errors import InputNotFound, InvalidData
     from core.text.readers import read_raw
     from tasks.validate import schema_failures
     from schemas.raw import raw_schema

@@ -14,7 +14,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from core.run.errors import InvalidData
+from core.errors import InvalidData
 from core.text.readers import read_raw
 from core.text.stream import ChunkReader
 from tests.conftest import first_per_label, write_csv

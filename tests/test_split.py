@@ -8,7 +8,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from schemas.config import DataConfig, SplitConfig
-from core.run.errors import InvalidData
+from core.errors import InvalidData
 from core.text.identity import normalize_text
 from tasks.split import split
 from tasks.validate import validate

@@ -18,7 +18,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from core.run.errors import InvalidData
+from core.errors import InvalidData
 from core.storage import artifacts
 from core.text.readers import read_raw
 from flows import predict as predict_cli

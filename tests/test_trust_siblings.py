@@ -11,7 +11,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from core.run.errors import InvalidData
+from core.errors import InvalidData
 from schemas.config import DataConfig
 from schemas.raw import MISSING_MARKERS, label_key
 from tasks.predict import output_collisions, read_texts

@@ -8,7 +8,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from schemas.config import DataConfig
-from core.run.errors import InputNotFound, InvalidData
+from core.errors import InputNotFound, InvalidData
 from tasks.validate import validate
 from tests.conftest import first_per_label, write_csv
 

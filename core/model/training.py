@@ -12,7 +12,7 @@ import keras
 import numpy as np
 
 from core.model.inference import pad_hidden, padded_length
-from core.run import faults
+from core import faults
 
 log = logging.getLogger(__name__)
 

@@ -10,7 +10,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from core.run.errors import Failure
+from core.errors import Failure
 
 log = logging.getLogger(__name__)
 MAX_TABLE_ROWS = 1000

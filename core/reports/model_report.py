@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from core.run import faults
+from core import faults
 from core.storage import registry
 from core.storage.artifacts import atomic_path
 from core.storage.versions import code_version

@@ -21,7 +21,7 @@ from prefect.utilities.callables import get_call_parameters
 from core.reports import dashboard as report
 from core.run import summary as run_records
 from core.run.dask import DaskCluster
-from core.run.errors import InvalidData, PipelineError, StageFailed
+from core.errors import InvalidData, PipelineError, StageFailed
 from core.run.sharding import Shard, ShardedStep
 from core.storage.artifacts import ArtifactRef
 from core.storage.caching import evict_stale

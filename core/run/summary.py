@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from core.reports import dashboard as report
-from core.run import faults
-from core.run.errors import InvalidData
+from core import faults
+from core.errors import InvalidData
 from core.storage.artifacts import ArtifactRef, artifact_dir, atomic_path, write_json_atomic
 from schemas.config import RetrainConfig
 

@@ -27,18 +27,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from pydantic import BaseModel, ConfigDict, Field
 
-from core.run import faults
+from core import faults
+from schemas.files import sha256_file  # noqa: F401 (the artifacts' content hash)
 
 CHUNK = 1 << 20
-
-
-def sha256_file(path: Path) -> str:
-    """Hex sha256 of a file's bytes."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while block := handle.read(CHUNK):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def file_state(path: Path) -> tuple[int, int, int, int]:

@@ -21,8 +21,8 @@ from prefect import Task, task
 from prefect.cache_policies import NO_CACHE
 from prefect.tasks import exponential_backoff
 
-from core.run import faults
-from core.run.errors import PipelineError
+from core import faults
+from core.errors import PipelineError
 from core.storage.cache_keys import StepCache, step_key
 from core.storage.records import ArtifactRefSerializer, evict_if_stale, records_dir
 
@@ -47,7 +47,7 @@ def is_transient(task: Task, task_run: Any, state: Any) -> bool:
 def step_task(fn: Callable, *, name: str | None = None, retries: int = 2, cached: bool = True) -> Task:
     """The thin Prefect wrapper of a step: content-keyed cache, JSON results, retries with backoff + jitter.
 
-    Each attempt passes the test-only failpoint `<name>:start` (`core.run.faults`), inert unless armed.
+    Each attempt passes the test-only failpoint `<name>:start` (`core.faults`), inert unless armed.
     """
     name = name or fn.__name__
 

@@ -40,9 +40,9 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
-from core.run import faults
+from core import faults
 from core.run.identity import describe, os_account, starter_identities
-from core.run.errors import PipelineError
+from core.errors import PipelineError
 from core.storage import serving_export
 from core.storage.artifacts import ArtifactRef, atomic_path, sha256_file, staging, write_json_atomic
 

@@ -36,7 +36,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from core.run.errors import Failure, InputNotFound, InvalidData
+from core.errors import Failure, InputNotFound, InvalidData
+from schemas.files import DELIMITERS, parse_delimiter  # noqa: F401 (the readers' entry points: data.delimiter)
 from schemas.raw import escaped, label_key, spelling_difference
 
 log = logging.getLogger(__name__)
@@ -44,7 +45,6 @@ log = logging.getLogger(__name__)
 FORMATS = {".csv": "csv", ".tsv": "tsv", ".tab": "tsv", ".parquet": "parquet", ".pq": "parquet",
            ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl"}
 # `data.delimiter` by name; a single character is accepted as itself.
-DELIMITERS = {"comma": ",", "semicolon": ";", "tab": "\t", "pipe": "|"}
 DELIMITER_NAMES = {char: name for name, char in DELIMITERS.items()}
 SNIFF_BYTES = 64 * 1024
 # Byte-order marks that name their encoding beyond doubt (UTF-32 first: its little-endian mark starts like UTF-16's).
@@ -142,21 +142,6 @@ def require_file(path: Path) -> None:
     if not Path(path).is_file():
         reason = "is a folder, not a file" if Path(path).is_dir() else "does not exist"
         raise InputNotFound(f"{path} {reason}")
-
-
-def parse_delimiter(value: str) -> str:
-    """`data.delimiter` as given (`auto`, a name such as `semicolon`, `\\t`, or one character) as `auto` or the
-    character; raises `ValueError` naming the accepted values."""
-    text = str(value)
-    if text.strip().lower() in ("", "auto"):
-        return "auto"
-    if text.strip().lower() in DELIMITERS:
-        return DELIMITERS[text.strip().lower()]
-    if text in ("\\t", "\t"):
-        return "\t"
-    if len(text) == 1 and text not in "\"\r\n" and not text.isalnum():
-        return text
-    raise ValueError(f"data.delimiter must be auto, {', '.join(DELIMITERS)}, or one character")
 
 
 def read_raw(path: Path, encoding: str = "utf-8", max_file_mb: int = 512, delimiter: str = "auto",

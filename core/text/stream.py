@@ -34,7 +34,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from core.run.errors import Failure, InputNotFound, InvalidData
+from core.errors import Failure, InputNotFound, InvalidData
 from core.text import readers
 from core.text.readers import FORMATS, RawTable, require_file
 
