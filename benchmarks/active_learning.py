@@ -74,7 +74,7 @@ def rows(data: Path | None, workdir: Path):
 def dataset(data: Path | None, workdir: Path):
     """(every validated row, their pooled embeddings (n, d) float32 from the workdir's feature cache)."""
     from core.model.backbone import Backbone, encode_for_model
-    from tasks.embed import cached_features
+    from core.model.features import cached_features
 
     frame = rows(data, workdir)
     backbone = Backbone.resolve(None)

@@ -39,7 +39,7 @@ def bundled_sequences(backbone):
 def throughput(backbone) -> list[list[str]]:
     import numpy as np
     from core.model.backbone import load_backbone
-    from tasks.embed import run_bottom
+    from core.model.features import run_bottom
     from core.model.inference import pad_batch
 
     sequences, length = bundled_sequences(backbone)
@@ -86,7 +86,7 @@ def epoch_times(backbone) -> list[list[str]]:
     import numpy as np
     from core.model.backbone import fresh_backbone
     from schemas.config import TrainConfig
-    from tasks.embed import run_bottom
+    from core.model.features import run_bottom
     from core.model.graph import build_classifier, build_head, build_top
     from core.model.inference import length_batches, pad_batch
     from core.model.training import TrainingBatches

@@ -92,7 +92,8 @@ def run_ensemble(workdir: Path, seed: int, k: int, data: Path | None = None, ext
 
     from core.model.backbone import encode_for_model
     from tasks.evaluate import evaluate
-    from tasks.finetune import SplitFeatures, finetune, load_classifier
+    from core.model.classifier import SplitFeatures, load_classifier
+    from tasks.finetune import finetune
     from core.model.inference import predict_stored, predict_token_ids
     from core.model.graph import members_of
 

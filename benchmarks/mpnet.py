@@ -2,7 +2,7 @@
 
 The same ~500 bundled sentences (every 10th row of data/financial-phrasebank/phrasebank.csv), text in and
 L2-normalised mean-pooled embeddings out, model load excluded, after one warm-up pass on 64 of them:
-- the pipeline's embed path: `encode_for_model` (keras-hub WordPiece) then `tasks.embed.run_bottom` (the whole
+- the pipeline's embed path: `encode_for_model` (keras-hub WordPiece) then `core.model.features.run_bottom` (the whole
   frozen backbone, length-grouped batches of 64, one TensorFlow graph for every shape);
 - sentence-transformers 6.2 (`SentenceTransformer.encode`, batch 32, torch CPU) in the benchmark-only
   `.venv-peers`, in a subprocess.
@@ -65,7 +65,7 @@ def peer_pass(folder: Path, texts: list[str], tmp: Path) -> tuple[float, float, 
 def our_pass(folder: Path, texts: list[str]) -> tuple[float, float, np.ndarray]:
     from core.model.backbone import architecture, encode_for_model
     from flows.embed import truncation
-    from tasks.embed import run_bottom
+    from core.model.features import run_bottom
 
     shape = architecture(folder)
     length = truncation(folder, shape.max_positions)

@@ -40,7 +40,7 @@ def split_rows(workdir: Path):
 
 def embeddings(body: str, texts: list[str], workdir: Path) -> tuple[np.ndarray, float]:
     from core.model.backbone import Backbone, encode_for_model
-    from tasks.embed import cached_features
+    from core.model.features import cached_features
     from tasks.tokenization import choose_length
     from schemas.config import TokenizeConfig
 

@@ -119,8 +119,8 @@ def train_and_score(workdir: Path, overrides: dict, data: Path | None = None) ->
 
 def validation_metrics(model, features, workdir: Path) -> dict:
     """The kept model's figures on the validation rows (per class, confusion matrix), as evaluate scores test."""
-    from tasks.evaluate import classification_metrics
-    from tasks.finetune import SplitFeatures, load_classifier
+    from core.metrics import classification_metrics
+    from core.model.classifier import SplitFeatures, load_classifier
     from core.model.inference import predict_stored
 
     val = SplitFeatures(features, workdir, "val")

@@ -79,7 +79,7 @@ def main() -> None:
 
     from benchmarks.learning_curve import sample
     from benchmarks.quality import run_steps
-    from tasks.finetune import SplitFeatures
+    from core.model.classifier import SplitFeatures
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", default="8pc,16pc,32pc,64pc")

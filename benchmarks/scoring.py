@@ -102,7 +102,7 @@ def champion(work: Path) -> None:
     run_retrain("--data", str(data), "--workdir", str(work), "--set", "train.unfreeze_top=0", "--set",
                 "train.max_epochs=2", "--set", "augment.n_aug=0", "--set", "data.min_per_class=3", "--set",
                 "gate.on_label_change=promote")
-    from core.storage import registry
+    from core import registry
 
     if registry.champion(work, "default") is None:
         version = registry.versions(work, "default")[-1]["version"]

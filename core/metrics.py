@@ -118,3 +118,60 @@ def class_intervals(y: np.ndarray, pred: np.ndarray, n_labels: int, samples: int
     result = _bootstrap((y, pred), every_metric, samples, seed)
     low, high = (np.asarray(bound).reshape(len(PER_CLASS), n_labels) for bound in result.confidence_interval)
     return {metric: np.stack([low[i], high[i]], axis=1) for i, metric in enumerate(PER_CLASS)}
+
+
+ECE_BINS = 15
+
+
+def expected_calibration_error(y_true: np.ndarray, proba: np.ndarray, bins: int = ECE_BINS) -> float:
+    """ECE: the support-weighted gap between confidence and accuracy over equal-width confidence bins."""
+    confidence = proba.max(axis=1)
+    correct = proba.argmax(axis=1) == y_true
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    which = np.clip(np.digitize(confidence, edges[1:-1], right=True), 0, bins - 1)
+    gap = 0.0
+    for b in range(bins):
+        members = which == b
+        if members.any():
+            gap += members.mean() * abs(correct[members].mean() - confidence[members].mean())
+    return float(gap)
+
+
+def classification_metrics(y_true: np.ndarray, proba: np.ndarray, labels: list[str]) -> dict:
+    """Accuracy, macro-F1 (each with a bootstrap 95 % interval), per-class precision/recall/F1, confusion
+    matrix, log loss, expected calibration error, and the majority-class baseline.
+
+    A class with no test row is not measured: its per-class entry says `"measured": false`, it is listed in
+    `unmeasured_classes`, and `macro_f1` (scikit-learn, zero_division=0) counts it as 0, as the contract has
+    it; `macro_f1_measured` is the macro-F1 over the measured classes only (None if none is)."""
+    from sklearn.metrics import (accuracy_score, confusion_matrix, f1_score, log_loss,
+                                 precision_recall_fscore_support)
+
+    ids = list(range(len(labels)))
+    y_pred = proba.argmax(axis=1)
+    clipped = np.clip(proba, 1e-7, 1)  # log loss: clipped at 1e-7, then renormalised to sum to 1
+    precision, recall, f1, support = precision_recall_fscore_support(y_true, y_pred, labels=ids, zero_division=0)
+    majority = int(np.bincount(y_true, minlength=len(labels)).argmax()) if len(y_true) else 0
+    baseline = np.full_like(y_true, majority)
+    return {
+        "n": int(len(y_true)),
+        "accuracy": float(accuracy_score(y_true, y_pred)),
+        "macro_f1": float(f1_score(y_true, y_pred, labels=ids, average="macro", zero_division=0)),
+        "macro_f1_measured": float(f1[support > 0].mean()) if (support > 0).any() else None,
+        "log_loss": float(log_loss(y_true, clipped / clipped.sum(axis=1, keepdims=True), labels=ids)),
+        "ece": expected_calibration_error(y_true, proba),
+        "ci95": bootstrap_intervals(y_true, y_pred, len(labels)) if len(y_true) else {},
+        "per_class": {
+            label: {"precision": float(precision[i]), "recall": float(recall[i]), "f1": float(f1[i]),
+                    "support": int(support[i]), "measured": bool(support[i] > 0)}
+            for i, label in enumerate(labels)
+        },
+        "unmeasured_classes": [label for i, label in enumerate(labels) if support[i] == 0],
+        "confusion_matrix": {"labels": labels, "rows_true_cols_predicted":
+                             confusion_matrix(y_true, y_pred, labels=ids).tolist()},
+        "majority_baseline": {
+            "label": labels[majority],
+            "accuracy": float(accuracy_score(y_true, baseline)),
+            "macro_f1": float(f1_score(y_true, baseline, labels=ids, average="macro", zero_division=0)),
+        },
+    }

@@ -84,7 +84,7 @@ def champion_version(cfg: RetrainConfig) -> str | None:
     pseudo_label's cache key does not move with the champion when it is off)."""
     if cfg.train.unlabelled is None:
         return None
-    from core.storage.registry import RegistryError, champion
+    from core.registry import RegistryError, champion
 
     try:
         return (champion(cfg.workdir, cfg.model.name) or {}).get("version")

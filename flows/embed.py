@@ -54,8 +54,9 @@ def embed_file(data: Path, out: Path, backbone_setting: str | None, text_col: st
     `InvalidData` for invalid rows."""
     from core.model.backbone import Backbone, encode_for_model
     from core.storage.artifacts import atomic_path
-    from tasks.embed import cached_features
-    from tasks.predict import _to_arrow, read_texts
+    from core.model.features import cached_features
+    from tasks.predict import _to_arrow
+    from core.text.inputs import read_texts
 
     backbone = Backbone.resolve(backbone_setting)
     inputs = read_texts(Path(data), text_col, **reading)

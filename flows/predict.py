@@ -29,7 +29,6 @@ bad row listed), 66 input missing, 1 anything else (e.g. no champion yet), 2 bad
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from datetime import datetime, timezone
 from pathlib import Path
@@ -39,9 +38,12 @@ from prefect import flow
 
 from flows import cli
 from schemas.config import ConfigError, DataConfig, RetrainConfig
-from tasks.predict import ON_INVALID, predict_file, prediction_drift, resolve_version
+from core.text.inputs import ON_INVALID
+from tasks.predict import predict_file, prediction_drift
+from core.registry import resolve_version
 from core.storage.records import FlowOutcomeSerializer
 from core.text.readers import require_file
+from core.registry.version import Version
 
 # The settings of retrain that say how a file is read: the ones predict accepts with --set.
 READING_KEYS = ("data.encoding", "data.delimiter", "data.max_chars", "data.max_file_mb", "data.header")
@@ -57,7 +59,7 @@ def reading_settings(folder: Path, overrides: dict[str, Any] | None = None) -> D
         raise ConfigError(f"flows.predict cannot set {', '.join(unknown)}: its --set takes the data-reading "
                           f"settings {', '.join(READING_KEYS)}")
     try:
-        trained = json.loads((folder / "lineage.json").read_text())["config"]["data"]
+        trained = Version(folder).read_lineage()["config"]["data"]
     except (OSError, ValueError, KeyError, TypeError):
         trained = {}
     # data.header describes one file (is its line 1 a header?), not how the model reads: never taken from training

@@ -37,9 +37,10 @@ import sys
 from pathlib import Path
 
 from flows import cli
-from core.storage import registry
-from tasks import reevaluation
-from tasks.prune import prune
+from core import registry
+from flows import reevaluation
+from core.run.prune import prune
+from core.registry.version import Version
 
 
 def _table(rows: list[list[str]], headers: list[str]) -> str:
@@ -87,12 +88,12 @@ def show(workdir: Path, name: str, version: str) -> dict:
     """Everything the registry knows about one version (`champion` for the current one)."""
     folder = registry.resolve_version(workdir, name, version, check=False)  # a damaged version is shown too
     version = folder.name
-    card = json.loads((folder / "model.json").read_text())
-    return {"version": version, "path": str(folder), "lineage": json.loads((folder / "lineage.json").read_text()),
-            "metrics": json.loads((folder / "metrics.json").read_text()),
+    card = Version(folder).read_card()
+    return {"version": version, "path": str(folder), "lineage": Version(folder).read_lineage(),
+            "metrics": Version(folder).read_metrics(),
             "card": {k: v for k, v in card.items() if k != "history"},
             "reevaluated": reevaluation.latest(folder),
-            "report": str((folder / "report.html").resolve()) if (folder / "report.html").is_file() else None,
+            "report": str(Version(folder).report.resolve()) if Version(folder).report.is_file() else None,
             "integrity": registry.integrity(workdir, name, version),
             "approval": registry.approval_record(workdir, name, version),
             "reviews": registry.reviews(workdir, name, version)}
@@ -102,7 +103,7 @@ def review(workdir: Path, name: str, version: str, verdict: str, reviewer_name: 
     """Approve or reject the candidate `version` as the OS account running this command (with `reviewer_name`
     beside it, if given); re-renders its report with the decision."""
     from core.reports import model_report
-    from core.run.identity import os_account
+    from core.registry.identity import os_account
 
     account = os_account()
     if verdict == "approve":
@@ -119,15 +120,15 @@ def review(workdir: Path, name: str, version: str, verdict: str, reviewer_name: 
 
 
 def export_serving(workdir: Path, name: str, to: Path, keep: int = 3) -> dict:
-    """Publish the champion of `name` to `to/<name>/<N>/` (core.storage.serving_export); returns what was written.
+    """Publish the champion of `name` to `to/<name>/<N>/` (core.registry.export); returns what was written.
     Raises `RegistryError` without a champion, or if its files changed since registration."""
-    from core.storage import serving_export
+    from core.registry import export as serving_export
 
     if keep < 1:
         raise registry.RegistryError(f"--keep must be at least 1, got {keep}")
     with registry.locked(workdir, name):
         folder = registry.resolve_version(workdir, name, "champion")
-        written = serving_export.publish(folder / registry.SAVED_MODEL, Path(to) / name, name, folder.name, keep)
+        written = serving_export.publish(registry.Version(folder).saved_model, Path(to) / name, name, folder.name, keep)
     return {"champion": folder.name, "published": str(written.resolve()),
             "numbers": serving_export.numbers(Path(to) / name)}
 
@@ -198,7 +199,7 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "prune":
             print(json.dumps(prune(args.workdir, args.keep, args.dry_run), indent=2))
         elif args.command == "reevaluate":
-            from tasks.reevaluation import reevaluate
+            from flows.reevaluation import reevaluate
 
             print(json.dumps(reevaluate(args.workdir, args.name, args.version, data=args.data), indent=2))
         elif args.command in ("approve", "reject"):

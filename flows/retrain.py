@@ -29,7 +29,7 @@ from core.storage.records import FlowOutcomeSerializer  # noqa: E402
 from core.text.readers import require_file  # noqa: E402
 from flows import cli, dag, local_api  # noqa: E402
 from schemas.config import ConfigError, RetrainConfig  # noqa: E402
-from tasks import approval  # noqa: E402
+from flows import approval  # noqa: E402
 
 
 @flow(name="retrain", log_prints=True, persist_result=False, result_serializer=FlowOutcomeSerializer())
@@ -63,7 +63,7 @@ def suggest_next(run: StepRunner, cfg: RetrainConfig, release) -> None:
     here (a pool gone missing, say) is logged and recorded in the summary, never the run's failure."""
     import logging
 
-    from core.storage import registry
+    from core import registry
     from tasks.suggest import suggest_task
 
     try:

@@ -35,7 +35,7 @@ from prefect import flow  # noqa: E402
 from flows import cli, local_api  # noqa: E402
 from flows.predict import READING_KEYS, reading_settings  # noqa: E402
 from schemas.config import ConfigError, RetrainConfig  # noqa: E402
-from tasks.predict import resolve_version  # noqa: E402
+from core.registry import resolve_version  # noqa: E402
 from tasks.suggest import FORMATS, MAX_SIMILARITY, METHODS, suggest_task  # noqa: E402
 from core.storage.records import FlowOutcomeSerializer  # noqa: E402
 from core.text.readers import require_file  # noqa: E402

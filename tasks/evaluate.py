@@ -8,82 +8,21 @@ stands beside them.
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from schemas.tables import predictions_schema
 from core.storage.caching import step_task
-from tasks.finetune import SplitFeatures, load_classifier
+from core.model.classifier import METRICS_FILE, PREDICTIONS_FILE, SplitFeatures, load_classifier
 from core.model.inference import predict_stored
 from core.storage.artifacts import ArtifactRef, artifact_dir, read_parquet, staging, store_dir, write_json_atomic
-from core.metrics import bootstrap_intervals
+from core.metrics import classification_metrics
 
 log = logging.getLogger(__name__)
-METRICS_FILE = "metrics.json"
-PREDICTIONS_FILE = "predictions.parquet"
-
-
-ECE_BINS = 15
-
-
-def expected_calibration_error(y_true: np.ndarray, proba: np.ndarray, bins: int = ECE_BINS) -> float:
-    """ECE: the support-weighted gap between confidence and accuracy over equal-width confidence bins."""
-    confidence = proba.max(axis=1)
-    correct = proba.argmax(axis=1) == y_true
-    edges = np.linspace(0.0, 1.0, bins + 1)
-    which = np.clip(np.digitize(confidence, edges[1:-1], right=True), 0, bins - 1)
-    gap = 0.0
-    for b in range(bins):
-        members = which == b
-        if members.any():
-            gap += members.mean() * abs(correct[members].mean() - confidence[members].mean())
-    return float(gap)
-
-
-def classification_metrics(y_true: np.ndarray, proba: np.ndarray, labels: list[str]) -> dict:
-    """Accuracy, macro-F1 (each with a bootstrap 95 % interval), per-class precision/recall/F1, confusion
-    matrix, log loss, expected calibration error, and the majority-class baseline.
-
-    A class with no test row is not measured: its per-class entry says `"measured": false`, it is listed in
-    `unmeasured_classes`, and `macro_f1` (scikit-learn, zero_division=0) counts it as 0, as the contract has
-    it; `macro_f1_measured` is the macro-F1 over the measured classes only (None if none is)."""
-    from sklearn.metrics import (accuracy_score, confusion_matrix, f1_score, log_loss,
-                                 precision_recall_fscore_support)
-
-    ids = list(range(len(labels)))
-    y_pred = proba.argmax(axis=1)
-    clipped = np.clip(proba, 1e-7, 1)  # log loss: clipped at 1e-7, then renormalised to sum to 1
-    precision, recall, f1, support = precision_recall_fscore_support(y_true, y_pred, labels=ids, zero_division=0)
-    majority = int(np.bincount(y_true, minlength=len(labels)).argmax()) if len(y_true) else 0
-    baseline = np.full_like(y_true, majority)
-    return {
-        "n": int(len(y_true)),
-        "accuracy": float(accuracy_score(y_true, y_pred)),
-        "macro_f1": float(f1_score(y_true, y_pred, labels=ids, average="macro", zero_division=0)),
-        "macro_f1_measured": float(f1[support > 0].mean()) if (support > 0).any() else None,
-        "log_loss": float(log_loss(y_true, clipped / clipped.sum(axis=1, keepdims=True), labels=ids)),
-        "ece": expected_calibration_error(y_true, proba),
-        "ci95": bootstrap_intervals(y_true, y_pred, len(labels)) if len(y_true) else {},
-        "per_class": {
-            label: {"precision": float(precision[i]), "recall": float(recall[i]), "f1": float(f1[i]),
-                    "support": int(support[i]), "measured": bool(support[i] > 0)}
-            for i, label in enumerate(labels)
-        },
-        "unmeasured_classes": [label for i, label in enumerate(labels) if support[i] == 0],
-        "confusion_matrix": {"labels": labels, "rows_true_cols_predicted":
-                             confusion_matrix(y_true, y_pred, labels=ids).tolist()},
-        "majority_baseline": {
-            "label": labels[majority],
-            "accuracy": float(accuracy_score(y_true, baseline)),
-            "macro_f1": float(f1_score(y_true, baseline, labels=ids, average="macro", zero_division=0)),
-        },
-    }
 
 
 def evaluate(model: ArtifactRef, features: ArtifactRef, augmented: ArtifactRef, workdir: Path) -> ArtifactRef:
@@ -121,11 +60,6 @@ def test_texts(augmented: ArtifactRef, workdir: Path, row_ids) -> list[str]:
     """The texts of `row_ids` (in that order) from the augmented table."""
     table = read_parquet(augmented, workdir, columns=["row_id", "text"]).to_pandas().set_index("row_id")
     return table.loc[list(row_ids), "text"].tolist()
-
-
-def read_metrics(evaluation: ArtifactRef, workdir: Path) -> dict:
-    """The metrics an evaluation wrote."""
-    return json.loads((evaluation.resolve(workdir) / METRICS_FILE).read_text())
 
 
 evaluate_task = step_task(evaluate)

@@ -47,7 +47,6 @@ gate and prediction do not know which trained it.
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 
@@ -57,30 +56,10 @@ from core.model.backbone import Backbone, fresh_backbone, load_backbone, load_to
 from core.storage.caching import step_task
 from schemas.config import TrainConfig
 from core.model.hardware import dtype_policy, resolve_mixed_precision, strategy, visible_gpus
-from core.storage.artifacts import ArtifactRef, CorruptArtifact, artifact_dir, read_parquet, staging, store_dir, write_json_atomic
+from core.model.classifier import CARD_FILE, MODEL_FILE, SplitFeatures
+from core.storage.artifacts import ArtifactRef, artifact_dir, staging, store_dir, write_json_atomic
 
 log = logging.getLogger(__name__)
-MODEL_FILE = "model.keras"
-CARD_FILE = "model.json"
-
-
-class SplitFeatures:
-    """The stored features of one split: `row_ids`, `labels` (int32), `embeddings` (n, hidden_dim) float32 and,
-    when blocks are unfrozen, `hidden`: each row's frozen-bottom output (n_tokens, hidden_dim) float16 (else
-    None). A split with no rows has embeddings of shape (0, 0) and no hidden states."""
-
-    def __init__(self, features: ArtifactRef, workdir: Path, split: str):
-        rows = read_parquet(features, workdir, filters=[("split", "==", split)]).to_pandas()
-        self.row_ids = rows["row_id"].to_numpy(dtype=object)
-        self.embeddings = (np.stack(rows["embedding"].to_numpy()).astype(np.float32) if len(rows)
-                           else np.zeros((0, 0), np.float32))
-        self.labels = rows["label_id"].to_numpy(dtype=np.int32)
-        self.is_augmented = (rows["is_augmented"].to_numpy(dtype=bool) if "is_augmented" in rows
-                             else np.zeros(len(rows), bool))
-        self.hidden = None
-        if rows["hidden"].notna().any():  # stored exactly when some block trains (tasks.embed)
-            self.hidden = [np.frombuffer(blob, dtype=np.float16).reshape(n, -1)
-                           for blob, n in zip(rows["hidden"], rows["n_tokens"])]
 
 
 def class_weights(labels: np.ndarray, n_classes: int) -> dict[int, float]:
@@ -427,27 +406,6 @@ def block_multipliers(backbone, frozen_blocks: int, cfg: TrainConfig) -> dict[st
     base = cfg.finetune_learning_rate / cfg.head_learning_rate()
     return {block.name: base * cfg.layer_decay ** (len(blocks) - 1 - index)
             for index, block in enumerate(blocks) if index >= frozen_blocks}
-
-
-def load_classifier(model: ArtifactRef, workdir: Path):
-    """The saved classifier of a finetune artifact, after checking its hash."""
-    if not model.is_intact(workdir):
-        raise CorruptArtifact(f"model {model.resolve(workdir)} is missing or altered")
-    return load_classifier_file(model.resolve(workdir) / MODEL_FILE)
-
-
-def load_classifier_file(path: Path):
-    """A saved classifier, loaded with Keras safe mode on (no arbitrary code from the file)."""
-    import keras
-
-    import core.model.layers  # noqa: F401  (registers the custom layers before loading)
-
-    return keras.saving.load_model(path, safe_mode=True)
-
-
-def read_card(model: ArtifactRef, workdir: Path) -> dict:
-    """The model's card: labels, tokenizer settings, training parameters and curves."""
-    return json.loads((model.resolve(workdir) / CARD_FILE).read_text())
 
 
 finetune_task = step_task(finetune)

@@ -18,47 +18,23 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import pyarrow.parquet as pq
-from pydantic import BaseModel
 
-from core.storage import registry
+from core import registry
 from core.model.backbone import Backbone, encode_for_model
 from core.storage.caching import step_task
 from schemas.config import GateConfig, SplitConfig
+from schemas.decisions import GateDecision
 from core.text.identity import sha256_hex
 from core.storage.artifacts import ArtifactRef, atomic_path
 from core.metrics import macro_f1_many, paired_bootstrap
+from core.registry.version import Version
+from core.model.classifier import PREDICTIONS_FILE
 
 log = logging.getLogger(__name__)
-
-
-class GateDecision(BaseModel):
-    """What the gate decided and on what evidence."""
-
-    promote: bool
-    decision: Literal["promote", "keep champion"]
-    reason: str
-    test: str
-    champion_version: str | None = None
-    confidence: float
-    n: int = 0
-    challenger_macro_f1: float | None = None
-    baseline_macro_f1: float | None = None
-    difference: float | None = None
-    lower_bound: float | None = None
-    interval: list[float] | None = None
-    mcnemar_p: float | None = None
-    discordant: dict[str, int] | None = None
-    champion_scored_on: str | None = None
-    difference_histogram: dict[str, list[float]] | None = None  # the resampled differences (edges, counts), for the report
-    standard_error: float | None = None  # of the macro-F1 difference, from the paired bootstrap
-    promotion_threshold: float | None = None  # the observed gain needed to promote: the one-sided half-width
-    detectable_difference: float | None = None  # the true gain promoted with probability `power` (see paired_bootstrap)
-    power: float | None = None
-    detectable_note: str | None = None
 
 
 def mcnemar(y: np.ndarray, challenger: np.ndarray, baseline: np.ndarray) -> tuple[float, dict[str, int]]:
@@ -84,17 +60,17 @@ def champion_probabilities(workdir: Path, name: str, version: str, labels: list[
     identically, by construction, and no frozen block runs again. Otherwise the whole saved champion runs on
     the test texts, tokenized as it was trained. Both paths go through `core.model.inference`, in row order.
     """
-    from tasks.finetune import SplitFeatures, load_classifier_file
+    from core.model.classifier import SplitFeatures, load_classifier_file
     from core.model.inference import predict_stored, predict_token_ids
     from core.model.graph import encoder_depth
 
     folder = registry.version_dir(workdir, name, version)
-    card = json.loads((folder / "model.json").read_text())
+    card = Version(folder).read_card()
     if sorted(card["labels"]) != sorted(labels):
         return f"the label set changed ({', '.join(card['labels'])} -> {', '.join(labels)})"
     if card.get("backbone_sha256") != backbone.sha256:
         return "the backbone changed, so the champion's inputs are not the challenger's"
-    model = load_classifier_file(folder / "model.keras")
+    model = load_classifier_file(Version(folder).model)
     length = int(card["tokenizer"]["sequence_length"])
     champion_frozen = encoder_depth(model) - int(card["unfreeze_top"])
     frozen_blocks = int(features.meta["frozen_blocks"])
@@ -137,7 +113,7 @@ def cached_champion_probabilities(workdir: Path, name: str, version: str, labels
 def gate(evaluation: ArtifactRef, features: ArtifactRef, cfg: GateConfig, name: str, backbone: Backbone,
          workdir: Path, split: SplitConfig | None = None) -> GateDecision:
     """Decide whether the evaluated challenger should replace the current champion of `name`."""
-    predictions = pq.read_table(evaluation.resolve(workdir) / "predictions.parquet").to_pandas()
+    predictions = pq.read_table(evaluation.resolve(workdir) / PREDICTIONS_FILE).to_pandas()
     labels = list(evaluation.meta["labels"])
     y = predictions["label"].map(labels.index).to_numpy()
     challenger = predictions["predicted_label"].map(labels.index).to_numpy()
@@ -207,7 +183,7 @@ def split_change(workdir: Path, name: str, version: str, split: SplitConfig) -> 
     """Why the champion's test rows are not today's, if the split settings in its lineage differ from `split`;
     None if they are the same (or the lineage predates recording them)."""
     try:
-        recorded = json.loads((registry.version_dir(workdir, name, version) / "lineage.json").read_text())
+        recorded = registry.Version.of(workdir, name, version).read_lineage()
         recorded = recorded["config"]["split"]
     except (OSError, ValueError, KeyError, TypeError):
         return None

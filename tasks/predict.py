@@ -17,7 +17,6 @@ runner would (same chunks, same batches: identical probabilities), and the shard
 from __future__ import annotations
 
 import functools
-import json
 import logging
 import shutil
 import tempfile
@@ -31,159 +30,21 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from schemas.raw import label_key, text_schema
+from schemas.raw import label_key
 from schemas.tables import predictions_schema
-from core.storage import registry
-from core.storage.registry import resolve_version  # noqa: F401  (the CLI's entry point to the registry)
-from core.model.backbone import Backbone, encode_for_model
+from core.registry.scoring import BATCH, Scorer, trained_backbone
+from core.registry.store import resolve_version  # noqa: F401  (the CLI's entry point to the registry)
+from core.model.backbone import Backbone
 from core.errors import Failure, InvalidData
 from core.storage.artifacts import atomic_path
-from core.text.readers import RawTable, read_raw
+from core.text.readers import RawTable
 from core.text.stream import CHUNK_ROWS, ChunkReader, Scan
-from tasks.validate import schema_failures
+from core.text.inputs import ON_INVALID, Inputs, check_on_invalid, line_number, assemble, check_columns, check_rows, header_text_col  # noqa: F401 (ON_INVALID: the CLI's)
+from core.registry.version import Version
 
 log = logging.getLogger(__name__)
-BATCH = 64
 PROGRESS_SECONDS = 10.0
 
-ON_INVALID = ("refuse", "keep")
-
-
-@dataclass
-class Inputs:
-    """Every row of a file (or a chunk) to score, in file order: its cells (a row that could not be parsed has
-    empty cells), its location, and why it cannot be scored ("" for a row that can)."""
-
-    frame: pd.DataFrame
-    locations: list[str]
-    reasons: list[str]
-    text_col: str = "text"
-
-    @property
-    def valid(self) -> list[int]:
-        """Positions of the rows that can be scored."""
-        return [i for i, reason in enumerate(self.reasons) if not reason]
-
-
-def read_texts(path: Path, text_col: str, encoding: str = "utf-8", max_chars: int = 2000, max_file_mb: int = 512,
-               delimiter: str = "auto", on_invalid: str = "refuse", header: str = "auto") -> Inputs:
-    """The whole input file as read, one entry per row (rows in = rows out), after checking its text column row
-    by row. (Batch prediction reads in chunks, `predict_file`; this whole-file form is its reference.)
-
-    Blank lines between rows are rows (with an empty text), in every file type. With `on_invalid="refuse"`
-    (the default) any invalid row raises `InvalidData` listing every one; with `"keep"` they stay, each with
-    its reason. A fault of the whole file (missing column, undecodable bytes, unreadable CSV) always raises.
-    """
-    _check_on_invalid(on_invalid)
-    name = str(path)
-    raw = read_raw(path, encoding, max_file_mb, delimiter, blank_lines="rows", header=header)
-    text_col = header_text_col(raw, text_col, header)
-    check_columns(raw, name, text_col)
-    unparsed, failures = check_rows(raw, name, text_col, max_chars)
-    if failures and on_invalid == "refuse":
-        raise InvalidData(sorted(failures, key=lambda f: _number(f.location)))
-    inputs = assemble(raw, unparsed, failures)
-    inputs.text_col = text_col
-    return inputs
-
-
-def _check_on_invalid(on_invalid: str) -> None:
-    if on_invalid not in ON_INVALID:
-        raise ValueError(f"on_invalid must be one of {ON_INVALID}, got {on_invalid!r}")
-
-
-def header_text_col(raw: RawTable, text_col: str, header: str) -> str:
-    """The text column: `text_col`, or with `data.header=none` and one column, that column whatever its name."""
-    if header == "none" and raw.delimiter is not None and raw.frame.shape[1] == 1 and text_col not in raw.frame.columns:
-        return str(raw.frame.columns[0])  # no header, one column: that column is the text, whatever its name
-    return text_col
-
-
-def check_columns(raw: RawTable, name: str, text_col: str) -> None:
-    """Raise `InvalidData` when the text column is missing, or exists only because line 1, a data row, was taken
-    for the header (`RawTable.check_header`). `raw` may hold no rows: its columns are what counts."""
-    if text_col not in raw.frame.columns:
-        raise InvalidData([raw.missing_column(name, text_col, "--text-col")])
-    if failures := raw.check_header(name, {"--text-col": text_col}, "--text-col"):
-        raise InvalidData(failures)
-
-
-def check_rows(raw: RawTable, name: str, text_col: str, max_chars: int) -> tuple[list, list]:
-    """The rows of `raw` (a whole file or a chunk) that could not be parsed, and every row failure (those
-    included: unparsed rows first, then the text column's rule failures). Raises `InvalidData` for a fault of
-    the whole file among `raw.failures` (an unreadable CSV). A text column absent from a chunk (JSON lines whose
-    records there lack the key) is a missing value on each of its rows."""
-    unparsed = [f for f in raw.failures if f.location.startswith(("line ", "row "))
-                and not f.rule.startswith("unreadable")]
-    if len(unparsed) != len(raw.failures):
-        raise InvalidData(raw.failures)
-    texts = raw.frame[text_col].to_numpy() if text_col in raw.frame.columns else [np.nan] * len(raw.frame)
-    failures = unparsed + schema_failures(text_schema(max_chars), pd.DataFrame({"text": texts}, dtype=object),
-                                          raw.locations, {"text": text_col}, name)
-    return unparsed, failures
-
-
-def assemble(raw: RawTable, unparsed: list, failures: list) -> Inputs:
-    """`raw`'s rows with the unparsed ones in their place (empty cells), each with its reason."""
-    frame, locations = raw.frame.reset_index(drop=True), list(raw.locations)
-    if unparsed:  # rows that could not be parsed keep their place, with empty cells
-        blank = pd.DataFrame([[None] * frame.shape[1]] * len(unparsed), columns=frame.columns, dtype=object)
-        locations += [f.location for f in unparsed]
-        order = np.argsort([_number(loc) for loc in locations], kind="stable")
-        frame = pd.concat([frame, blank], ignore_index=True).iloc[order].reset_index(drop=True)
-        locations = [locations[i] for i in order]
-    why: dict[str, list[str]] = {}
-    for failure in failures:
-        why.setdefault(failure.location, []).append(failure.rule)
-    return Inputs(frame, locations, ["; ".join(why.get(loc, [])) for loc in locations])
-
-
-def _number(location: str) -> int:
-    tail = location.rpartition(" ")[2]
-    return int(tail) if tail.isdigit() else 0
-
-
-def trained_backbone(folder: Path) -> Backbone:
-    """The backbone the version in `folder` was trained on: its lineage's `model.backbone` setting (a preset
-    folder), else the bundled one. Raises `ConfigError` when that folder is no longer a backbone preset."""
-    try:
-        setting = json.loads((folder / "lineage.json").read_text())["config"]["model"]["backbone"]
-    except (OSError, ValueError, KeyError, TypeError):
-        setting = None  # versions registered before the setting existed used the bundled backbone
-    return Backbone.resolve(setting)
-
-
-class Scorer:
-    """The model in `folder`, loaded once, as a function: texts -> class probabilities, float64 (n, k) in the
-    order of the texts (columns: `labels`). One traced graph serves every call (`core.model.inference.forward`).
-    Raises `RegistryError` if the model was trained on another backbone."""
-
-    def __init__(self, folder: Path, backbone: Backbone, batch_size: int = BATCH):
-        from core.model.inference import forward
-        from tasks.finetune import load_classifier_file
-
-        card = json.loads((folder / "model.json").read_text())
-        if card.get("backbone_sha256") != backbone.sha256:
-            raise registry.RegistryError(f"{folder.name} was trained on another backbone (sha256 "
-                                         f"{card.get('backbone_sha256', '?')[:12]}); install that one, or retrain")
-        self.labels = [str(label) for label in card["labels"]]
-        self.sequence_length = int(card["tokenizer"]["sequence_length"])
-        self.preset, self.batch_size = backbone.path, batch_size
-        self.model = load_classifier_file(folder / "model.keras")
-        self.run = forward(self.model)
-
-    def __call__(self, texts: list[str], progress: str | None = None) -> np.ndarray:
-        from core.model.inference import predict_token_ids
-
-        sequences = encode_for_model(self.preset, texts, self.sequence_length)
-        return predict_token_ids(self.model, sequences, self.batch_size, progress=progress, run=self.run)
-
-
-def score(folder: Path, texts: list[str], backbone: Backbone) -> tuple[np.ndarray, list[str]]:
-    """Class probabilities, float64 (len(texts), k) in the order of `texts`, of the model in `folder`, and its
-    labels (the column order). Raises `RegistryError` if the model was trained on another backbone."""
-    scorer = Scorer(folder, backbone)
-    return scorer(texts, progress="predict"), scorer.labels
 
 
 def output_collisions(name: str, columns: list[str], labels: list[str], on_invalid: str) -> list[Failure]:
@@ -247,7 +108,7 @@ def check_file(data: Path, text_col: str, labels: list[str], encoding: str = "ut
     """The checking passes: read `data` in chunks (its structure, then every row); returns the `Plan` of the
     output. Raises `InvalidData` for a fault of the file, a missing text column, input columns the output would
     overwrite, or (with `on_invalid="refuse"`) any invalid row, every one listed in file order."""
-    _check_on_invalid(on_invalid)
+    check_on_invalid(on_invalid)
     name = str(data)
     reading = {"encoding": encoding, "max_file_mb": max_file_mb, "delimiter": delimiter, "chunk_rows": chunk_rows,
                "header": header}
@@ -268,7 +129,7 @@ def check_file(data: Path, text_col: str, labels: list[str], encoding: str = "ut
         for column in chunk.frame.columns:
             types.setdefault(column, set()).add(_arrow_type(chunk.frame[column]))
     if failures and on_invalid == "refuse":
-        raise InvalidData(sorted(failures, key=lambda f: _number(f.location)))
+        raise InvalidData(sorted(failures, key=lambda f: line_number(f.location)))
     fields = [pa.field(str(c), _unify(types.get(c, set()))) for c in scan.columns]
     fields += [pa.field("predicted_label", pa.string())] + [pa.field(f"prob_{label}", pa.float64()) for label in labels]
     if on_invalid == "keep":
@@ -357,7 +218,7 @@ def predict_file(data: Path, out: Path, folder: Path, text_col: str, backbone: B
     `header` is `data.header` (auto, first, none). Reads and scores `chunk_rows` rows at a time. `dask` (a `schemas.config.DaskConfig`) scores the chunks on a
     Dask cluster instead of in this process (`runner=dask`)."""
     backbone = backbone or trained_backbone(folder)
-    labels = [str(label) for label in json.loads((folder / "model.json").read_text())["labels"]]
+    labels = [str(label) for label in Version(folder).read_card()["labels"]]
     started = time.perf_counter()
     plan = check_file(data, text_col, labels, encoding, max_chars, max_file_mb, delimiter, on_invalid, chunk_rows,
                       header)
@@ -471,7 +332,7 @@ def prediction_drift(folder: Path, counts: dict[str, int]) -> dict:
     with thousands of rows it flags even a trivial shift: PSI is the one to act on)."""
     from scipy.stats import chisquare
 
-    reference = pq.read_table(folder / "predictions.parquet", columns=["label"])["label"].to_pylist()
+    reference = pq.read_table(Version(folder).predictions, columns=["label"])["label"].to_pylist()
     labels = list(counts)
     ref_counts = np.array([sum(1 for r in reference if str(r) == label) for label in labels], dtype=float)
     got = np.array([counts[label] for label in labels], dtype=float)

@@ -14,26 +14,14 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel
-
 from core import faults
-from core.storage import registry, serving_export
+from core import registry
+from core.registry import export as serving_export
 from core.storage.caching import step_task
-from tasks.gate import GateDecision
+from schemas.decisions import GateDecision, Release
 from core.storage.artifacts import ArtifactRef
 
 log = logging.getLogger(__name__)
-
-
-class Release(BaseModel):
-    """What promotion did: the registered version, where it lives, and whether it became champion."""
-
-    name: str
-    version: str
-    path: str
-    promoted: bool
-    reason: str
-    awaiting_approval: bool = False
 
 
 def promote(model: ArtifactRef, evaluation: ArtifactRef, decision: GateDecision, name: str,

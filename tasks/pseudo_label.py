@@ -28,10 +28,11 @@ import pyarrow as pa
 from schemas.config import DataConfig, TrainConfig
 from schemas.tables import FEATURES_SCHEMA
 from core.model.backbone import Backbone, encode_for_model
-from core.storage import registry
+from core import registry
 from core.storage.artifacts import ArtifactRef, read_parquet, write_parquet
 from core.storage.caching import step_task
 from core.text.identity import row_id
+from core.registry.version import Version
 
 log = logging.getLogger(__name__)
 PSEUDO_SCHEMA = FEATURES_SCHEMA.append(pa.field("pseudo_labelled", pa.bool_()))
@@ -44,7 +45,7 @@ def pseudo_label(features: ArtifactRef, train: TrainConfig, data: DataConfig, mo
     (the current champion of `model_name`, read by the flow; None: nothing to label with). Returns `features`
     itself when `train.unlabelled` is unset. The unlabelled file is read as predict reads (`data`'s reading
     settings, its text column; invalid rows skipped and counted); raises `InvalidData` for a file-level fault."""
-    from tasks.embed import cached_features
+    from core.model.features import cached_features
     from tasks.predict import read_texts
     from tasks.suggest import score_with_cache
 
@@ -88,13 +89,12 @@ def pseudo_label(features: ArtifactRef, train: TrainConfig, data: DataConfig, mo
 def _labeller(workdir: Path, model_name: str, champion: str | None, labels: list[str], backbone: Backbone,
               report: dict) -> Path | None:
     """The champion's folder if it can label this run's sentences, else None with the reason in `report`."""
-    import json
 
     if champion is None:
         report["skipped"] = "no champion yet to label the unlabelled rows: this run trains on labelled rows only"
         return None
     folder = registry.version_dir(workdir, model_name, champion)
-    card = json.loads((folder / "model.json").read_text())
+    card = Version(folder).read_card()
     if sorted(card["labels"]) != sorted(labels):
         report["skipped"] = f"the champion {champion} has other labels ({', '.join(card['labels'])})"
     elif card.get("backbone_sha256") != backbone.sha256:

@@ -23,23 +23,22 @@ each other (the pool is de-duplicated by identity first, and a pick excludes eve
 
 from __future__ import annotations
 
-import json
 import logging
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pyarrow.parquet as pq
 
 from core.model.backbone import Backbone
 from core.errors import Failure, InvalidData
-from core.storage import registry
+from core import registry
 from core.storage.artifacts import artifact_dir, atomic_path
 from core.storage.caching import step_task
 from core.text.identity import row_id
-from tasks.predict import read_texts, trained_backbone
+from core.registry.scoring import cached_token_ids, score_with_cache, trained_backbone
+from core.text.inputs import read_texts
+from core.registry.version import Version
 
 log = logging.getLogger(__name__)
 
@@ -49,70 +48,12 @@ FORMATS = (".csv", ".parquet")
 METHODS = ("margin-kmeans", "badge")
 
 
-@dataclass
-class Scored:
-    """A model's view of some sentences: class probabilities (n, k) float64 in its label order, and the frozen
-    backbone's pooled embeddings (n, d) float32, L2-normalised."""
-
-    proba: np.ndarray
-    embeddings: np.ndarray
-    labels: list[str]
-    counts: dict[str, int]
-
-
-def score_with_cache(folder: Path, texts: list[str], backbone: Backbone, workdir: Path) -> Scored:
-    """The model in `folder` applied to `texts` through the workdir's feature cache: the frozen bottom of the
-    backbone runs only on sentences the cache lacks (`tasks.embed.cached_features`), then the model's trainable
-    part runs on the stored features (`core.model.inference.predict_stored`), the path evaluation takes.
-    Raises `RegistryError` if the model was trained on another backbone."""
-    from core.model.graph import encoder_depth
-    from core.model.inference import predict_stored
-    from tasks.embed import cached_features
-    from tasks.finetune import load_classifier_file
-
-    card = json.loads((folder / "model.json").read_text())
-    if card.get("backbone_sha256") != backbone.sha256:
-        raise registry.RegistryError(f"{folder.name} was trained on another backbone (sha256 "
-                                     f"{card.get('backbone_sha256', '?')[:12]}); install that one, or retrain")
-    model = load_classifier_file(folder / "model.keras")
-    frozen_blocks = encoder_depth(model) - int(card.get("unfreeze_top", 0))
-    sequences = cached_token_ids(backbone, texts, int(card["tokenizer"]["sequence_length"]), workdir)
-    embeddings, hidden, counts = cached_features(backbone, sequences, frozen_blocks, workdir)
-    log.info("suggest: %d sentences, %d from the feature cache, %d computed", counts["sentences"], counts["reused"],
-             counts["computed"])
-    proba = predict_stored(model, embeddings, hidden, frozen_blocks) if texts else np.zeros((0, len(card["labels"])))
-    return Scored(proba, embeddings, list(card["labels"]), counts)
-
-
-def cached_token_ids(backbone: Backbone, texts: list[str], sequence_length: int, workdir: Path) -> list[list[int]]:
-    """`[CLS] ... [SEP]` ids of `texts` truncated to `sequence_length`, as `encode_for_model` gives them, with each
-    text's untruncated WordPiece ids kept in the feature cache (part "token-ids", keyed by the text's sha256):
-    keras-hub's tokenizer runs in Python (25 of 40 s of a cached 10,000-row suggestion, profiled), so a pool
-    read again costs no tokenizer run."""
-    import hashlib
-
-    from core.model.backbone import encode_texts, pack
-    from core.storage.feature_cache import FeatureCache
-    from tasks.embed import feature_source
-
-    keys = [hashlib.sha256(text.encode("utf-8")).hexdigest()[:32] for text in texts]
-    cache = FeatureCache(workdir, feature_source(backbone), "token-ids")
-    have = {k: v[:, 0].tolist() for k, v in cache.get(set(keys)).items()}
-    missing = list(dict.fromkeys(k for k in keys if k not in have))
-    if missing:
-        text_of = dict(zip(keys, texts))
-        new = encode_texts(backbone.path, [text_of[k] for k in missing])
-        cache.put({k: np.asarray(ids, dtype=np.int32).reshape(-1, 1) for k, ids in zip(missing, new) if ids})
-        have.update(zip(missing, new))
-    return pack([have[k] for k in keys], sequence_length, backbone.path)
-
-
 def labelled_texts(folder: Path, workdir: Path) -> list[str]:
     """Every sentence of the labelled data the version in `folder` was trained from (all its validated rows:
     training, validation and test: each already has a label). Raises `RegistryError` naming the fix when that
     record is gone (pruned, or another workdir)."""
     try:
-        digest = json.loads((folder / "lineage.json").read_text())["validated_sha256"]
+        digest = Version(folder).read_lineage()["validated_sha256"]
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise registry.RegistryError(f"{folder / 'lineage.json'} does not name the model's data ({exc}); "
                                      "suggest needs it to leave out what is already labelled: retrain") from exc
@@ -227,7 +168,7 @@ def suggest_file(pool: Path, out: Path, n: int, folder: Path, workdir: Path, tex
     if out.suffix.lower() not in FORMATS:
         raise ValueError(f"--out must end in {' or '.join(FORMATS)}, got {out.name}")
     inputs = read_texts(pool, text_col, encoding, max_chars, max_file_mb, delimiter, on_invalid="keep")
-    labels = list(json.loads((folder / "model.json").read_text())["labels"])
+    labels = list(Version(folder).read_card()["labels"])
     added = [*ADDED[:2], *[f"prob_{label}" for label in labels], *ADDED[2:]]
     if clash := [c for c in added if c in inputs.frame.columns]:
         raise InvalidData([Failure(str(pool), "file", c, f"the pool already has a column {c!r}, which suggest adds; "
@@ -289,9 +230,9 @@ def suggest_file(pool: Path, out: Path, n: int, folder: Path, workdir: Path, tex
 def score_known_embeddings(folder: Path, texts: list[str], backbone: Backbone, workdir: Path) -> np.ndarray:
     """Pooled embeddings (n, d) of the model's labelled sentences, from the feature cache (where training left
     them: no backbone run in the usual case)."""
-    from tasks.embed import cached_features
+    from core.model.features import cached_features
 
-    card = json.loads((folder / "model.json").read_text())
+    card = Version(folder).read_card()
     sequences = cached_token_ids(backbone, texts, int(card["tokenizer"]["sequence_length"]), workdir)
     embeddings, _, _ = cached_features(backbone, sequences, backbone.architecture.blocks, workdir)
     return embeddings

@@ -17,16 +17,16 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import pandera.pandas as pa
 
-from schemas.raw import RULE_WORDING, canonical_spelling, escaped, label_key, raw_schema, spelling_difference
+from schemas.raw import canonical_spelling, escaped, label_key, raw_schema, spelling_difference
 from schemas.tables import VALIDATED_SCHEMA, ValidatedTable, to_arrow
 from core.storage.caching import step_task
 from schemas.config import DataConfig
 from core.errors import Failure, InvalidData
 from core.text.identity import normalize_text, row_id
 from core.storage.artifacts import ArtifactRef, sha256_file, write_parquet
-from core.text.readers import RawTable, read_raw, show_invisible
+from core.text.checks import schema_failures, shorten
+from core.text.readers import RawTable, read_raw
 
 log = logging.getLogger(__name__)
 
@@ -213,27 +213,6 @@ def _swapped_columns(frame: pd.DataFrame, data: DataConfig, name: str) -> Failur
                    f"--label-col {data.text_col}")
 
 
-def schema_failures(schema: pa.DataFrameSchema, frame: pd.DataFrame, locations: list[str],
-                    columns: dict[str, str], name: str) -> list[Failure]:
-    """Every row-level failure of `frame` against `schema` (lazily, all at once), located and worded.
-
-    `columns` maps the schema's column names to the user's (e.g. text -> sentence) for the report.
-    """
-    try:
-        schema.validate(frame, lazy=True)
-    except pa.errors.SchemaErrors as exc:
-        cases = exc.failure_cases
-    else:
-        return []
-    failures = []
-    for case in cases.itertuples(index=False):
-        if case.index is None or (isinstance(case.index, float) and math.isnan(case.index)):
-            continue  # a rule about the whole frame; the column checks before this cover those
-        failures.append(Failure(name, locations[int(case.index)], columns.get(case.column, case.column),
-                                RULE_WORDING.get(case.check, case.check), _shorten(case.failure_case)))
-    return failures
-
-
 def _label_spelling_failures(frame: pd.DataFrame, column: str, name: str,
                               given: list[str] | None = None) -> list[Failure]:
     """Labels a person cannot tell apart are one label written two ways: spellings with one `label_key` (case,
@@ -256,7 +235,7 @@ def _label_spelling_failures(frame: pd.DataFrame, column: str, name: str,
             for location in frame.loc[frame["label"] == variant, "location"]:
                 failures.append(Failure(name, location, column, f"label '{escaped(variant)}' differs from "
                                         f"'{escaped(main)}' ({source}) only in {spelling_difference(variant, main)}; "
-                                        "use one spelling", _shorten(variant)))
+                                        "use one spelling", shorten(variant)))
     return _in_file_order(failures)
 
 
@@ -273,7 +252,7 @@ def _resolve_duplicates(frame: pd.DataFrame, data: DataConfig, name: str) -> tup
         (top, top_n), *rest = counts.most_common()
         keep_label[norm] = top if policy == "majority" and top_n > rest[0][1] else None
         rows = frame[frame["norm"] == norm]
-        details.append({"text": _shorten(rows["text"].iloc[0]), "locations": rows["location"].tolist(),
+        details.append({"text": shorten(rows["text"].iloc[0]), "locations": rows["location"].tolist(),
                         "labels": rows["label"].tolist(),
                         "resolution": f"kept {keep_label[norm]!r}" if keep_label[norm] else "dropped"})
     resolved = frame["norm"].map(lambda n: keep_label.get(n, ""))
@@ -297,12 +276,12 @@ def _conflict_failures(frame: pd.DataFrame, conflicting: pd.Index, name: str, co
     failures = []
     for norm in conflicting:
         rows = frame[frame["norm"] == norm]
-        pairs = [f"{loc} ({_shorten(lab, 30)})" for loc, lab in zip(rows["location"], rows["label"])]
+        pairs = [f"{loc} ({shorten(lab, 30)})" for loc, lab in zip(rows["location"], rows["label"])]
         where = ", ".join(pairs[:5]) + (f" and {len(pairs) - 5} more" if len(pairs) > 5 else "")
         for location, label in zip(rows["location"], rows["label"]):
             failures.append(Failure(name, location, column, f"the same text has different labels: {where}; fix "
                                     "the labels, or set data.conflicts=drop or data.conflicts=majority",
-                                    _shorten(label)))
+                                    shorten(label)))
     return failures
 
 
@@ -311,11 +290,6 @@ def _in_file_order(failures: list[Failure]) -> list[Failure]:
         number = failure.location.rpartition(" ")[2]
         return (int(number) if number.isdigit() else 0, failure.column)
     return sorted(failures, key=key)
-
-
-def _shorten(value: object, limit: int = 80) -> str:
-    """A value as shown in a message: invisible characters escaped, cut to `limit` with its real length."""
-    return show_invisible("" if value is None else str(value), limit)
 
 
 validate_task = step_task(validate)

@@ -161,7 +161,7 @@ def assert_four_paths_agree(workdir: Path, version_folder: Path, tmp: Path) -> d
 
     from flows import predict as predict_cli
     from core.model.backbone import Backbone, encode_for_model
-    from tasks.finetune import load_classifier_file
+    from core.model.classifier import load_classifier_file
     from tasks.gate import champion_probabilities
     from core.model.inference import pad_batch, predict_in_order, predict_token_ids
     from core.storage.artifacts import ArtifactRef

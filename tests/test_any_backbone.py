@@ -130,7 +130,7 @@ def test_stored_features_gate_and_predict_equal_the_whole_saved_model(run, tiny,
     from core.model.inference import predict_stored, predict_token_ids
     from core.storage.artifacts import ArtifactRef
     from flows import predict as predict_cli
-    from tasks.finetune import SplitFeatures, load_classifier_file
+    from core.model.classifier import SplitFeatures, load_classifier_file
     from tasks.gate import champion_probabilities
 
     summary, workdir = run
@@ -191,7 +191,8 @@ def test_cache_keys_follow_the_weights_not_the_folder(tiny, tmp_path):
     saved over the same folder give new keys, and the features are computed again."""
     from core.model.backbone import Backbone
     from core.storage.cache_keys import step_key
-    from tasks.embed import embed, embed_shard_task, feature_source
+    from tasks.embed import embed, embed_shard_task
+    from core.model.features import feature_source
     from core.run.sharding import WHOLE
 
     preset, original, tokenizer, rows = tiny
@@ -233,7 +234,7 @@ def _tokenized(workdir: Path, rows, backbone):
 
 
 def _embeddings(features, workdir: Path) -> np.ndarray:
-    from tasks.finetune import SplitFeatures
+    from core.model.classifier import SplitFeatures
 
     return SplitFeatures(features, workdir, "train").embeddings
 

@@ -14,9 +14,9 @@ import pytest
 
 from flows import registry as registry_cli
 from core.reports import model_report
-from core.run import identity
-from core.run.identity import os_account
-from core.storage import registry
+from core.registry import identity
+from core.registry.identity import os_account
+from core import registry
 from core.storage.artifacts import sha256_file
 from core.reports.dashboard import history_row, run_markdown
 from tests import browser

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from flows import serve
-from core.run.identity import os_account
-from core.storage import registry
+from core.registry.identity import os_account
+from core import registry
 from tests import browser
 from tests.conftest import first_per_label, write_csv
 

@@ -156,7 +156,7 @@ def test_slow_drift_is_seen_against_the_champions_training_data(tmp_path: Path):
 def test_the_champions_training_data_is_found_from_its_lineage(tmp_path: Path):
     import json
 
-    from core.storage import registry
+    from core import registry
     from core.run.summary import champion_training_data
 
     assert champion_training_data(tmp_path, "m") is None

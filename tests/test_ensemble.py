@@ -62,13 +62,13 @@ def trained(tmp_path_factory, backbone):
 
 
 def _split(features, workdir, name):
-    from tasks.finetune import SplitFeatures
+    from core.model.classifier import SplitFeatures
 
     return SplitFeatures(features, workdir, name)
 
 
 def test_the_saved_ensemble_is_the_mean_of_the_single_models_of_its_seeds(trained, backbone):
-    from tasks.finetune import load_classifier
+    from core.model.classifier import load_classifier
     from core.model.inference import predict_stored, predict_token_ids
 
     workdir, features, tokenized, ensemble, singles = trained
@@ -89,7 +89,8 @@ def test_the_saved_ensemble_is_the_mean_of_the_single_models_of_its_seeds(traine
 
 
 def test_the_card_records_each_member_and_the_ensembles_validation_figures(trained):
-    from tasks.finetune import ensemble_figures, load_classifier, read_card
+    from tasks.finetune import ensemble_figures
+    from core.model.classifier import load_classifier, read_card
     from core.model.inference import predict_stored
 
     workdir, features, _, ensemble, singles = trained
@@ -114,7 +115,7 @@ def test_the_card_records_each_member_and_the_ensembles_validation_figures(train
 def test_stored_features_taken_lower_run_the_shared_frozen_block_first(trained, backbone, tmp_path):
     """The gate scores a champion on the challenger's stored features, which may start a block lower than the
     blocks the champion trained: the ensemble's shared frozen block runs first, then its members."""
-    from tasks.finetune import load_classifier
+    from core.model.classifier import load_classifier
     from core.model.inference import predict_stored, predict_token_ids
     from core.model.graph import encoder_depth
 
@@ -139,7 +140,8 @@ def frozen(tmp_path_factory, backbone):
 
 
 def test_an_ensemble_of_heads_on_the_frozen_backbone(frozen, backbone):
-    from tasks.finetune import finetune, load_classifier
+    from tasks.finetune import finetune
+    from core.model.classifier import load_classifier
     from core.model.inference import predict_stored
 
     workdir, cfg, features = frozen
@@ -155,7 +157,8 @@ def test_an_ensemble_of_heads_on_the_frozen_backbone(frozen, backbone):
 def test_ensemble_one_is_the_single_model(frozen, backbone):
     """`train.ensemble = 1` (the default) saves the single model: backbone + head, no `ensemble` in the card,
     a scalar kept epoch; the same bytes as a run that does not name the setting."""
-    from tasks.finetune import MODEL_FILE, finetune, load_classifier, read_card
+    from core.model.classifier import MODEL_FILE, load_classifier, read_card
+    from tasks.finetune import finetune
     from core.storage.artifacts import sha256_file
 
     workdir, cfg, features = frozen

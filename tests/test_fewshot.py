@@ -88,7 +88,7 @@ def test_a_few_shot_run_serves_the_same_answer_on_every_path_and_says_why_it_was
     from core.model.backbone import Backbone, find_backbone, load_backbone
     from core.model.graph import transformer_blocks
     from flows.retrain import retrain
-    from tasks.finetune import load_classifier_file
+    from core.model.classifier import load_classifier_file
     from tests.conftest import assert_four_paths_agree, first_per_label, write_csv
 
     data = write_csv(tmp_path / "few.csv", first_per_label(24))
@@ -118,7 +118,7 @@ def test_the_frozen_regime_trains_the_head_alone_on_features_stored_for_two_bloc
     from core.model.backbone import Backbone, find_backbone, load_backbone
     from core.model.graph import transformer_blocks
     from flows.retrain import retrain
-    from tasks.finetune import load_classifier_file
+    from core.model.classifier import load_classifier_file
     from tests.conftest import assert_four_paths_agree, first_per_label, write_csv
 
     data = write_csv(tmp_path / "few.csv", first_per_label(24))

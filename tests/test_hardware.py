@@ -12,7 +12,8 @@ import numpy as np
 from core.model import hardware
 from schemas.config import TrainConfig
 from tasks.embed import embed
-from tasks.finetune import CARD_FILE, MODEL_FILE, finetune, load_classifier
+from core.model.classifier import CARD_FILE, MODEL_FILE, load_classifier
+from tasks.finetune import finetune
 from tests.test_embed import _tokenized
 from tests.conftest import first_per_label
 

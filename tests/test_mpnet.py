@@ -123,7 +123,7 @@ def test_padding_and_the_split_network_change_nothing(tiny):
     from core.model.graph import build_bottom, build_classifier, build_head, build_top
     from core.model.inference import pad_batch
     from schemas.config import TrainConfig
-    from tasks.finetune import load_classifier_file
+    from core.model.classifier import load_classifier_file
 
     folder, rows = tiny
     backbone = load_backbone(folder)
@@ -180,8 +180,8 @@ def test_the_pipeline_runs_on_mpnet_and_every_path_agrees(run, tiny, tmp_path):
     from core.model.inference import predict_stored, predict_token_ids
     from core.storage.artifacts import ArtifactRef
     from flows import predict as predict_cli
-    from tasks.embed import feature_source
-    from tasks.finetune import SplitFeatures, load_classifier_file
+    from core.model.features import feature_source
+    from core.model.classifier import SplitFeatures, load_classifier_file
 
     summary, workdir = run
     backbone = Backbone.resolve(tiny[0])
@@ -301,7 +301,7 @@ def test_pooled_embeddings_equal_sentence_transformers():
     """72 sentences (64 bundled, 8 random Unicode) through the pipeline's own path (encode_for_model, the frozen
     bottom in length-grouped batches): cosine >= 0.9999 with sentence-transformers' embeddings."""
     from core.model.backbone import encode_for_model
-    from tasks.embed import run_bottom
+    from core.model.features import run_bottom
 
     folder = _real()
     reference = np.load(FIXTURE)

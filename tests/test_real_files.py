@@ -20,7 +20,7 @@ from core.text import eda
 from tasks.augment import augment
 from schemas.config import AugmentConfig, DataConfig, SplitConfig
 from core.errors import InvalidData
-from tasks.predict import read_texts
+from core.text.inputs import read_texts
 from core.text.readers import read_raw
 from tasks.split import split
 from tasks.validate import canonical_label, validate
@@ -280,7 +280,7 @@ def model_workdir(prefect_api, tmp_path_factory):
         "train.unfreeze_top": 0, "train.max_epochs": 2, "augment.n_aug": 0, "data.min_per_class": 3,
         "data.max_chars": 3000, "gate.on_label_change": "promote"})).read_text())
     if not summary["promoted"]:
-        from core.storage import registry
+        from core import registry
 
         registry.promote(root / "work", "default", summary["model"]["version"], "for the test")
     return root / "work"

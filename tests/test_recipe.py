@@ -102,7 +102,7 @@ def frozen_features(tmp_path_factory, backbone):
 def _val_macro_f1(model_ref, features, workdir: Path) -> float:
     from sklearn.metrics import f1_score
 
-    from tasks.finetune import SplitFeatures, load_classifier
+    from core.model.classifier import SplitFeatures, load_classifier
     from core.model.inference import predict_stored
 
     val = SplitFeatures(features, workdir, "val")

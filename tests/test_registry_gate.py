@@ -13,7 +13,7 @@ import pytest
 from flows import predict as predict_cli
 from flows import registry as registry_cli
 from flows.retrain import retrain
-from core.storage import registry
+from core import registry
 from tests.conftest import assert_four_paths_agree, first_per_label, write_csv
 
 BASE = {"train.unfreeze_top": 0, "augment.n_aug": 0, "data.min_per_class": 3, "data.conflicts": "drop"}
@@ -184,7 +184,7 @@ def test_the_saved_model_serves_raw_text_as_evaluate_scored_it(runs, tmp_path):
 
     from core.model.backbone import Backbone, encode_for_model
     from core.model.inference import pad_batch
-    from tasks.finetune import load_classifier_file
+    from core.model.classifier import load_classifier_file
 
     version = registry.version_dir(runs["workdir"], "default", runs["strong"]["model"]["version"])
     card = json.loads((version / "model.json").read_text())
@@ -218,7 +218,7 @@ def test_the_saved_model_serves_raw_text_as_evaluate_scored_it(runs, tmp_path):
 
 
 def test_reevaluation_is_a_new_logged_record_that_matches_the_evaluation(runs):
-    from tasks.reevaluation import LOG, latest, recorded_texts, reevaluate
+    from flows.reevaluation import LOG, latest, recorded_texts, reevaluate
 
     version = runs["strong"]["model"]["version"]
     folder = registry.version_dir(runs["workdir"], "default", version)
@@ -295,7 +295,7 @@ def test_a_changed_label_set_follows_the_policy(runs):
 
 def test_prune_keeps_the_data_the_champion_was_trained_on(tmp_path: Path):
     """Drift compares new data with the champion's training data: pruning must not delete it."""
-    from tasks.prune import prune
+    from core.run.prune import prune
 
     _fake_version(tmp_path, "v1")
     lineage = registry.version_dir(tmp_path, "m", "v1") / "lineage.json"
@@ -318,13 +318,13 @@ def test_the_registry_lock_is_re_entrant_in_a_thread_and_excludes_other_processe
         with registry.locked(tmp_path, "m"):  # re-entrant: a promotion inside a registration
             pass
         other = subprocess.run([sys.executable, "-c", (
-            "import sys; from pathlib import Path; from core.storage import registry\n"
+            "import sys; from pathlib import Path; from core import registry\n"
             "try:\n    registry.locked(Path(sys.argv[1]), 'm', timeout=0.5).__enter__()\n"
             "except registry.RegistryError as exc:\n    print(exc); sys.exit(3)\n"), str(tmp_path)],
             capture_output=True, text=True, cwd=Path(__file__).resolve().parents[1])
         assert other.returncode == 3 and "was held for over" in other.stdout
     free = subprocess.run([sys.executable, "-c", (
-        "import sys; from pathlib import Path; from core.storage import registry\n"
+        "import sys; from pathlib import Path; from core import registry\n"
         "with registry.locked(Path(sys.argv[1]), 'm', timeout=5):\n    print('held')\n"), str(tmp_path)],
         capture_output=True, text=True, cwd=Path(__file__).resolve().parents[1])
     assert free.returncode == 0 and "held" in free.stdout

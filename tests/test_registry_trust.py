@@ -15,10 +15,10 @@ from pathlib import Path
 import pytest
 
 from flows import registry as registry_cli
-from core.run import identity
-from core.storage import registry
+from core.registry import identity
+from core import registry
 from core.storage.artifacts import sha256_file
-from tasks.predict import resolve_version
+from core.registry import resolve_version
 from tests.conftest import ROOT
 
 
@@ -32,7 +32,7 @@ def _version(workdir: Path, version: str, name: str = "m", saved_model: bool = T
     if saved_model:
         (folder / "saved_model" / "saved_model.pb").write_bytes(b"graph " + version.encode())
         (folder / "saved_model" / "variables" / "variables.data-00000-of-00001").write_bytes(b"weights")
-    (folder / "lineage.json").write_text(json.dumps({"model_sha256": version, "files_sha256": registry._hash_files(folder),
+    (folder / "lineage.json").write_text(json.dumps({"model_sha256": version, "files_sha256": registry.store._hash_files(folder),
                                                      "hash_coverage": registry.HASH_COVERAGE}))
     return folder
 
@@ -83,7 +83,7 @@ def test_registry_promote_of_a_candidate_needs_a_recorded_override(tmp_path, cap
     assert json.loads(capsys.readouterr().out)["approval"]["status"] == "awaiting approval"  # and it still is
 
     monkeypatch.setattr(identity, "os_account", lambda: "oncall")
-    monkeypatch.setattr(registry, "os_account", lambda: "oncall")
+    monkeypatch.setattr(registry.review, "os_account", lambda: "oncall")
     assert registry_cli.main([*base, "promote", "v2", "--override-approval", "incident 42: v1 mislabels refunds"]) == 0
     pointer = registry.champion(tmp_path, "m")
     assert (pointer["version"], pointer["action"], pointer["by"]) == ("v2", "override", "oncall")
@@ -212,7 +212,7 @@ def test_a_version_named_on_the_command_line_must_be_a_plain_name(tmp_path, caps
 # ------------------------------------------------------------------------------------------------ leftovers
 
 def test_prune_removes_what_killed_registrations_left_and_counts_every_byte(tmp_path):
-    from tasks.prune import prune
+    from core.run.prune import prune
 
     for v in ("v1", "v2", "v3"):
         _version(tmp_path, v)

@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 
 from flows.retrain import main
 from core import faults
-from core.storage import registry
+from core import registry
 from core.storage.artifacts import ArtifactRef
 from tests.conftest import ROOT, first_per_label, run_cli, write_csv
 
@@ -261,7 +261,7 @@ def test_a_full_disk_while_exporting_the_saved_model_is_our_disk_full_error(trai
             shutil.copy2(source / name, small / name)
         lineage = json.loads((source / "lineage.json").read_text())
         with pytest.raises(OSError) as raised:
-            registry._export(small, lineage)
+            registry.export.write_saved_model(small, lineage)
         assert raised.value.errno == errno.ENOSPC and raised.value.filename == str(small / "saved_model")
     finally:
         subprocess.run(["umount", "-l", str(small)], check=False)
@@ -324,7 +324,7 @@ def test_fuzz_read_validate_augment_tokenize(tmp_path_factory, text_tools, rows,
     from core.model.backbone import encode_texts
     from core.errors import InputNotFound, InvalidData
     from core.text.readers import read_raw
-    from tasks.validate import schema_failures
+    from core.text.checks import schema_failures
     from schemas.raw import raw_schema
 
     folder = tmp_path_factory.mktemp("fuzz")

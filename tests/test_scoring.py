@@ -92,7 +92,7 @@ def test_the_chunked_reader_reads_every_file_as_the_whole_file_reader(tmp_path, 
 @pytest.fixture(scope="module")
 def model(prefect_api, tmp_path_factory):
     """One small real model (frozen backbone, 2 epochs, 90 sentences), its version folder."""
-    from core.storage import registry
+    from core import registry
     from flows.retrain import retrain
 
     root = tmp_path_factory.mktemp("stream-model")
@@ -104,7 +104,9 @@ def model(prefect_api, tmp_path_factory):
 
 def _reference(path: Path, folder: Path, on_invalid: str) -> pa.Table:
     """The whole-file path: read everything, score every valid row in one call, build the table."""
-    from tasks.predict import _to_arrow, read_texts, result_frame, score, trained_backbone
+    from tasks.predict import _to_arrow, result_frame
+    from core.text.inputs import read_texts
+    from core.registry.scoring import score, trained_backbone
 
     inputs = read_texts(path, "text", on_invalid=on_invalid)
     texts = inputs.frame["text"].iloc[inputs.valid].astype(str).tolist()
@@ -196,7 +198,8 @@ def test_every_champion_change_lands_in_the_serving_dir_as_tf_serving_loads_it(m
     import tensorflow as tf
     import tensorflow_text  # noqa: F401  (the tokenizer's ops, as a TF Serving build with TF Text has them)
 
-    from core.storage import registry, serving_export
+    from core import registry
+    from core.registry import export as serving_export
     from flows.registry import main as registry_cli
     from tasks.predict import predict_file
 

@@ -15,7 +15,7 @@ import pyarrow.parquet as pq
 import pytest
 from scipy.stats import norm
 
-from core.storage import registry
+from core import registry
 from schemas.config import GateConfig, SplitConfig
 from tasks.gate import gate, split_change
 from core.metrics import paired_bootstrap
@@ -130,7 +130,7 @@ def test_a_changed_split_is_not_comparable_and_the_setting_decides(tmp_path: Pat
 # ------------------------------------------------------------------------------------------ smaller items
 
 def test_log_loss_uses_clipped_then_renormalised_probabilities():
-    from tasks.evaluate import classification_metrics
+    from core.metrics import classification_metrics
 
     y = np.array([0, 1, 2, 0])
     proba = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.5, 0.5, 0.0], [0.0, 1.0, 0.0]])
@@ -143,7 +143,7 @@ def test_log_loss_uses_clipped_then_renormalised_probabilities():
 
 
 def test_batch_prediction_refuses_a_version_whose_files_changed(tmp_path: Path):
-    from tasks.predict import resolve_version
+    from core.registry import resolve_version
 
     _champion(tmp_path, {})
     assert resolve_version(tmp_path, "m", "champion") == registry.version_dir(tmp_path, "m", "v1")

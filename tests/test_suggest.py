@@ -71,7 +71,7 @@ def model_workdir(prefect_api, tmp_path_factory):
         "train.unfreeze_top": 0, "train.max_epochs": 3, "augment.n_aug": 0, "data.min_per_class": 3,
         "gate.on_label_change": "promote", "suggest.pool": str(pool), "suggest.n": 5})).read_text())
     if not summary["promoted"]:
-        from core.storage import registry
+        from core import registry
 
         registry.promote(root / "work", "default", summary["model"]["version"], "for the test")
     return {"work": root / "work", "labelled": [r["text"] for r in labelled], "summary": summary}
@@ -135,7 +135,7 @@ def test_suggest_writes_a_ranked_list_without_labelled_sentences_or_near_duplica
 
 
 def _folder(work: Path) -> Path:
-    from core.storage import registry
+    from core import registry
 
     return registry.resolve_version(work, "default", "champion")
 

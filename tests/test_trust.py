@@ -26,7 +26,8 @@ from flows import registry as registry_cli
 from flows.retrain import main as retrain_main
 from schemas.config import DataConfig
 from schemas.raw import SPREADSHEET_ERRORS, canonical_spelling, escaped, label_key
-from tasks.predict import output_collisions, read_texts
+from tasks.predict import output_collisions
+from core.text.inputs import read_texts
 from tasks.validate import validate
 from tests.conftest import first_per_label, write_csv, write_table
 
@@ -393,7 +394,7 @@ def model_workdir(prefect_api, tmp_path_factory):
             "train.unfreeze_top": 0, "train.max_epochs": 2, "augment.n_aug": 0, "data.min_per_class": 3,
             "gate.on_label_change": "promote"})).read_text())
         if not summary["promoted"]:
-            from core.storage import registry
+            from core import registry
 
             registry.promote(root / "work", "default", summary["model"]["version"], "for the test")
     finally:

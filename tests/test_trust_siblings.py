@@ -14,7 +14,8 @@ import pytest
 from core.errors import InvalidData
 from schemas.config import DataConfig
 from schemas.raw import MISSING_MARKERS, label_key
-from tasks.predict import output_collisions, read_texts
+from tasks.predict import output_collisions
+from core.text.inputs import read_texts
 from tasks.validate import validate
 from tests.conftest import first_per_label, write_table
 

@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from schemas.config import GateConfig, RetrainConfig
-from tasks.evaluate import classification_metrics
+from core.metrics import classification_metrics
 from tasks.gate import gate
 from core.storage.artifacts import ArtifactRef
 from core.reports.dashboard import run_markdown

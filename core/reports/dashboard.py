@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from core.errors import Failure
+from core.registry.version import Version
 
 log = logging.getLogger(__name__)
 MAX_TABLE_ROWS = 1000
@@ -136,7 +137,7 @@ def md(text: Any) -> str:
 
 def approval_status(summary: dict[str, Any]) -> str | None:
     """The registry's current word on the run's version: "approved by X (at)", "awaiting approval", ..."""
-    from core.storage import registry
+    from core import registry
 
     model = summary.get("model") or {}
     try:
@@ -200,7 +201,7 @@ def run_markdown(summary: dict[str, Any]) -> str:
     model = summary.get("model", {})
     lines.append(f"model `{model.get('name')}` version `{model.get('version')}`: "
                  f"{'promoted to champion' if summary.get('promoted') else 'registered, not promoted'}")
-    if model.get("path") and (Path(model["path"]) / "report.html").is_file():
+    if model.get("path") and Version(Path(model["path"])).report.is_file():
         lines += ["", "## Model report",
                   f"The version's self-contained HTML report (data, learning curves, confusion matrix, per-class "
                   f"intervals, calibration, the gate's bootstrap, lineage, approval): "

@@ -27,21 +27,16 @@ from typing import Any
 import numpy as np
 
 from core import faults
-from core.storage import registry
+from core import registry
 from core.storage.artifacts import atomic_path
 from core.storage.versions import code_version
 from core.text.identity import sha256_hex
 from core.metrics import BOOTSTRAP_SAMPLES, class_intervals
+from core.registry.version import Version
 
 log = logging.getLogger(__name__)
-REPORT_FILE = "report.html"
 SECTIONS = ("Data", "Learning curves", "Confusion matrix", "Per-class precision, recall and F1",
             "Calibration", "Gate", "Lineage", "Approval")
-
-
-def report_path(workdir: Path, name: str, version: str) -> Path:
-    """Where the report of a version lives."""
-    return registry.version_dir(workdir, name, version) / REPORT_FILE
 
 
 def write_report(workdir: Path, name: str, version: str, summary: dict[str, Any] | None = None) -> Path:
@@ -51,12 +46,12 @@ def write_report(workdir: Path, name: str, version: str, summary: dict[str, Any]
     """
     faults.point("report:render", workdir)
     folder = registry.version_dir(workdir, name, version)
-    lineage = json.loads((folder / "lineage.json").read_text())
+    lineage = Version(folder).read_lineage()
     if summary is None:
         path = Path(workdir) / "runs" / str(lineage.get("run_id")) / "summary.json"
         summary = json.loads(path.read_text()) if path.is_file() else {}
     approval, reviews = registry.approval_record(workdir, name, version), registry.reviews(workdir, name, version)
-    target = folder / REPORT_FILE
+    target = Version(folder).report
     # The page is a pure function of these inputs (the version's own files never change) and of this code: an
     # unchanged re-run finds it up to date and skips the plots and bootstraps (about 1 s, scipy and matplotlib).
     inputs = sha256_hex(code_version(__name__), json.dumps([lineage, summary, approval, reviews, name],
@@ -247,9 +242,9 @@ def render(folder: Path, lineage: dict[str, Any], summary: dict[str, Any], appro
     """The report page of the version in `folder`, as one self-contained HTML string."""
     import pyarrow.parquet as pq
 
-    card = json.loads((folder / "model.json").read_text())
-    test = json.loads((folder / "metrics.json").read_text())["test"]
-    predictions = pq.read_table(folder / "predictions.parquet").to_pandas()
+    card = Version(folder).read_card()
+    test = Version(folder).read_metrics()["test"]
+    predictions = pq.read_table(Version(folder).predictions).to_pandas()
     labels = list(card["labels"])
     y = predictions["label"].map(labels.index).to_numpy()
     pred = predictions["predicted_label"].map(labels.index).to_numpy()

@@ -41,7 +41,7 @@ class StepRunner:
         self.refs: dict[str, Any] = {}
         self.started = time.perf_counter()
         self.reference_run_id: str | None = None
-        self.report_error: str | None = None  # the model report could not be drawn (tasks.approval): kept, not raised
+        self.report_error: str | None = None  # the model report could not be drawn (flows.approval): kept, not raised
         self.dask = DaskCluster(cfg.dask)
 
     def __enter__(self) -> "StepRunner":

@@ -47,13 +47,13 @@ def champion_training_data(workdir: Path, name: str) -> ArtifactRef | None:
     the content-addressed store of the validate step), or None if there is no champion or no such record.
     The reference says which version and run it belongs to (`meta.version`, `meta.run_id`); whether its bytes
     are still there is for the caller to check (`is_intact`)."""
-    from core.storage.registry import RegistryError, champion, version_dir
+    from core.registry import RegistryError, Version, champion
 
     try:
         current = champion(workdir, name)
         if current is None:
             return None
-        lineage = json.loads((version_dir(workdir, name, current["version"]) / "lineage.json").read_text())
+        lineage = Version.of(workdir, name, current["version"]).read_lineage()
         digest = lineage["validated_sha256"]
     except (RegistryError, OSError, ValueError, KeyError, TypeError):
         return None  # a damaged registry is the gate's to report; drift then compares with the last run only
@@ -79,10 +79,10 @@ def drift_baselines(workdir: Path, model_name: str) -> Baselines:
 
 
 def lineage(cfg: RetrainConfig, run_id: str | None, validated: ArtifactRef) -> dict[str, Any]:
-    """Where a model came from: run, who started it (core.run.identity.run_starter), data, configuration, code,
+    """Where a model came from: run, who started it (core.registry.identity.run_starter), data, configuration, code,
     and the champion it challenged (read now)."""
-    from core.run.identity import run_starter
-    from core.storage.registry import champion
+    from core.registry.identity import run_starter
+    from core.registry import champion
     from core.storage.versions import code_version
 
     try:

@@ -10,7 +10,7 @@ under a temporary name and renamed, with page checksums. Concurrent runs add sep
 that fails to read (truncated, garbled) is moved aside and its entries are simply computed again.
 
     <workdir>/cache/features/<source>/<part>/<segment sha[:16]>.parquet
-    source = <backbone sha[:16]>-<hash of the library versions and accelerator[:8]> (`tasks.embed.feature_source`)
+    source = <backbone sha[:16]>-<hash of the library versions and accelerator[:8]> (`core.model.features.feature_source`)
     part = "embedding" (pooled sentence embedding, float32) or "hidden-frozen<k>" (token-level output of the
            k frozen bottom blocks, float16); "token-ids" (a raw text's untruncated WordPiece ids, int32, keyed
            by the text's sha256: flows.suggest re-reads a pool without running the tokenizer again)

@@ -1,9 +1,10 @@
-"""The champion's SavedModel, published where TF Serving looks: `<serving dir>/<model name>/<N>/`.
+"""A version's exports: its raw-text SavedModel (`write_saved_model`, at registration) and the champion's,
+published where TF Serving looks: `<serving dir>/<model name>/<N>/`.
 
 TF Serving watches a model's *base path* and serves the numbered sub-folder with the highest number, loading a
 new one without a restart when it appears (its file-system storage path source; the numbers are versions, any
 other name is ignored). So each change of champion (promote, approve, rollback: every path goes through
-`core.storage.registry.promote`) writes the new champion's `saved_model/` as the next number, N + 1, even when
+`core.registry.store.promote`) writes the new champion's `saved_model/` as the next number, N + 1, even when
 it is an older model coming back (a rollback): the highest number is always the champion.
 
 A number never appears half-written: the copy is assembled in a hidden folder beside it (`.<N>.tmp-...`, a name
@@ -20,6 +21,7 @@ A failure to publish never undoes a promotion: it is logged with the command tha
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
@@ -29,6 +31,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from core.registry.version import RegistryError, Version
 from core.storage.artifacts import fsync_dir, write_json_atomic
 
 log = logging.getLogger(__name__)
@@ -125,3 +128,27 @@ def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+def write_saved_model(folder: Path, lineage: dict[str, Any]) -> None:
+    """Write the version's `saved_model/` (raw sentences in: core.model.serving) with the tokenizer of the backbone
+    the run was configured with (its lineage's `model.backbone`; the bundled one if unset). Raises
+    `RegistryError` if that backbone is not the one the model was trained on."""
+    from core.model.backbone import Backbone
+    from core.model.serving import export_saved_model
+
+    card = Version(folder).read_card()
+    backbone = Backbone.resolve(((lineage.get("config") or {}).get("model") or {}).get("backbone"))
+    if card.get("backbone_sha256") != backbone.sha256:
+        raise RegistryError(f"cannot export the model: it was trained on the backbone with sha256 "
+                            f"{str(card.get('backbone_sha256'))[:12]}, but its run names {backbone.path} "
+                            f"({backbone.sha256[:12]})")
+    try:
+        export_saved_model(Version(folder).model, card, backbone.path, Version(folder).saved_model)
+    except OSError:
+        raise
+    except Exception as exc:  # noqa: BLE001 (TensorFlow reports a full disk as its own error types)
+        if "no space left on device" not in str(exc).lower():
+            raise
+        raise OSError(errno.ENOSPC, "No space left on device (writing the SavedModel)",
+                      str(Version(folder).saved_model)) from None

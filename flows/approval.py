@@ -3,7 +3,7 @@ decision on a challenger that passed the gate.
 
 - Under a deployment (a server and a worker), the run pauses for input: the Prefect UI shows a form
   (`ApprovalForm`: approve / reject, reviewer, comment) whose description says where the report is. On
-  approval the candidate is promoted atomically (`core.storage.registry.approve`, which refuses a version that is no
+  approval the candidate is promoted atomically (`core.registry.approve`, which refuses a version that is no
   longer the latest candidate, whose files changed, or whose champion changed); on rejection or when
   `gate.approval_timeout` passes, the run ends without promoting and says why.
 - From the command line (no deployment), nobody can answer a form: the run ends normally with
@@ -23,16 +23,15 @@ Completed.)
 
 from __future__ import annotations
 
-import json
 import logging
 from typing import Any, Literal
 
 from pydantic import Field
 
 from core.reports import model_report
-from core.storage import registry
-from tasks.gate import GateDecision
-from tasks.promote import Release
+from core import registry
+from schemas.decisions import GateDecision
+from schemas.decisions import Release
 
 log = logging.getLogger(__name__)
 
@@ -146,8 +145,7 @@ def _write_report(run: Any, release: Release):
     if it could not be drawn: a report is a view of the registry and never fails the run, which may already have
     moved the champion (the failure is logged and kept in summary.json's `report_error`)."""
     try:
-        lineage = json.loads((registry.version_dir(run.workdir, release.name, release.version) / "lineage.json")
-                             .read_text())
+        lineage = registry.Version.of(run.workdir, release.name, release.version).read_lineage()
         own = str(lineage.get("run_id")) == str(run.run_id)
         path = model_report.write_report(run.workdir, release.name, release.version, run.summary() if own else None)
     except Exception as exc:  # noqa: BLE001 (see above)

@@ -23,12 +23,13 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from core.storage import registry
+from core import registry
 from core.model.backbone import Backbone
 from core.storage.artifacts import atomic_path, staging, write_json_atomic
+from core.registry.version import Version
+from core.model.classifier import METRICS_FILE, PREDICTIONS_FILE
 
 log = logging.getLogger(__name__)
-FOLDER = "reevaluations"
 LOG = "reevaluations.jsonl"
 
 
@@ -45,7 +46,7 @@ def recorded_texts(folder: Path, predictions: pd.DataFrame, data: Path | None) -
     from core.storage.artifacts import read_parquet
     from tasks.validate import validate
 
-    lineage = json.loads((folder / "lineage.json").read_text())
+    lineage = Version(folder).read_lineage()
     settings = dict(lineage.get("config", {}).get("data", {}))
     settings["path"] = str(data or lineage.get("dataset_path", ""))
     if not Path(settings["path"]).is_file():
@@ -71,13 +72,13 @@ def reevaluate(workdir: Path, name: str, version: str, backbone: Backbone | None
     Raises `RegistryError` for an unknown or damaged version, or test rows that cannot be found.
     """
     from schemas.tables import predictions_schema
-    from tasks.evaluate import classification_metrics
-    from tasks.predict import score, trained_backbone
+    from core.metrics import classification_metrics
+    from core.registry.scoring import score, trained_backbone
 
     folder = registry.resolve_version(workdir, name, version)
     version = folder.name
     backbone = backbone or trained_backbone(folder)
-    old = pq.read_table(folder / "predictions.parquet").to_pandas()
+    old = pq.read_table(Version(folder).predictions).to_pandas()
     texts = recorded_texts(folder, old, data)
     proba, labels = score(folder, texts, backbone)
     y = old["label"].map(labels.index).to_numpy()
@@ -87,14 +88,14 @@ def reevaluate(workdir: Path, name: str, version: str, backbone: Backbone | None
     for i, label in enumerate(labels):
         predictions[f"prob_{label}"] = proba[:, i]
     predictions_schema(labels).validate(predictions)
-    recorded = json.loads((folder / "metrics.json").read_text())["test"]
+    recorded = Version(folder).read_metrics()["test"]
     stamp = f"{datetime.now(timezone.utc):%Y%m%dT%H%M%S%fZ}"
-    dest = folder / FOLDER / stamp
+    dest = Version(folder).reevaluations / stamp
     with staging(dest.parent, is_dir=True) as tmp:
-        write_json_atomic(tmp / "metrics.json", {"test": metrics, "reevaluated_at": stamp,
+        write_json_atomic(tmp / METRICS_FILE, {"test": metrics, "reevaluated_at": stamp,
                                                  "recorded_at_registration": {k: recorded.get(k) for k in
                                                                               ("accuracy", "macro_f1", "n")}})
-        pq.write_table(pa.Table.from_pandas(predictions, preserve_index=False), tmp / "predictions.parquet",
+        pq.write_table(pa.Table.from_pandas(predictions, preserve_index=False), tmp / PREDICTIONS_FILE,
                        compression="zstd")
         tmp.rename(dest)
     entry = {"version": version, "reevaluated_at": stamp, "folder": str(dest), "n": metrics["n"],
@@ -110,7 +111,7 @@ def reevaluate(workdir: Path, name: str, version: str, backbone: Backbone | None
 
 def latest(folder: Path) -> dict[str, Any] | None:
     """The newest re-evaluation's metrics of a version folder, or None if it was never re-evaluated."""
-    runs = sorted((folder / FOLDER).glob("*/metrics.json")) if (folder / FOLDER).is_dir() else []
+    runs = sorted(Version(folder).reevaluations.glob(f"*/{METRICS_FILE}")) if Version(folder).reevaluations.is_dir() else []
     return json.loads(runs[-1].read_text()) if runs else None
 
 

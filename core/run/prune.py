@@ -17,7 +17,7 @@ from typing import Any
 
 import pyarrow.parquet as pq
 
-from core.storage import registry
+from core import registry
 from core.storage.records import evict_if_stale, records_dir
 from core.storage.feature_cache import FeatureCache, cache_root, sentence_key
 from core.run.summary import champion_training_data, latest_success

@@ -1,4 +1,4 @@
-"""Who did something, as far as this process can tell: for four-eyes approval (core.storage.registry).
+"""Who did something, as far as this process can tell: for four-eyes approval (core.registry).
 
 The only identity a process can vouch for is the operating-system account it runs as (its real uid, looked up
 in the password database: not $USER, which anyone can set). A run started from the command line is started by
