@@ -12,10 +12,11 @@ import logging
 import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from schemas.config import ConfigError, RetrainConfig, known_keys, local_path, parse_assignment
 from core.errors import InputNotFound, InvalidData, PipelineError, StageFailed
+from core.text.readers import require_file
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_DATAERR, EXIT_NOINPUT = 0, 1, 2, 65, 66
 
@@ -85,6 +86,28 @@ class HideExpectedTracebacks(logging.Filter):
             record.exc_info = None
             record.exc_text = None
         return True
+
+
+def restrict_set(overrides: dict[str, Any], allowed: tuple[str, ...], command: str,
+                 kind: str = "data-reading") -> RetrainConfig:
+    """The configuration `overrides` build, after checking that `python -m flows.<command>` takes each key
+    (`allowed`); raises `ConfigError` naming the others, or a bad value (the caller exits 2 with it)."""
+    if unknown := sorted(set(overrides) - set(allowed)):
+        raise ConfigError(f"--set {', '.join(unknown)} is not a {kind} setting; flows.{command} takes "
+                          f"--set with {', '.join(allowed)}")
+    return RetrainConfig.from_parameters(overrides=overrides)
+
+
+def run_command(command: str, data: Path | str, action: Callable[[], Any]) -> int:
+    """The end of a file command's `main`: check `data` exists, run `action`, print the path it returns (the last
+    line on stdout); returns the exit code, a failure turned into its message by `report`."""
+    try:
+        require_file(data)
+        out = action()
+    except Exception as exc:  # noqa: BLE001 (the command line's last line of defence: a message, an exit code)
+        return report(exc, command=command)
+    print(out)
+    return EXIT_OK
 
 
 def _is_expected(exc: BaseException | None) -> bool:

@@ -28,8 +28,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from flows import cli
-from schemas.config import ConfigError, RetrainConfig
-from core.text.readers import require_file
+from schemas.config import ConfigError
 
 log = logging.getLogger("flows.embed")
 READING_KEYS = ("data.encoding", "data.delimiter", "data.max_chars", "data.max_file_mb")
@@ -55,7 +54,7 @@ def embed_file(data: Path, out: Path, backbone_setting: str | None, text_col: st
     from core.model.backbone import Backbone, encode_for_model
     from core.storage.artifacts import atomic_path
     from core.model.features import cached_features
-    from tasks.predict import _to_arrow
+    from core.text.inputs import rows_to_arrow
     from core.text.inputs import read_texts
 
     backbone = Backbone.resolve(backbone_setting)
@@ -66,7 +65,7 @@ def embed_file(data: Path, out: Path, backbone_setting: str | None, text_col: st
     texts = inputs.frame[text_col].astype(str).tolist()
     sequences = encode_for_model(backbone.path, texts, truncation(backbone.path, shape.max_positions))
     embeddings, _, counts = cached_features(backbone, sequences, shape.blocks, Path(workdir))
-    table = _to_arrow(inputs.frame).append_column(
+    table = rows_to_arrow(inputs.frame).append_column(
         COLUMN, pa.array(list(np.asarray(embeddings, np.float32)), pa.list_(pa.float32())))
     with atomic_path(Path(out)) as tmp:
         pq.write_table(table, tmp, compression="zstd")
@@ -97,10 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     overrides = cli.overrides_from(parser, args.assignments)
     try:
-        if unknown := sorted(set(overrides) - set(READING_KEYS)):
-            raise ConfigError(f"--set {', '.join(unknown)} is not a data-reading setting; flows.embed takes "
-                              f"--set with {', '.join(READING_KEYS)}")
-        data_cfg = RetrainConfig.from_parameters(overrides=overrides).data
+        data_cfg = cli.restrict_set(overrides, READING_KEYS, "embed").data
         from core.model.backbone import preset_folder
 
         preset_folder(args.backbone)  # an uninstalled all-mpnet-base-v2: exit 2 with `make mpnet`, before any work
@@ -111,13 +107,12 @@ def main(argv: list[str] | None = None) -> int:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", stream=sys.stderr)
     reading = {"encoding": data_cfg.encoding, "max_chars": data_cfg.max_chars, "max_file_mb": data_cfg.max_file_mb,
                "delimiter": data_cfg.delimiter}
-    try:
-        require_file(args.data)
+
+    def action() -> Path:
         embed_file(Path(args.data), Path(args.out), args.backbone, args.text_col, Path(args.workdir), reading)
-    except Exception as exc:  # noqa: BLE001 (the command line's last line of defence: a message, an exit code)
-        return cli.report(exc, command="embed")
-    print(Path(args.out).resolve())
-    return cli.EXIT_OK
+        return Path(args.out).resolve()
+
+    return cli.run_command("embed", args.data, action)
 
 
 if __name__ == "__main__":

@@ -42,7 +42,6 @@ from core.text.inputs import ON_INVALID
 from tasks.predict import predict_file, prediction_drift
 from core.registry import resolve_version
 from core.storage.records import FlowOutcomeSerializer
-from core.text.readers import require_file
 from core.registry.version import Version
 
 # The settings of retrain that say how a file is read: the ones predict accepts with --set.
@@ -145,21 +144,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     overrides = cli.overrides_from(parser, args.assignments)
     try:
-        if unknown := sorted(set(overrides) - set(READING_KEYS) - set(SCORING_KEYS)):
-            raise ConfigError(f"--set {', '.join(unknown)} is not a data-reading or scoring setting; flows.predict "
-                              f"takes --set with {', '.join(READING_KEYS + SCORING_KEYS)}")
-        RetrainConfig.from_parameters(overrides=overrides)  # bad values: exit 2 before any start-up
-    except ConfigError as exc:
+        cli.restrict_set(overrides, READING_KEYS + SCORING_KEYS, "predict", "data-reading or scoring")  # bad values:
+    except ConfigError as exc:                                                                  # exit 2 before start-up
         cli.setting_error(parser, str(exc))
     cli.quiet_expected_errors()
-    try:
-        require_file(args.data)
-        figures = predict(data=str(args.data), out=str(args.out), model=args.model, workdir=str(args.workdir),
-                          text_col=args.text_col, name=args.name, overrides=overrides, on_invalid=args.on_invalid)
-    except Exception as exc:  # noqa: BLE001 (the command line's last line of defence: a message, an exit code)
-        return cli.report(exc, command="predict")
-    print(figures["out"])
-    return cli.EXIT_OK
+    return cli.run_command("predict", args.data, lambda: predict(
+        data=str(args.data), out=str(args.out), model=args.model, workdir=str(args.workdir), text_col=args.text_col,
+        name=args.name, overrides=overrides, on_invalid=args.on_invalid)["out"])
 
 
 if __name__ == "__main__":

@@ -34,11 +34,10 @@ from prefect import flow  # noqa: E402
 
 from flows import cli, local_api  # noqa: E402
 from flows.predict import READING_KEYS, reading_settings  # noqa: E402
-from schemas.config import ConfigError, RetrainConfig  # noqa: E402
+from schemas.config import ConfigError  # noqa: E402
 from core.registry import resolve_version  # noqa: E402
 from tasks.suggest import FORMATS, MAX_SIMILARITY, METHODS, suggest_task  # noqa: E402
 from core.storage.records import FlowOutcomeSerializer  # noqa: E402
-from core.text.readers import require_file  # noqa: E402
 
 TABLE_ROWS = 100  # rows of the list shown in the dashboard's table artifact (the file holds all of them)
 
@@ -129,23 +128,19 @@ def _main(argv: list[str] | None, early_api: local_api.TemporaryAPI | None) -> i
     if not 0 < args.max_similarity <= 1:
         parser.error(f"--max-similarity must be in (0, 1], got {args.max_similarity}")
     try:
-        if unknown := sorted(set(overrides) - set(READING_KEYS)):
-            raise ConfigError(f"--set {', '.join(unknown)} is not a data-reading setting; flows.suggest takes "
-                              f"--set with {', '.join(READING_KEYS)}")
-        RetrainConfig.from_parameters(overrides=overrides)
+        cli.restrict_set(overrides, READING_KEYS, "suggest")
     except ConfigError as exc:
         parser.error(str(exc))
     cli.quiet_expected_errors()
-    try:
-        require_file(args.pool)
+
+    def action() -> Path:
         with local_api.for_run("threads", early_api):
             suggest(pool=str(args.pool), out=str(args.out), n=args.n, model=args.model, workdir=str(args.workdir),
                     text_col=args.text_col, name=args.name, overrides=overrides,
                     max_similarity=args.max_similarity, method=args.method)
-    except Exception as exc:  # noqa: BLE001 (the command line's last line of defence: a message, an exit code)
-        return cli.report(exc, command="suggest")
-    print(Path(args.out).resolve())
-    return cli.EXIT_OK
+        return Path(args.out).resolve()
+
+    return cli.run_command("suggest", args.pool, action)
 
 
 if __name__ == "__main__":

@@ -33,13 +33,13 @@ import pyarrow.parquet as pq
 from schemas.raw import label_key
 from schemas.tables import predictions_schema
 from core.registry.scoring import BATCH, Scorer, trained_backbone
-from core.registry.store import resolve_version  # noqa: F401  (the CLI's entry point to the registry)
 from core.model.backbone import Backbone
 from core.errors import Failure, InvalidData
 from core.storage.artifacts import atomic_path
-from core.text.readers import RawTable
+from core.text.readers import RawTable, line_number
 from core.text.stream import CHUNK_ROWS, ChunkReader, Scan
-from core.text.inputs import ON_INVALID, Inputs, check_on_invalid, line_number, assemble, check_columns, check_rows, header_text_col  # noqa: F401 (ON_INVALID: the CLI's)
+from core.text.inputs import (Inputs, arrow_type, assemble, check_columns, check_on_invalid, check_rows, header_text_col,
+                              rows_to_arrow, unify_types)
 from core.registry.version import Version
 
 log = logging.getLogger(__name__)
@@ -127,39 +127,15 @@ def check_file(data: Path, text_col: str, labels: list[str], encoding: str = "ut
         chunks += 1
         failures.extend(check_rows(chunk, name, text_col, max_chars)[1])
         for column in chunk.frame.columns:
-            types.setdefault(column, set()).add(_arrow_type(chunk.frame[column]))
+            types.setdefault(column, set()).add(arrow_type(chunk.frame[column]))
     if failures and on_invalid == "refuse":
         raise InvalidData(sorted(failures, key=lambda f: line_number(f.location)))
-    fields = [pa.field(str(c), _unify(types.get(c, set()))) for c in scan.columns]
+    fields = [pa.field(str(c), unify_types(types.get(c, set()))) for c in scan.columns]
     fields += [pa.field("predicted_label", pa.string())] + [pa.field(f"prob_{label}", pa.float64()) for label in labels]
     if on_invalid == "keep":
         fields.append(pa.field("reason", pa.string()))
     invalid = len({f.location for f in failures})
     return Plan(pa.schema(fields), scan.rows, invalid, chunks, scan, reading, text_col)
-
-
-def _arrow_type(values: pd.Series) -> pa.DataType | None:
-    """The Arrow type `_to_arrow` gives these values (None: mixed, written as text)."""
-    try:
-        return pa.array(values.tolist()).type
-    except (pa.ArrowException, TypeError, ValueError):
-        return None
-
-
-def _unify(types: set) -> pa.DataType:
-    """One type for a column whose chunks gave `types`: theirs if they agree (nulls aside), a common numeric
-    type for ints and floats, else text (what the whole column would have become)."""
-    known = {t for t in types if t is not None and not pa.types.is_null(t)}
-    if None in types:
-        return pa.string()
-    if not known:
-        return pa.null()
-    if len(known) == 1:
-        return known.pop()
-    try:
-        return pa.unify_schemas([pa.schema([("c", t)]) for t in known], promote_options="permissive").field("c").type
-    except (pa.ArrowException, TypeError):
-        return pa.string()
 
 
 def score_chunk(chunk: RawTable, scorer: Callable[[list[str]], np.ndarray], labels: list[str], name: str,
@@ -171,7 +147,7 @@ def score_chunk(chunk: RawTable, scorer: Callable[[list[str]], np.ndarray], labe
     valid = inputs.valid
     texts = inputs.frame[text_col].iloc[valid].astype(str).tolist()
     proba = scorer(texts) if texts else np.zeros((0, len(labels)))
-    return _to_arrow(result_frame(inputs, proba, labels, on_invalid), schema)
+    return rows_to_arrow(result_frame(inputs, proba, labels, on_invalid), schema)
 
 
 class Progress:
@@ -349,21 +325,3 @@ def prediction_drift(folder: Path, counts: dict[str, int]) -> dict:
             "chi_square_p": float(chi.pvalue)}
 
 
-def _to_arrow(frame: pd.DataFrame, schema: pa.Schema | None = None) -> pa.Table:
-    """The frame as Arrow; an input column of mixed types (numbers and text, say) becomes text. With `schema`
-    (the whole file's, `check_file`) each column takes its type there: a chunk's ints in a column of floats
-    become floats, and values in a column that is text elsewhere become their text."""
-    columns = {}
-    for name in frame.columns:
-        target = schema.field(str(name)).type if schema is not None else None
-        values = frame[name].tolist()
-        try:
-            array = pa.array(values)
-            if target is not None and array.type != target:
-                if pa.types.is_string(target):
-                    raise TypeError("text elsewhere in the column")
-                array = array.cast(target)
-            columns[str(name)] = array
-        except (pa.ArrowException, TypeError, ValueError):
-            columns[str(name)] = pa.array([None if v is None else str(v) for v in values], pa.string())
-    return pa.table(columns, schema=schema) if schema is not None else pa.table(columns)

@@ -46,8 +46,8 @@ def pseudo_label(features: ArtifactRef, train: TrainConfig, data: DataConfig, mo
     itself when `train.unlabelled` is unset. The unlabelled file is read as predict reads (`data`'s reading
     settings, its text column; invalid rows skipped and counted); raises `InvalidData` for a file-level fault."""
     from core.model.features import cached_features
-    from tasks.predict import read_texts
-    from tasks.suggest import score_with_cache
+    from core.text.inputs import read_texts
+    from core.registry.scoring import score_with_cache
 
     if train.unlabelled is None:
         return features

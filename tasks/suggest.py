@@ -208,9 +208,9 @@ def suggest_file(pool: Path, out: Path, n: int, folder: Path, workdir: Path, tex
         if out.suffix.lower() == ".csv":
             result.to_csv(tmp, index=False)
         else:
-            from tasks.predict import _to_arrow
+            from core.text.inputs import rows_to_arrow
 
-            pq.write_table(_to_arrow(result), tmp, compression="zstd")
+            pq.write_table(rows_to_arrow(result), tmp, compression="zstd")
     figures = {"rows": len(inputs.frame), "invalid": len(inputs.frame) - len(valid),
                "duplicates_in_pool": len(valid) - len(distinct), "already_labelled": len(distinct) - len(fresh),
                "near_labelled": int(close.sum()), "candidates": int(len(fresh) - close.sum()),

@@ -1,6 +1,6 @@
-"""The house rule of the layout (README, "Layout"): flows import steps, steps import the machinery, and
-nothing in the machinery (`core/`) or the data contracts (`schemas/`) imports a step or a flow; the DAG is
-declared once (flows/dag.py) and names, for each step, the plain function and the tasks that run the same code."""
+"""The house rule of the layout (README, "Layout"): imports go down only, flows -> tasks -> core -> schemas, and
+inside core/ from floor to floor (FLOORS); a step never imports another step; flows/ finds no function by name
+(no importlib); the DAG is written once (flows/dag.py: pipeline) and names each step's task in code."""
 
 from __future__ import annotations
 
@@ -11,6 +11,67 @@ def _modules(package: str) -> list[str]:
     root = versions.PROJECT_ROOT / package
     return sorted(".".join(path.relative_to(versions.PROJECT_ROOT).with_suffix("").parts).removesuffix(".__init__")
                   for path in root.rglob("*.py"))
+
+
+# core/'s folders, lowest first: a module imports from its own floor or the ones below, never above. The root
+# (errors, faults, metrics) holds what every floor uses.
+FLOORS = ("core", "core.text", "core.storage", "core.model", "core.registry", "core.reports", "core.run")
+LEVELS = ("schemas", "core", "tasks", "flows")
+
+
+def _project_imports(module: str) -> list[str]:
+    path = versions.module_file(module)
+    return sorted(name for name in versions.imports(path, module)
+                  if name.split(".")[0] in LEVELS and versions.module_file(name) is not None)
+
+
+def _floor(module: str) -> int:
+    parts = module.split(".")
+    folder = ".".join(parts[:2]) if len(parts) > 2 or (versions.PROJECT_ROOT / "core" / parts[-1]).is_dir() else "core"
+    return FLOORS.index(folder) if folder in FLOORS else 0
+
+
+def test_imports_go_down_only():
+    """flows -> tasks -> core -> schemas: no module imports from a level above its own."""
+    offenders = {}
+    for level, package in enumerate(LEVELS):
+        for module in _modules(package):
+            up = [name for name in _project_imports(module) if LEVELS.index(name.split(".")[0]) > level]
+            if up:
+                offenders[module] = up
+    assert not offenders, f"imports going up: {offenders}"
+
+
+def test_schemas_import_nothing_from_core():
+    offenders = {m: bad for m in _modules("schemas") if (bad := [n for n in _project_imports(m) if n.startswith("core")])}
+    assert not offenders, f"data contracts reaching into the machinery: {offenders}"
+
+
+def test_core_floors_import_downward_only():
+    """Inside core/, a sub-folder imports only from its own floor or lower ones (FLOORS): no cycles between
+    core's folders, and each can be read knowing only what lies below it."""
+    assert {path.name for path in (versions.PROJECT_ROOT / "core").iterdir() if path.is_dir()
+            and path.name != "__pycache__"} == {floor.split(".")[1] for floor in FLOORS[1:]}, "a new core/ folder: give it a floor"
+    offenders = {}
+    for module in _modules("core"):
+        up = [name for name in _project_imports(module) if name.startswith("core") and _floor(name) > _floor(module)]
+        if up:
+            offenders[module] = up
+    assert not offenders, f"core/ importing a floor above its own: {offenders}"
+
+
+def test_a_step_never_imports_another_step():
+    offenders = {}
+    for module in _modules("tasks"):
+        others = [name for name in _project_imports(module) if name.startswith("tasks.") and name != module]
+        if others:
+            offenders[module] = others
+    assert not offenders, f"steps leaning on steps (move what they share to core/ or schemas/): {offenders}"
+
+
+def test_flows_find_no_function_by_name():
+    offenders = [m for m in _modules("flows") if "importlib" in versions.imports(versions.module_file(m), m)]
+    assert not offenders, f"importlib in flows/: {offenders}"
 
 
 def test_nothing_below_the_steps_imports_a_step_or_a_flow():
@@ -24,9 +85,9 @@ def test_nothing_below_the_steps_imports_a_step_or_a_flow():
 
 
 def test_every_step_module_holds_a_step():
-    """tasks/ is for steps: each module there defines a Prefect task (its thin wrapper) or is a registry
-    operation run from flows/registry.py."""
-    operations = {"core.run.prune", "flows.reevaluation", "flows.approval", "tasks.predict", "tasks.__init__", "tasks"}
+    """tasks/ is for steps: each module there defines a Prefect task (its thin wrapper), or is the predict flow's
+    step (tasks.predict: scored in chunks, never cached)."""
+    operations = {"tasks.predict", "tasks.__init__", "tasks"}
     for module in _modules("tasks"):
         if module in operations:
             continue

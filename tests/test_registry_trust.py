@@ -83,7 +83,7 @@ def test_registry_promote_of_a_candidate_needs_a_recorded_override(tmp_path, cap
     assert json.loads(capsys.readouterr().out)["approval"]["status"] == "awaiting approval"  # and it still is
 
     monkeypatch.setattr(identity, "os_account", lambda: "oncall")
-    monkeypatch.setattr(registry.review, "os_account", lambda: "oncall")
+    monkeypatch.setattr(registry.approval, "os_account", lambda: "oncall")
     assert registry_cli.main([*base, "promote", "v2", "--override-approval", "incident 42: v1 mislabels refunds"]) == 0
     pointer = registry.champion(tmp_path, "m")
     assert (pointer["version"], pointer["action"], pointer["by"]) == ("v2", "override", "oncall")

@@ -104,14 +104,15 @@ def model(prefect_api, tmp_path_factory):
 
 def _reference(path: Path, folder: Path, on_invalid: str) -> pa.Table:
     """The whole-file path: read everything, score every valid row in one call, build the table."""
-    from tasks.predict import _to_arrow, result_frame
+    from core.text.inputs import rows_to_arrow
+    from tasks.predict import result_frame
     from core.text.inputs import read_texts
     from core.registry.scoring import score, trained_backbone
 
     inputs = read_texts(path, "text", on_invalid=on_invalid)
     texts = inputs.frame["text"].iloc[inputs.valid].astype(str).tolist()
     proba, labels = score(folder, texts, trained_backbone(folder))
-    return _to_arrow(result_frame(inputs, proba, labels, on_invalid))
+    return rows_to_arrow(result_frame(inputs, proba, labels, on_invalid))
 
 
 def _assert_same_rows(streamed: pa.Table, reference: pa.Table, labels: list[str]) -> None:

@@ -3,13 +3,13 @@
 - `version`: a version folder's layout (`Version`: every file name spelt once), folder-name rules, `RegistryError`;
 - `store`: immutable versions (every file hashed at registration, checked on use), the champion pointer swapped
   atomically, the promotion log, rollback, pruning of versions;
-- `review`: the four-eyes review workflow of `gate.approval=manual` (candidate, approve, reject, expire);
+- `approval`: the four-eyes review workflow of `gate.approval=manual` (candidate, approve, reject, expire);
 - `export`: the version's raw-text SavedModel and the champion's copy for TF Serving;
 - `scoring`: a registered version applied to sentences; `identity`: who started a run, who reviews.
 """
 
-from core.registry.review import (CANDIDATE, REVIEWS, approval_record, approve, candidate, expire, expired,
-                                  promote_by_hand, propose, reject, review, reviews, withdraw_expired)
+from core.registry.approval import (CANDIDATE, REVIEWS, approval_record, approve, candidate, expire, expired,
+                                    promote_by_hand, propose, reject, review, reviews, withdraw_expired)
 from core.registry.store import (CHAMPION, HASH_COVERAGE, LOG, champion, champion_scores_dir, champion_stack,
                                  find_registered, integrity, locked, model_names, new_version, promote,
                                  promotion_log, protected_versions, prune_versions, register, remove_leftovers,

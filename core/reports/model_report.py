@@ -31,7 +31,7 @@ from core import registry
 from core.storage.artifacts import atomic_path
 from core.storage.versions import code_version
 from core.text.identity import sha256_hex
-from core.metrics import BOOTSTRAP_SAMPLES, class_intervals
+from core.metrics import BOOTSTRAP_SAMPLES, ECE_BINS, class_intervals
 from core.registry.version import Version
 
 log = logging.getLogger(__name__)
@@ -166,8 +166,9 @@ def per_class_plot(labels: list[str], per_class: dict[str, dict[str, float]], in
     return _png(fig)
 
 
-def reliability(y: np.ndarray, proba: np.ndarray, bins: int = 10) -> tuple[str, float, list[dict[str, float]]]:
-    """Reliability diagram (accuracy vs confidence per equal-width bin) and the ECE it shows."""
+def reliability(y: np.ndarray, proba: np.ndarray, bins: int = ECE_BINS) -> tuple[str, float, list[dict[str, float]]]:
+    """Reliability diagram (accuracy vs confidence per equal-width bin; the bins of evaluate's ECE,
+    `core.metrics.ECE_BINS`), the ECE of those bins, and the bins."""
     confidence = proba.max(axis=1)
     correct = proba.argmax(axis=1) == y
     edges = np.linspace(0, 1, bins + 1)
@@ -188,7 +189,7 @@ def reliability(y: np.ndarray, proba: np.ndarray, bins: int = 10) -> tuple[str, 
     ax.plot([r["confidence"] for r in rows], [r["accuracy"] for r in rows], "o", color="darkred",
             label="mean confidence")
     ax.set_ylabel("accuracy")
-    ax.set_title(f"Reliability diagram (ECE {ece:.3f})")
+    ax.set_title(f"Reliability diagram ({bins} bins)")
     ax.set_ylim(0, 1)
     ax.legend(loc="upper left")
     hist.hist(confidence, bins=edges, color="grey")
@@ -311,8 +312,9 @@ def render(folder: Path, lineage: dict[str, Any], summary: dict[str, Any], appro
 
     # Calibration
     picture, ece, bins = reliability(y, proba)
+    ece = test.get("ece", ece)  # one figure: metrics.json's, over the same bins as the diagram
     sections.append(_section("Calibration", _img(picture, "reliability diagram") + _p(
-        f"Expected calibration error (10 bins): {ece:.4f}; evaluate's ECE (15 bins): {test.get('ece', float('nan')):.4f}; "
+        f"Expected calibration error ({ECE_BINS} equal-width bins, metrics.json's `ece`): {ece:.4f}; "
         f"log loss {test.get('log_loss', float('nan')):.4f}.") + _table(
         ["confidence bin", "sentences", "accuracy", "mean confidence"],
         [[f"{b['low']:.1f}-{b['high']:.1f}", b["n"], f"{b['accuracy']:.3f}", f"{b['confidence']:.3f}"] for b in bins])))

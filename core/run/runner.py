@@ -32,10 +32,12 @@ from schemas.config import RetrainConfig
 class StepRunner:
     """Runs the steps of one retrain run and records what each stage did (`stages`, `refs`)."""
 
-    def __init__(self, cfg: RetrainConfig, run_id: str, runner: str = "threads"):
+    def __init__(self, cfg: RetrainConfig, run_id: str):
         self.cfg = cfg
         self.run_id = run_id
-        self.runner = runner
+        # Where the steps ran (summary.json's `runner`): in this process's threads, or, once a sharded step has run
+        # with the setting runner=dask, the Dask cluster's description.
+        self.executed_on = "threads"
         self.workdir = Path(cfg.workdir)
         self.stages: dict[str, dict[str, Any]] = {}
         self.refs: dict[str, Any] = {}
@@ -91,7 +93,7 @@ class StepRunner:
             return self.step(step.name, step.whole, *args)
         name, started = step.name, time.perf_counter()
         count = self.dask.shard_count()
-        self.runner = self.dask.description()
+        self.executed_on = self.dask.description()
         calls = [self._parameters(step.shard, args, {"shard": Shard(index=i, count=count)}) for i in range(count)]
         states = self.dask.run_all(self._bound(step.shard), calls, self.workdir)
         refs = [self._check(name, state, round(time.perf_counter() - started, 3)) for state in states]
@@ -125,7 +127,7 @@ class StepRunner:
 
     def summary(self) -> dict[str, Any]:
         """The run's summary (CONTRACT.md) from what the stages recorded so far; `validate` must have run."""
-        out = run_records.summary(self.cfg, self.run_id, self.stages, self.refs, self.runner,
+        out = run_records.summary(self.cfg, self.run_id, self.stages, self.refs, self.executed_on,
                                   round(time.perf_counter() - self.started, 3), self.reference_run_id)
         if self.report_error:
             out["report_error"] = self.report_error

@@ -120,7 +120,7 @@ def save_failures(workdir: Path, run_id: str, error: InvalidData) -> Path:
 
 
 def summary(cfg: RetrainConfig, run_id: str, stages: dict[str, dict[str, Any]], refs: dict[str, Any],
-            runner: str, seconds: float, reference_run_id: str | None = None) -> dict[str, Any]:
+            executed_on: str, seconds: float, reference_run_id: str | None = None) -> dict[str, Any]:
     """The run's summary (CONTRACT.md) from what its stages recorded: `stages` (stage -> state, seconds, rows)
     and `refs` (stage -> result: an `ArtifactRef`, or the gate's decision and promote's release). `refs` must
     hold `validate`; each later stage adds its section when present."""
@@ -139,7 +139,7 @@ def summary(cfg: RetrainConfig, run_id: str, stages: dict[str, dict[str, Any]], 
         "stages": stages,
         "seconds": seconds,
         "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "runner": runner,
+        "runner": executed_on,
         "config": cfg.model_dump(mode="json", by_alias=True),
         "artifacts": {name: {"path": ref.path, "sha256": ref.sha256}
                       for name, ref in refs.items() if isinstance(ref, ArtifactRef)},

@@ -1,5 +1,6 @@
 """A file of sentences to score, read whole and checked row by row (`read_texts`): rows in = rows out, each
-invalid row kept in its place with its reason, or refused. Batch prediction (tasks/predict.py) reads the same
+invalid row kept in its place with its reason, or refused; and the rows written back as Arrow
+(`rows_to_arrow`: every column of the user's file kept, a mixed one as text). Batch prediction (tasks/predict.py) reads the same
 way in chunks; suggest, pseudo_label and the embed command read through `read_texts`."""
 
 from __future__ import annotations
@@ -9,10 +10,11 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from core.errors import InvalidData
 from core.text.checks import schema_failures
-from core.text.readers import RawTable, read_raw
+from core.text.readers import RawTable, line_number, read_raw
 from schemas.raw import text_schema
 
 
@@ -108,6 +110,45 @@ def assemble(raw: RawTable, unparsed: list, failures: list) -> Inputs:
     return Inputs(frame, locations, ["; ".join(why.get(loc, [])) for loc in locations])
 
 
-def line_number(location: str) -> int:
-    tail = location.rpartition(" ")[2]
-    return int(tail) if tail.isdigit() else 0
+def arrow_type(values: pd.Series) -> pa.DataType | None:
+    """The Arrow type `rows_to_arrow` gives these values (None: mixed, written as text)."""
+    try:
+        return pa.array(values.tolist()).type
+    except (pa.ArrowException, TypeError, ValueError):
+        return None
+
+
+def unify_types(types: set) -> pa.DataType:
+    """One type for a column whose chunks gave `types`: theirs if they agree (nulls aside), a common numeric
+    type for ints and floats, else text (what the whole column would have become)."""
+    known = {t for t in types if t is not None and not pa.types.is_null(t)}
+    if None in types:
+        return pa.string()
+    if not known:
+        return pa.null()
+    if len(known) == 1:
+        return known.pop()
+    try:
+        return pa.unify_schemas([pa.schema([("c", t)]) for t in known], promote_options="permissive").field("c").type
+    except (pa.ArrowException, TypeError):
+        return pa.string()
+
+
+def rows_to_arrow(frame: pd.DataFrame, schema: pa.Schema | None = None) -> pa.Table:
+    """The frame as Arrow; an input column of mixed types (numbers and text, say) becomes text. With `schema`
+    (the whole file's, `check_file`) each column takes its type there: a chunk's ints in a column of floats
+    become floats, and values in a column that is text elsewhere become their text."""
+    columns = {}
+    for name in frame.columns:
+        target = schema.field(str(name)).type if schema is not None else None
+        values = frame[name].tolist()
+        try:
+            array = pa.array(values)
+            if target is not None and array.type != target:
+                if pa.types.is_string(target):
+                    raise TypeError("text elsewhere in the column")
+                array = array.cast(target)
+            columns[str(name)] = array
+        except (pa.ArrowException, TypeError, ValueError):
+            columns[str(name)] = pa.array([None if v is None else str(v) for v in values], pa.string())
+    return pa.table(columns, schema=schema) if schema is not None else pa.table(columns)

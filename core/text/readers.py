@@ -378,7 +378,7 @@ def _title_above_header(filled: list[tuple[int, str]], setting: str, fmt: str) -
     return 0
 
 
-def _is_blank(fields: list[str]) -> bool:
+def is_blank(fields: list[str]) -> bool:
     return all(not f.strip() for f in fields)
 
 
@@ -393,7 +393,7 @@ def _read_delimited(text: str, name: str, fmt: str, chosen: tuple[str, str], bla
     try:
         for fields in reader:
             start, last_line = last_line + 1, reader.line_num
-            if header is None and (not fields or _is_blank(fields)):
+            if header is None and (not fields or is_blank(fields)):
                 continue  # blank lines before the header
             if header is None and header_mode != "none":
                 header = [h.strip() for h in fields]
@@ -407,7 +407,7 @@ def _read_delimited(text: str, name: str, fmt: str, chosen: tuple[str, str], bla
         raise InvalidData([Failure(name, "file", "", "file has no header row")])
     notes = [f"columns separated by '{show_invisible(delimiter)}' ({how})"]
     if header_mode == "none":
-        header = [str(i) for i in range(1, max((len(f) for _, f in rows if not _is_blank(f)), default=1) + 1)]
+        header = [str(i) for i in range(1, max((len(f) for _, f in rows if not is_blank(f)), default=1) + 1)]
         notes.append(f"no header line (data.header=none): columns numbered 1 to {len(header)}, line 1 is a row")
     elif extra := _trailing_delimiters(rows, len(header)):
         header = header + [""] * extra  # every data row ends with `extra` empty fields: unnamed empty columns
@@ -422,7 +422,7 @@ def _read_delimited(text: str, name: str, fmt: str, chosen: tuple[str, str], bla
     kind = _delimiter_word(delimiter)[:-1] if delimiter in DELIMITER_NAMES else repr(delimiter)
     header_key = [h.casefold() for h in header]
     for start, fields in rows:
-        if _is_blank(fields):
+        if is_blank(fields):
             # a row, or the end of the file: known when a row follows (or, scoring, when it holds spaces)
             pending.append((start, fields))
             continue
@@ -478,7 +478,7 @@ def _data_like_header(header: list[str], rows: list[tuple[int, list[str]]]) -> s
 def _trailing_delimiters(rows: list[tuple[int, list[str]]], width: int) -> int:
     """How many empty fields every data row has beyond the header's `width` (a delimiter at the end of each data
     row, not of the header: an export's habit); 0 when any row has not, or has a value there."""
-    filled = [fields for _, fields in rows if not _is_blank(fields)]
+    filled = [fields for _, fields in rows if not is_blank(fields)]
     if not filled:
         return 0
     extra = min(len(fields) for fields in filled) - width
@@ -493,7 +493,7 @@ def _header_trailing_delimiters(rows: list[tuple[int, list[str]]], header: list[
     extra = 0
     while extra < len(header) - 1 and not header[len(header) - 1 - extra]:
         extra += 1
-    filled = [fields for _, fields in rows if not _is_blank(fields)]
+    filled = [fields for _, fields in rows if not is_blank(fields)]
     if not extra or not filled or any(len(fields) != len(header) - extra for fields in filled):
         return 0
     return extra
@@ -516,12 +516,23 @@ def _unnamed_note(positions: list[int]) -> str:
             "separators)")
 
 
+def all_empty(values) -> bool:
+    """Null or blank on every row (what makes an unnamed column ignorable)."""
+    return all(v is None or (isinstance(v, float) and v != v) or (isinstance(v, str) and not v.strip())
+               for v in values)
+
+
+def line_number(location: str) -> int:
+    """The number in a row's location (`line 12`, `row 3`), 0 if it has none: the order of a file's rows."""
+    tail = location.rpartition(" ")[2]
+    return int(tail) if tail.isdigit() else 0
+
+
 def _drop_empty_unnamed(table: RawTable) -> None:
     """Unnamed columns (`''`, pandas' `Unnamed: 3`) that are null or blank on every row: dropped, with a note."""
     frame = table.frame
     drop = [i for i, col in enumerate(frame.columns) if isinstance(col, str) and _UNNAMED.match(col)
-            and all(v is None or (isinstance(v, float) and v != v) or (isinstance(v, str) and not v.strip())
-                    for v in frame.iloc[:, i])]
+            and all_empty(frame.iloc[:, i])]
     if drop:
         table.frame = frame.iloc[:, [i for i in range(frame.shape[1]) if i not in drop]]
         table.notes.append(_unnamed_note([i + 1 for i in drop]))

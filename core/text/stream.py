@@ -115,7 +115,7 @@ class ChunkReader:
             for column in chunk.frame.columns:
                 if column not in seen:
                     seen.append(column)
-                if column not in holding and not _all_empty(chunk.frame[column]):
+                if column not in holding and not readers.all_empty(chunk.frame[column]):
                     holding.add(column)
         if self.file_failures:
             raise InvalidData(self.file_failures)
@@ -192,8 +192,8 @@ class ChunkReader:
         self.delimiter, self._data_like = raw.delimiter, raw.data_like_header
         located = [f for f in raw.failures if f.location.startswith(("line ", "row "))]
         others = [f for f in raw.failures if f not in located]
-        items = sorted([(_line(loc), i, None) for i, loc in enumerate(raw.locations)]
-                       + [(_line(f.location), -1, f) for f in located], key=lambda item: item[0])
+        items = sorted([(readers.line_number(loc), i, None) for i, loc in enumerate(raw.locations)]
+                       + [(readers.line_number(f.location), -1, f) for f in located], key=lambda item: item[0])
         frame = raw.frame.reset_index(drop=True)
         for start in range(0, max(len(items), 1), self.chunk_rows):
             part = items[start: start + self.chunk_rows]
@@ -326,7 +326,7 @@ class ChunkReader:
             for fields in reader:
                 start, last_line = last_line + 1, reader.line_num
                 if header is None:
-                    if not fields or readers._is_blank(fields):
+                    if not fields or readers.is_blank(fields):
                         continue
                     header = [h.strip() for h in fields]
                     self._header = header
@@ -334,7 +334,7 @@ class ChunkReader:
                     if self.header == "auto" and any(readers._looks_like_data(h) for h in header):
                         raise _Whole()  # line 1 may be a data row: the whole-file reader words it
                     continue
-                if readers._is_blank(fields):
+                if readers.is_blank(fields):
                     pending.append((start, fields))
                     continue
                 for number, blank in pending:
@@ -385,11 +385,6 @@ class _Whole(Exception):
     """The file is one the whole-file reader must decide (see the module's docstring): read it whole."""
 
 
-def _line(location: str) -> int:
-    tail = location.rpartition(" ")[2]
-    return int(tail) if tail.isdigit() else 0
-
-
 def _delimited_table(width: int, records: list, locations: list[str], failures: list[Failure]) -> RawTable:
     """Cells under their positions (0, 1, ...) as column names: a header may repeat a name (unnamed columns)."""
     frame = (pd.DataFrame.from_records(records, columns=range(width)) if records
@@ -404,9 +399,3 @@ def _jsonl_table(records: list, locations: list[str], failures: list[Failure]) -
     if len(frame) != len(records):  # a chunk of blank lines only ({} records): rows without cells
         frame = pd.DataFrame(index=range(len(records)))
     return RawTable(frame, locations, failures)
-
-
-def _all_empty(values: pd.Series) -> bool:
-    """Null or blank on every row (what makes an unnamed column ignorable)."""
-    return all(v is None or (isinstance(v, float) and v != v) or (isinstance(v, str) and not v.strip())
-               for v in values)
