@@ -55,7 +55,7 @@ def labelled_texts(folder: Path, workdir: Path) -> list[str]:
     try:
         digest = Version(folder).read_lineage()["validated_sha256"]
     except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise registry.RegistryError(f"{folder / 'lineage.json'} does not name the model's data ({exc}); "
+        raise registry.RegistryError(f"{Version(folder).lineage} does not name the model's data ({exc}); "
                                      "suggest needs it to leave out what is already labelled: retrain") from exc
     path = artifact_dir(workdir, "validate") / f"{digest[:16]}.parquet"
     if not path.is_file():

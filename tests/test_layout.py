@@ -144,3 +144,22 @@ def test_running_until_an_unknown_step_is_refused():
     cfg = RetrainConfig()
     with pytest.raises(ValueError, match="unknown step 'valdiate'"):
         dag.run(dag.PlainSteps(cfg), cfg, until="valdiate")
+
+
+def test_a_version_folders_file_names_are_spelt_once():
+    """The names of a version's files live in core/model/classifier.py (what finetune and evaluate write) and
+    core/registry/version.py (`Version`, the rest): everyone else asks `Version` (or those constants)."""
+    import ast
+
+    names = {"model.keras", "model.json", "metrics.json", "predictions.parquet", "lineage.json", "saved_model",
+             "report.html", "reevaluations"}
+    owners = {"core.model.classifier", "core.registry.version"}
+    offenders = {}
+    for module in _modules("flows") + _modules("tasks") + _modules("core") + _modules("schemas"):
+        if module in owners:
+            continue
+        tree = ast.parse(versions.module_file(module).read_text(encoding="utf-8"))
+        found = sorted({node.value for node in ast.walk(tree) if isinstance(node, ast.Constant) and node.value in names})
+        if found:
+            offenders[module] = found
+    assert not offenders, f"a version's file names spelt outside Version: {offenders}"

@@ -205,7 +205,7 @@ def run_markdown(summary: dict[str, Any]) -> str:
         lines += ["", "## Model report",
                   f"The version's self-contained HTML report (data, learning curves, confusion matrix, per-class "
                   f"intervals, calibration, the gate's bootstrap, lineage, approval): "
-                  f"[`{Path(model['path']) / 'report.html'}`]({(Path(model['path']) / 'report.html').as_uri()})"]
+                  f"[`{Version(Path(model['path'])).report}`]({Version(Path(model['path'])).report.as_uri()})"]
     if suggestions := summary.get("suggestions"):
         lines += ["", "## What to label next"]
         if "error" in suggestions:
