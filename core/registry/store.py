@@ -1,16 +1,11 @@
-"""The model registry under the workdir: immutable versions, an atomically replaced champion pointer, a log.
+"""The registry's store: immutable versions, an atomically replaced champion pointer, a log.
 
 Layout, per model name (several classifiers can share a workdir):
-    <workdir>/models/<name>/versions/<version>/   model.keras, model.json, metrics.json, predictions.parquet,
-                                                  lineage.json, saved_model/ (TensorFlow SavedModel for serving:
-                                                  raw sentences in, core.model.serving)
+    <workdir>/models/<name>/versions/<version>/   a version folder (its files: core.registry.version.Version)
     <workdir>/models/<name>/champion.json         {"version", "previous", "promoted_at", "reason"}
     <workdir>/models/<name>/promotions.jsonl      every change of champion, oldest first (for rollback); an
                                                   approved one names its reviewer, comment and time
-    <workdir>/models/<name>/candidate.json        the version awaiting a second person's approval (gate.approval=
-                                                  manual), with the champion its gate compared it against
-    <workdir>/models/<name>/reviews.jsonl         every review event: candidate, approved, rejected, expired,
-                                                  superseded (who, when, why)
+    (candidate.json and reviews.jsonl: the review workflow, core.registry.approval)
 A version folder is assembled under a temporary name and renamed into place, then never changed. A model
 is registered once: registering the same trained model again (same content hash) returns its version. The
 champion pointer is one small JSON file replaced by an atomic rename, so a reader always sees a whole one;
