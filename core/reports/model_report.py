@@ -314,7 +314,7 @@ def render(folder: Path, lineage: dict[str, Any], summary: dict[str, Any], appro
     picture, ece, bins = reliability(y, proba)
     ece = test.get("ece", ece)  # one figure: metrics.json's, over the same bins as the diagram
     sections.append(_section("Calibration", _img(picture, "reliability diagram") + _p(
-        f"Expected calibration error ({ECE_BINS} equal-width bins, metrics.json's `ece`): {ece:.4f}; "
+        f"Expected calibration error (ECE, {ECE_BINS} equal-width bins, metrics.json's `ece`): {ece:.4f}; "
         f"log loss {test.get('log_loss', float('nan')):.4f}.") + _table(
         ["confidence bin", "sentences", "accuracy", "mean confidence"],
         [[f"{b['low']:.1f}-{b['high']:.1f}", b["n"], f"{b['accuracy']:.3f}", f"{b['confidence']:.3f}"] for b in bins])))
