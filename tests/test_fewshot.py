@@ -92,7 +92,7 @@ def test_a_few_shot_run_serves_the_same_answer_on_every_path_and_says_why_it_was
     from tests.conftest import assert_four_paths_agree, first_per_label, write_csv
 
     data = write_csv(tmp_path / "few.csv", first_per_label(24))
-    overrides = {"augment.n_aug": 0, "train.pair_iterations": 2, "data.min_per_class": 3}
+    overrides = {"augment.n_aug": 0, "train.pair_iterations": 2, "data.min_per_class": 3, "evaluate.min_test_per_class": 0}
     workdir = tmp_path / "work"
     summary = json.loads(Path(retrain(data=str(data), workdir=str(workdir), overrides=overrides)).read_text())
     training = summary["training"]
@@ -124,7 +124,8 @@ def test_the_frozen_regime_trains_the_head_alone_on_features_stored_for_two_bloc
     data = write_csv(tmp_path / "few.csv", first_per_label(24))
     workdir = tmp_path / "work"
     summary = json.loads(Path(retrain(data=str(data), workdir=str(workdir), overrides={
-        "augment.n_aug": 0, "train.regime": "frozen", "data.min_per_class": 3})).read_text())
+        "augment.n_aug": 0, "train.regime": "frozen", "data.min_per_class": 3,
+        "evaluate.min_test_per_class": 0})).read_text())
     assert summary["training"]["regime"] == "frozen" and summary["embed"]["unfreeze_top"] == 2
     version = Path(summary["model"]["path"])
     assert json.loads((version / "model.json").read_text())["unfreeze_top"] == 0

@@ -278,7 +278,7 @@ def model_workdir(prefect_api, tmp_path_factory):
     data = write_csv(root / "train.csv", first_per_label(30))
     summary = json.loads(Path(retrain(data=str(data), workdir=str(root / "work"), overrides={
         "train.unfreeze_top": 0, "train.max_epochs": 2, "augment.n_aug": 0, "data.min_per_class": 3,
-        "data.max_chars": 3000, "gate.on_label_change": "promote"})).read_text())
+        "data.max_chars": 3000, "evaluate.min_test_per_class": 0, "gate.on_label_change": "promote"})).read_text())
     if not summary["promoted"]:
         from core.storage import registry
 
