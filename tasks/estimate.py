@@ -100,7 +100,7 @@ def estimate(features: ArtifactRef, augmented: ArtifactRef, splits: ArtifactRef,
     """The cross-validated estimate when `splits.meta["estimate"]` says the test split cannot measure; else a
     record that the test split measures. Returns a JSON artifact's reference; `meta["mode"]` is "estimate" or
     "measured", `meta["estimate"]` the figures (`cross_validate`) and `meta["why"]` the split's reason."""
-    from tasks.finetune import SplitFeatures
+    from tasks.finetune import SplitFeatures, resolve_regime, with_label_templates
 
     why = splits.meta.get("estimate")
     if not why:
@@ -116,6 +116,11 @@ def estimate(features: ArtifactRef, augmented: ArtifactRef, splits: ArtifactRef,
               if columns else np.zeros(len(train.labels), bool))
     log.info("estimate: %s; estimating quality by %d x %d-fold cross-validation on the labelled rows",
              why["reason"], cfg.cv_repeats, cfg.cv_folds)
+    if train_cfg.label_templates and resolve_regime(train_cfg, train, labels, features, backbone)[0] == "fewshot":
+        before = len(train.labels)  # the template rows train every fold, as in the run; never held out
+        train = with_label_templates(train, labels, train_cfg.label_templates, features, backbone, workdir)
+        sources = np.concatenate([sources, train.row_ids[before:]])
+        pseudo = np.concatenate([pseudo, np.zeros(len(train.labels) - before, bool)])
     figures = cross_validate(train, labels, sources, pseudo, train_cfg, cfg, seed, backbone, features)
     f1, acc = figures["macro_f1"], figures["accuracy"]
     log.info("estimate: cross-validated macro-F1 %.4f [%.4f, %.4f], accuracy %.4f [%.4f, %.4f] (%.0f %% corrected "

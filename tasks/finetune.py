@@ -119,6 +119,8 @@ def finetune(features: ArtifactRef, cfg: TrainConfig, seed: int, backbone: Backb
     regime, regime_reason, cfg, frozen_blocks = resolve_regime(cfg, train, labels, features, backbone)
     unfreeze_top = 0 if regime == "frozen" else unfreeze_top
     log.info("finetune: regime %s (%s)", regime, regime_reason)
+    if regime == "fewshot" and cfg.label_templates:
+        train = with_label_templates(train, labels, cfg.label_templates, features, backbone, workdir)
     phase = {"fewshot": "fewshot", "frozen": "head"}.get(regime, "joint" if unfreeze_top else "head")
     # Keras names unnamed layers from per-process counters ("dropout_6" once an embed step has built a backbone
     # in this process), and the names are written into the saved file: start from a clean slate so the file
@@ -214,6 +216,40 @@ def resolve_regime(cfg: TrainConfig, train: SplitFeatures, labels: list[str], fe
     if regime == "frozen":
         cfg, frozen_blocks = cfg.model_copy(update={"unfreeze_top": 0}), backbone.architecture.blocks
     return regime, reason, cfg, frozen_blocks
+
+
+LABEL_TEMPLATE = "This sentence is {}."
+
+
+def with_label_templates(train, labels: list[str], copies: int, features: ArtifactRef, backbone: Backbone,
+                         workdir: Path):
+    """`train` plus `copies` rows per class of "This sentence is {label}." (SetFit's label templates:
+    `setfit.data.add_templated_examples`, template "This sentence is {}", Tunstall et al. 2022), as a
+    `SplitFeatures`-like object; their frozen-bottom features come through the feature cache (tokenized as the
+    stored rows were, `features.meta["sequence_length"]`). The added rows are marked `is_augmented` (they are
+    not labelled rows: the regime rule and the estimate's folds do not count them); identical copies of a
+    sentence are identical rows, so `copies` weighs the template against the user's rows."""
+    from core.model.backbone import encode_for_model
+    from tasks.embed import cached_features
+
+    texts = [LABEL_TEMPLATE.format(label) for label in labels]
+    sequences = encode_for_model(backbone.path, texts, int(features.meta["sequence_length"]))
+    embeddings, hidden, _ = cached_features(backbone, sequences, int(features.meta["frozen_blocks"]), workdir)
+    order = np.repeat(np.arange(len(labels)), copies)
+    return _Added(train, np.array([f"template:{labels[i]}:{n % copies}" for n, i in enumerate(order)], dtype=object),
+                  order.astype(np.int32), np.asarray(embeddings, np.float32)[order],
+                  [hidden[i] for i in order] if hidden is not None and train.hidden is not None else None)
+
+
+class _Added:
+    """Rows appended to a `SplitFeatures` (marked augmented)."""
+
+    def __init__(self, base, row_ids, labels, embeddings, hidden):
+        self.row_ids = np.concatenate([base.row_ids, row_ids])
+        self.labels = np.concatenate([base.labels, labels]).astype(np.int32)
+        self.embeddings = np.concatenate([base.embeddings, embeddings]).astype(np.float32)
+        self.is_augmented = np.concatenate([base.is_augmented, np.ones(len(labels), bool)])
+        self.hidden = base.hidden + list(hidden) if hidden is not None else base.hidden
 
 
 def fit(regime: str, train, val, weights: dict[int, float], cfg: TrainConfig, seed: int, backbone: Backbone,

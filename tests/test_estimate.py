@@ -112,6 +112,9 @@ def test_a_tiny_run_trains_on_every_row_and_reports_a_cross_validated_estimate(t
     assert "label at least 92 more rows per class" in gate["reason"]
     report = (version / "report.html").read_text()
     assert "Cross-validated estimate (no test split)" in report and "not a test figure" in report
+    from flows.registry import list_versions
+
+    assert "none (CV estimate)" in list_versions(tiny_runs["root"] / "work", "default")
 
 
 def test_the_gate_keeps_the_champion_or_promotes_on_the_estimate_as_set(tiny_runs):
