@@ -212,9 +212,10 @@ class TrainConfig(Section):
     fewshot_head: Literal["logistic", "softmax"] = Field(
         "logistic", description="few-shot: the head on the tuned embeddings: scikit-learn logistic regression "
                                 "(C=fewshot_c; SetFit's default) or the softmax head trained by the recipe above")
-    label_templates: int = Field(0, ge=0, description="few-shot: add this many rows per class of 'This sentence is "
-                                 "{label}.' to the training rows (SetFit's add_templated_examples; 0: off, measured: "
-                                 "README)")
+    label_templates: int = Field(2, ge=0, description="few-shot: add this many rows per class of 'This sentence is "
+                                 "{label}.' to the training rows (SetFit's add_templated_examples; 0: off). On by "
+                                 "default: +3 to +9 points of validation macro-F1 at 8 rows per class on both data sets "
+                                 "measured (README); turn it off where label names mean nothing (codes, numbers)")
     fewshot_c: float = Field(1.0, gt=0, description="few-shot: inverse regularisation of the logistic head")
 
     # float16 compute for the trainable blocks: "auto" = on exactly where a GPU is visible (core.model.hardware)

@@ -6,8 +6,8 @@ this way does on unseen rows: repeated stratified k-fold cross-validation on the
 (`evaluate.cv_folds` x `evaluate.cv_repeats`), each fold trained by the run's own training function
 (`tasks.finetune.fit`) in the run's regime, on the stored features of the frozen bottom (no sentence runs through
 the backbone again), and scored on its held-out rows. The augmented copies of a held-out row never train its
-fold. Mean macro-F1 and accuracy over the folds, with Nadeau & Bengio's corrected resampled t-interval
-(`core.estimate.corrected_resampled_t`). One model per fold: with `train.ensemble` > 1 the estimate is of one
+fold. Macro-F1 and accuracy of the out-of-fold predictions pooled per repeat, with the half-width of Nadeau &
+Bengio's corrected resampled t-interval over the folds' scores (`core.estimate.pooled_estimate`). One model per fold: with `train.ensemble` > 1 the estimate is of one
 member (an ensemble is k times the cost; it is not expected to do worse).
 
 Outside estimate mode the step does nothing and says so (`meta["mode"] = "measured"`): the test split measures.
@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 
-from core.estimate import corrected_resampled_t, repeated_folds
+from core.estimate import pooled_estimate, repeated_folds
 from core.storage.artifacts import ArtifactRef, read_parquet, store_json
 from core.storage.caching import step_task
 from core.model.backbone import Backbone
@@ -64,6 +64,8 @@ def cross_validate(train, labels: list[str], sources: np.ndarray, pseudo: np.nda
     folds, k = repeated_folds(train.labels[original], evaluate.cv_folds, evaluate.cv_repeats, seed)
     started = time.perf_counter()
     per_fold = []
+    y_all = train.labels[original]
+    out_of_fold = np.full((evaluate.cv_repeats, len(original)), -1, np.int64)  # each repeat predicts every row once
     for number, (fold_train, fold_test) in enumerate(folds, start=1):
         held_out = set(train.row_ids[original[fold_test]])  # a held-out row and its augmented copies
         trains = np.array([i for i in range(len(train.labels)) if sources[i] not in held_out], dtype=np.int64)
@@ -76,6 +78,7 @@ def cross_validate(train, labels: list[str], sources: np.ndarray, pseudo: np.nda
             *_, proba = fit(regime, fold_train_rows, fold_test_rows, weights, cfg, seed, backbone, frozen_blocks,
                             len(labels), mixed, select=False, val_probabilities=True)
         y, predicted = fold_test_rows.labels, np.asarray(proba).argmax(axis=1)
+        out_of_fold[(number - 1) // k, fold_test] = predicted
         f1 = float(macro_f1_many(y[None], predicted[None], len(labels))[0])
         per_fold.append({"fold": number, "train_rows": int(len(trains)), "test_rows": int(len(y)),
                          "macro_f1": round(f1, 5), "accuracy": round(float((predicted == y).mean()), 5)})
@@ -86,11 +89,15 @@ def cross_validate(train, labels: list[str], sources: np.ndarray, pseudo: np.nda
     return {
         "method": (f"repeated stratified {k}-fold cross-validation ({evaluate.cv_repeats} repeats, "
                    f"{len(folds)} fits) on all {len(original)} labelled rows, each fold trained as the run trains "
-                   f"(regime {regime}); interval: Nadeau & Bengio's corrected resampled t (2003)"),
+                   f"(regime {regime}); figure: the out-of-fold predictions pooled per repeat (Forman & Scholz "
+                   "2010); interval: its half-width from the folds' scores, Nadeau & Bengio's corrected resampled t "
+                   "(2003)"),
         "folds": k, "repeats": evaluate.cv_repeats, "fits": len(folds), "rows": int(len(original)),
         "confidence": evaluate.confidence, "regime": regime, "regime_reason": reason,
-        "macro_f1": corrected_resampled_t([f["macro_f1"] for f in per_fold], n_train, n_test, evaluate.confidence),
-        "accuracy": corrected_resampled_t([f["accuracy"] for f in per_fold], n_train, n_test, evaluate.confidence),
+        "macro_f1": pooled_estimate([float(macro_f1_many(y_all[None], p[None], len(labels))[0]) for p in out_of_fold],
+                                    [f["macro_f1"] for f in per_fold], n_train, n_test, evaluate.confidence),
+        "accuracy": pooled_estimate([float((p == y_all).mean()) for p in out_of_fold],
+                                    [f["accuracy"] for f in per_fold], n_train, n_test, evaluate.confidence),
         "per_fold": per_fold, "seconds": round(time.perf_counter() - started, 1),
     }
 

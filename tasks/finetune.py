@@ -119,8 +119,11 @@ def finetune(features: ArtifactRef, cfg: TrainConfig, seed: int, backbone: Backb
     regime, regime_reason, cfg, frozen_blocks = resolve_regime(cfg, train, labels, features, backbone)
     unfreeze_top = 0 if regime == "frozen" else unfreeze_top
     log.info("finetune: regime %s (%s)", regime, regime_reason)
+    train_rows = {"labelled": int((~train.is_augmented).sum()), "augmented": int(train.is_augmented.sum()),
+                  "label_templates": 0}
     if regime == "fewshot" and cfg.label_templates:
         train = with_label_templates(train, labels, cfg.label_templates, features, backbone, workdir)
+        train_rows["label_templates"] = cfg.label_templates * len(labels)
     phase = {"fewshot": "fewshot", "frozen": "head"}.get(regime, "joint" if unfreeze_top else "head")
     # Keras names unnamed layers from per-process counters ("dropout_6" once an embed step has built a backbone
     # in this process), and the names are written into the saved file: start from a clean slate so the file
@@ -181,7 +184,7 @@ def finetune(features: ArtifactRef, cfg: TrainConfig, seed: int, backbone: Backb
         "train": cfg.model_dump(mode="json"),
         "hardware": {"gpus": gpus, "mixed_precision": mixed},
         "seed": seed,
-        "train_rows": {"labelled": int((~train.is_augmented).sum()), "augmented": int(train.is_augmented.sum())},
+        "train_rows": train_rows,
         "history": history,
         "features_sha256": features.sha256,
         **summary,

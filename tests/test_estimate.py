@@ -38,6 +38,16 @@ def test_the_corrected_interval_is_nadeau_and_bengios_and_wider_than_the_naive_o
     assert out["high"] - out["low"] > 2 * naive * 1.8  # (1/10 + 1/4) / (1/10) = 3.5x the variance
 
 
+def test_the_reported_figure_is_the_pooled_one_with_the_folds_corrected_half_width():
+    from core.estimate import pooled_estimate
+
+    folds = [0.2, 0.5, 0.4, 0.3, 0.6]
+    out = pooled_estimate([0.55, 0.6], folds, n_train=16, n_test=4)
+    naive = corrected_resampled_t(folds, 16, 4)
+    assert out["mean"] == 0.575 and out["fold_mean"] == naive["mean"] == 0.4
+    assert out["high"] - out["mean"] == pytest.approx(naive["mean"] - naive["low"], abs=1e-5)
+
+
 def test_repeated_folds_score_every_row_once_per_repeat_and_fit_the_smallest_class():
     labels = np.repeat([0, 1, 2], [3, 8, 8])
     folds, k = repeated_folds(labels, folds=5, repeats=2, seed=1)
@@ -93,17 +103,21 @@ def test_a_tiny_run_trains_on_every_row_and_reports_a_cross_validated_estimate(t
     assert summary["split"]["split_rows"] == {"train": 24} and summary["dataset"]["rows_used"] == 24
     version = Path(summary["model"]["path"])
     card = json.loads((version / "model.json").read_text())
-    assert card["train_rows"] == {"labelled": 24, "augmented": 0}  # the registered model saw every labelled row
+    # the registered model saw every labelled row (and the default 2 label-template rows per class)
+    assert card["train_rows"] == {"labelled": 24, "augmented": 0, "label_templates": 6}
     assert summary["training"]["regime"] == "fewshot"
     test, estimate = summary["metrics"]["test"], summary["metrics"]["estimate"]
     assert test["n"] == 0 and test["macro_f1"] is None  # no test figure is claimed
     figures = estimate["estimate"]
     assert figures["fits"] == 3 and figures["rows"] == 24 and len(figures["per_fold"]) == 3
-    assert all(f["test_rows"] == 8 and f["train_rows"] == 16 for f in figures["per_fold"])
+    # each fold: 16 labelled rows and the 6 template rows train, the other 8 labelled rows are scored
+    assert all(f["test_rows"] == 8 and f["train_rows"] == 16 + 6 for f in figures["per_fold"])
     for metric in ("macro_f1", "accuracy"):
         f = figures[metric]
         assert 0 <= f["low"] <= f["mean"] <= f["high"] <= 1
-        assert f["mean"] == pytest.approx(np.mean([fold[metric] for fold in figures["per_fold"]]), abs=1e-5)
+        assert f["fold_mean"] == pytest.approx(np.mean([fold[metric] for fold in figures["per_fold"]]), abs=1e-5)
+    # one repeat of equal folds: pooled accuracy is the folds' mean (macro-F1 is not: it does not average)
+    assert figures["accuracy"]["mean"] == pytest.approx(figures["accuracy"]["fold_mean"], abs=1e-5)
     assert "Nadeau & Bengio" in figures["method"] and figures["regime"] == "fewshot"
     assert summary["stages"]["estimate"]["state"] == "Completed"
     gate = summary["gate"]

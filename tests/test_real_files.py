@@ -175,7 +175,8 @@ def test_classes_without_validation_or_test_rows_are_named(tmp_path: Path, capsy
         assert set(unmeasured[part]) == set(ref.meta["labels"]) - present
     assert unmeasured["val"] and len(unmeasured["warnings"]) == len(set(unmeasured["val"]) | set(unmeasured["test"]))
     assert f"class {unmeasured['val'][0]!r} has no validation" in caplog.text
-    code, _, err = _validate_only(["--data", str(REAL / "one_class_6_rows.csv")], tmp_path, capsys)
+    code, _, err = _validate_only(["--data", str(REAL / "one_class_6_rows.csv"), "--set",
+                                   "evaluate.min_test_per_class=0"], tmp_path, capsys)  # with a hold-out
     assert code == 0 and "warning: class 'negative' has no validation rows (6 rows: 5 train, 0 validation" in err
     assert "add rows of it" in err
 

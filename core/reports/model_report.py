@@ -251,9 +251,10 @@ def estimate_section(estimate: dict[str, Any]) -> str:
     summary = (f"Macro-F1 {figures['macro_f1']['mean']:.4f} [{figures['macro_f1']['low']:.4f}, "
                f"{figures['macro_f1']['high']:.4f}], accuracy {figures['accuracy']['mean']:.4f} "
                f"[{figures['accuracy']['low']:.4f}, {figures['accuracy']['high']:.4f}]: "
-               f"{figures['confidence']:.0%} corrected resampled t-intervals (Nadeau & Bengio 2003), which allow for "
-               "the overlap of the folds' training rows. An estimate of how a model trained this way does on unseen "
-               "rows, not a test figure.")
+               f"{figures['confidence']:.0%} intervals: the out-of-fold predictions pooled per repeat, with the "
+               "half-width of the corrected resampled t-interval over the fits (Nadeau & Bengio 2003), which allows "
+               "for the overlap of the folds' training rows. An estimate of how a model trained this way does on "
+               "unseen rows, not a test figure.")
     return _section("Cross-validated estimate (no test split)",
                     _p(f"{estimate['why']['reason']}: every labelled row trained this model. {figures['method']}.")
                     + _p(summary) + _table(["fit", "rows trained", "rows held out", "macro-F1", "accuracy"], rows))
