@@ -1,6 +1,7 @@
 """The retrain DAG, written once as the function `pipeline`: each step called by name, with named results.
 
-    validate -> drift -> split -> augment -> tokenize -> embed -> pseudo_label -> finetune -> evaluate -> gate -> promote
+    validate -> drift -> split -> augment -> tokenize -> embed -> pseudo_label -> finetune -> estimate -> evaluate
+    -> gate -> promote
 
 `pipeline(steps, cfg)` reads as the DAG: where a step's inputs come from is the line that calls it. How each
 step runs is the `steps` argument, one of two:
@@ -26,8 +27,8 @@ from tasks.validate import validate_task
 
 # The stage names in the order `pipeline` runs them (summary.json's `stages`, the Prefect task names);
 # tests/test_layout.py checks that `pipeline` calls its steps in this order.
-NAMES = ("validate", "drift", "split", "augment", "tokenize", "embed", "pseudo_label", "finetune", "evaluate", "gate",
-         "promote")
+NAMES = ("validate", "drift", "split", "augment", "tokenize", "embed", "pseudo_label", "finetune", "estimate",
+         "evaluate", "gate", "promote")
 
 
 class Steps(Protocol):
@@ -53,11 +54,13 @@ def pipeline(steps: Steps, cfg: RetrainConfig, backbone: Any = None) -> dict[str
     validated = steps.run(validate_task, cfg.data)
     baselines = steps.baselines()
     steps.run(drift_task, validated, baselines.last_run, cfg.validate_, champion_data=baselines.champion_data)
-    split = steps.run(split_task, validated, cfg.split, cfg.data.max_train_rows, cfg.data.min_per_class)
+    split = steps.run(split_task, validated, cfg.split, cfg.data.max_train_rows, cfg.data.min_per_class,
+                      min_test_per_class=cfg.evaluate.min_test_per_class)
 
     from core.model.backbone import Backbone  # the training steps: imported only when a run goes past split
     from tasks.augment import augment_sharded
     from tasks.embed import embed_sharded
+    from tasks.estimate import estimate_task
     from tasks.evaluate import evaluate_task
     from tasks.finetune import finetune_task
     from tasks.gate import gate_task
@@ -72,7 +75,8 @@ def pipeline(steps: Steps, cfg: RetrainConfig, backbone: Any = None) -> dict[str
     training = steps.run(pseudo_label_task, embedded, cfg.train, cfg.data, cfg.model.name, champion_version(cfg),
                          backbone)
     model = steps.run(finetune_task, training, cfg.train, cfg.seed, backbone)
-    evaluation = steps.run(evaluate_task, model, embedded, augmented)
+    estimate = steps.run(estimate_task, training, augmented, split, cfg.train, cfg.evaluate, cfg.seed, backbone)
+    evaluation = steps.run(evaluate_task, model, embedded, augmented, estimate=estimate)
     decision = steps.run(gate_task, evaluation, embedded, cfg.gate, cfg.model.name, backbone, split=cfg.split)
     steps.run(promote_task, model, evaluation, decision, cfg.model.name, lineage(cfg, steps.run_id, validated),
               approval=cfg.gate.approval)  # lineage read now, with the champion this model challenges

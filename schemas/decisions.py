@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel
 
@@ -32,6 +32,7 @@ class GateDecision(BaseModel):
     detectable_difference: float | None = None  # the true gain promoted with probability `power` (see paired_bootstrap)
     power: float | None = None
     detectable_note: str | None = None
+    estimate: dict[str, Any] | None = None  # estimate mode: the cross-validated figures the decision stood on
 
 
 class Release(BaseModel):

@@ -30,6 +30,7 @@ from schemas.config import GateConfig, SplitConfig
 from schemas.decisions import GateDecision
 from core.text.identity import sha256_hex
 from core.storage.artifacts import ArtifactRef, atomic_path
+from core.estimate import interval_words, operator_advice
 from core.metrics import macro_f1_many, paired_bootstrap
 from core.registry.version import Version
 from core.model.classifier import PREDICTIONS_FILE
@@ -113,6 +114,13 @@ def cached_champion_probabilities(workdir: Path, name: str, version: str, labels
 def gate(evaluation: ArtifactRef, features: ArtifactRef, cfg: GateConfig, name: str, backbone: Backbone,
          workdir: Path, split: SplitConfig | None = None) -> GateDecision:
     """Decide whether the evaluated challenger should replace the current champion of `name`."""
+    if estimate := evaluation.meta.get("estimate"):  # no test split to compare on: say so, `gate.unmeasurable` decides
+        promote, reason, version = unmeasurable_verdict(estimate, cfg.unmeasurable, workdir, name)
+        log.warning("gate: %s", reason)
+        return GateDecision(promote=promote, decision="promote" if promote else "keep champion", reason=reason,
+                            test="none: the test split is too small to measure (cross-validated estimate instead)",
+                            champion_version=version, confidence=cfg.confidence, n=0,
+                            estimate={"why": estimate["why"], **estimate["estimate"]})
     predictions = pq.read_table(evaluation.resolve(workdir) / PREDICTIONS_FILE).to_pandas()
     labels = list(evaluation.meta["labels"])
     y = predictions["label"].map(labels.index).to_numpy()
@@ -124,7 +132,8 @@ def gate(evaluation: ArtifactRef, features: ArtifactRef, cfg: GateConfig, name: 
         majority = np.full_like(y, labels.index(evaluation.meta["test"]["majority_baseline"]["label"]))
         return _decide(y, challenger, majority, labels, cfg, common, None, "the majority-class predictor")
     registry.verify(workdir, name, current["version"])
-    if split is not None and (why := split_change(workdir, name, current["version"], split)):
+    if split is not None and (why := split_change(workdir, name, current["version"], split)
+                              or trained_without_holdout(workdir, name, current["version"])):
         return _split_changed(why, y, challenger, labels, evaluation, cfg, common, current["version"])
     scored = cached_champion_probabilities(workdir, name, current["version"], labels, backbone, features,
                                            predictions["row_id"].to_numpy(), predictions["text"].tolist())
@@ -194,6 +203,19 @@ def split_change(workdir: Path, name: str, version: str, split: SplitConfig) -> 
     return f"the split settings changed ({'; '.join(changed)}), so the champion may have trained on today's test rows"
 
 
+def trained_without_holdout(workdir: Path, name: str, version: str) -> str | None:
+    """Why the champion's test figures are not comparable if it was trained in estimate mode (every labelled
+    row, today's test rows among them: `tasks.estimate`); None otherwise."""
+    try:
+        recorded = registry.Version.of(workdir, name, version).read_metrics()
+    except (OSError, ValueError):
+        return None
+    if not recorded.get("estimate"):
+        return None
+    return ("the champion was trained on every labelled row (the test split was too small to measure then), so "
+            "today's test rows were among its training rows")
+
+
 def _split_changed(why: str, y, challenger, labels, evaluation: ArtifactRef, cfg: GateConfig, common: dict,
                    version: str) -> GateDecision:
     """The decision when the champion's split is not today's: `gate.on_split_change` decides."""
@@ -212,3 +234,35 @@ def _split_changed(why: str, y, challenger, labels, evaluation: ArtifactRef, cfg
 
 
 gate_task = step_task(gate, cached=False)
+
+
+def champion_estimate(workdir: Path, name: str, version: str) -> dict[str, Any] | None:
+    """The champion's own cross-validated estimate, if it was trained in estimate mode (else None)."""
+    try:
+        return registry.Version.of(workdir, name, version).read_metrics().get("estimate")
+    except (OSError, ValueError):
+        return None
+
+
+def unmeasurable_verdict(estimate: dict[str, Any], setting: str, workdir: Path, name: str) -> tuple[bool, str, str | None]:
+    """The gate's decision when the test split was too small to measure: (promote?, the reason in words, the
+    champion's version or None). `estimate` is evaluate's `meta["estimate"]` (`why`: `unmeasurable`'s record;
+    `estimate`: `tasks.estimate.cross_validate`'s figures); `setting` is `gate.unmeasurable` ("keep" or "promote")."""
+    why, figures = estimate["why"], estimate["estimate"]
+    current = registry.champion(workdir, name)
+    said = (f"{why['reason']}. The gate cannot compare: there is no test split; the model was trained on all "
+            f"{figures['rows']} labelled rows, and its cross-validated estimate (not a test figure; "
+            f"{figures['repeats']} x {figures['folds']}-fold, {figures['confidence']:.0%} corrected resampled "
+            f"t-interval) is macro-F1 {interval_words(figures['macro_f1'])}, accuracy {interval_words(figures['accuracy'])}")
+    if current is None:
+        return True, f"{said}. No champion yet: the first model is promoted on the estimate; {operator_advice(why)}", None
+    registry.verify(workdir, name, current["version"])
+    promote = setting == "promote"
+    theirs = champion_estimate(workdir, name, current["version"])
+    if theirs:
+        said += (f"; champion {current['version']}'s own estimate, on its rows: macro-F1 "
+                 f"{interval_words(theirs['estimate']['macro_f1'])}")
+    verdict = (f"gate.unmeasurable=promote: promoted on the estimate over champion {current['version']}" if promote
+               else f"gate.unmeasurable=keep: champion {current['version']} is kept (set gate.unmeasurable=promote "
+                    "to promote on the estimate)")
+    return promote, f"{said}. {verdict}; {operator_advice(why)}", current["version"]
