@@ -141,45 +141,90 @@ def bare_keras_hub(texts: list[str], sequence_length: int) -> float:
     return len(texts) / (time.perf_counter() - started)
 
 
+RUNS = Path(__file__).resolve().parent / "scoring-runs.json"
+
+
+def record(entry: dict) -> list[dict]:
+    """Add one measured configuration to benchmarks/scoring-runs.json (replacing an earlier one of the same
+    configuration and size) and return them all. Each entry keeps the load average it started under, so runs
+    taken on a quiet machine and runs taken beside other work are told apart in the table."""
+    runs = json.loads(RUNS.read_text()) if RUNS.exists() else []
+    runs = [r for r in runs if (r["config"], r["rows"]) != (entry["config"], entry["rows"])] + [entry]
+    runs.sort(key=lambda r: (r["config"] != "bundled", list(CONFIGS).index(r["config"]) if r["config"] in CONFIGS
+                             else -1, r["rows"]))
+    tmp = RUNS.with_suffix(".tmp")
+    tmp.write_text(json.dumps(runs, indent=2) + "\n")
+    tmp.replace(RUNS)
+    return runs
+
+
+def inside_rate(stderr: str) -> float | None:
+    """Sentences per second as predict's own log line reports them (scoring only: no process start, no
+    checking pass), or None."""
+    import re
+
+    found = re.findall(r"\(([\d.]+) sentences/s", stderr)
+    return float(found[-1]) if found else None
+
+
 def main() -> None:
-    load = os.getloadavg()
+    from datetime import datetime, timezone
+
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         work = root / "work"
         champion(work)
-        results = []
         for n in SIZES:
             data = write_rows(root / f"rows-{n}.csv", n)
             for name, sets in CONFIGS.items():
                 if name not in ONLY or (name != "threads" and n < max(SIZES)):
                     continue  # Dask at the largest size only (the smaller sizes show memory against size)
+                load = os.getloadavg()[0]
                 run = measured(predict_command(data, root / f"out-{n}.parquet", work, {**sets, "predict.chunk_rows": 4096}))
                 if run["rc"] != 0:
                     raise SystemExit(f"{name} on {n} rows failed:\n{run['stderr']}")
-                figures = [line for line in run["stderr"].splitlines() if "rows in," in line]
-                results.append({"config": name, "rows": n, "seconds": run["seconds"], "peak_mib": run["peak_mib"],
-                                "log": figures[-1] if figures else ""})
-                print(results[-1], file=sys.stderr)
-        # The bundled sentences: the threads runner as a command against bare keras-hub, one after the other.
-        texts = sentences()
-        if not BUNDLED_RUN:
-            print(json.dumps(results, indent=2), file=sys.stderr)
-            return
-        command = measured(predict_command(BUNDLED, root / "bundled.parquet", work, {}))
-        card = json.loads(next((work / "models" / "default" / "versions").glob("*/model.json")).read_text())
-        bare = bare_keras_hub(texts, int(card["tokenizer"]["sequence_length"]))
+                record({"config": name, "rows": n, "seconds": round(run["seconds"], 1),
+                        "peak_mib": round(run["peak_mib"]), "inside_per_s": inside_rate(run["stderr"]),
+                        "load": round(load, 1), "when": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M")})
+                print(f"{name}, {n:,} rows: {run['seconds']:.1f} s, peak {run['peak_mib']:.0f} MiB", file=sys.stderr)
+        if BUNDLED_RUN:  # the bundled sentences: the threads runner as a command against bare keras-hub, back to back
+            texts = sentences()
+            load = os.getloadavg()[0]
+            command = measured(predict_command(BUNDLED, root / "bundled.parquet", work, {}))
+            card = json.loads(next((work / "models" / "default" / "versions").glob("*/model.json")).read_text())
+            bare = bare_keras_hub(texts, int(card["tokenizer"]["sequence_length"]))
+            record({"config": "bundled", "rows": len(texts), "seconds": round(command["seconds"], 1),
+                    "peak_mib": round(command["peak_mib"]), "inside_per_s": inside_rate(command["stderr"]),
+                    "bare_keras_hub_per_s": round(bare, 1), "load": round(max(load, os.getloadavg()[0]), 1),
+                    "when": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M")})
+    write_section("scoring", render(json.loads(RUNS.read_text())))
+
+
+def render(runs: list[dict]) -> str:
+    """RESULTS.md's scoring section from every recorded run: the table by runner and size, the bundled
+    comparison, and the Amdahl projection from the quietest threads run's per-row cost."""
     rows = [[r["config"], f"{r['rows']:,}", f"{r['seconds']:.1f}", f"{r['rows'] / r['seconds']:.0f}",
-             f"{r['peak_mib']:.0f}"] for r in results]
-    body = table(["runner", "rows", "seconds (process start included)", "rows/s", "peak memory MiB (all processes)"],
-                 rows)
-    body += (f"\n\nBundled sentences ({len(texts):,}): `flows.predict` (threads, process start included) "
-             f"{command['seconds']:.1f} s = {len(texts) / command['seconds']:.0f} sentences/s, peak "
-             f"{command['peak_mib']:.0f} MiB; bare keras-hub (tokenizer + packer + `BertBackbone.predict`, in-process, "
-             f"model loaded and warm) {bare:.0f} sentences/s. Load average at the start: {load[0]:.1f} on this machine's CPUs (shared: "
-             "timings taken under load).")
-    print(body)
-    print(json.dumps(results, indent=2), file=sys.stderr)
-    write_section("scoring", body)
+             f"{r['inside_per_s']:.0f}" if r.get("inside_per_s") else "-", f"{r['peak_mib']:,}", f"{r['load']:.1f}" + (f" ({r['note']})" if r.get("note") else ""),
+             r["when"]] for r in runs if r["config"] != "bundled"]
+    body = table(["runner", "rows", "seconds (process start included)", "rows/s", "rows/s inside predict (scoring)",
+                  "peak memory MiB (all processes)", "load average at start (2 cores)", "measured (UTC)"], rows)
+    for r in (r for r in runs if r["config"] == "bundled"):
+        body += (f"\n\nBundled sentences ({r['rows']:,}), back to back in one run ({r['when']} UTC, load average "
+                 f"{r['load']:.1f}): `flows.predict` (threads, process start included) {r['seconds']:.1f} s = "
+                 f"**{r['rows'] / r['seconds']:.0f} sentences/s**, peak {r['peak_mib']:,} MiB; bare keras-hub "
+                 f"(tokenizer + packer + `BertBackbone.predict` in batches of 64, in-process, model loaded and warm) "
+                 f"{r['bare_keras_hub_per_s']:.0f} sentences/s.")
+    threads = sorted((r for r in runs if r["config"] == "threads" and r.get("inside_per_s")), key=lambda r: r["load"])
+    if threads:  # per-row cost c from the quietest threads run's scoring rate; the rest of its time is s0
+        q = threads[0]
+        c = 1 / q["inside_per_s"]
+        s0 = q["seconds"] - q["rows"] * c
+        body += (f"\n\nProjection from the quietest threads run ({q['rows']:,} rows, load {q['load']:.1f}): "
+                 f"{c * 1000:.2f} ms a row scoring, s0 = {s0:.0f} s for process start, model load and the checking "
+                 f"pass; 1,000,000 rows T = s0 + rows x c = {(s0 + 1e6 * c) / 60:.0f} min on one such machine, "
+                 "and with the rows dealt out to N such machines (Amdahl: s0 serial, the scoring parallel) "
+                 + ", ".join(f"N={k}: {(s0 + 1e6 * c / k) / 60:.0f} min" for k in (2, 4, 8)) + ".")
+    return body
 
 
 if __name__ == "__main__":
