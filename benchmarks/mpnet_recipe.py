@@ -130,14 +130,15 @@ def write(runs: list[dict]) -> None:
             continue
         mean = (lambda name: statistics.mean(r[name] for r in group) if all(r.get(name) is not None for r in group)
                 else float("nan"))
-        f1 = [r["val_macro_f1"] for r in group]
+        f1, acc, test_f1 = ([r[name] for r in group] for name in ("val_macro_f1", "accuracy", "macro_f1"))
         rows.append([f"`{key}`: {description}", len(group), f"{statistics.mean(f1):.3f} ± {sd(f1):.3f}",
-                     f"{mean('val_accuracy'):.3f}", f"{mean('accuracy'):.3f} / {mean('macro_f1'):.3f}",
+                     f"{mean('val_accuracy'):.3f}", f"{statistics.mean(acc):.3f} ± {sd(acc):.3f} / "
+                                                    f"{statistics.mean(test_f1):.3f} ± {sd(test_f1):.3f}",
                      f"{mean('epochs'):.1f}", f"{mean('seconds'):.0f}",
                      *[(f"{mean(name):.{digits}f}" if mean(name) == mean(name) else "-")
                        for name, digits in (("cpu_seconds", 0), ("load_start", 1))]])
     body = table(["configuration", "seeds", "val macro-F1 ± sd (chooses)", "val accuracy",
-                  "test accuracy / macro-F1 (shown only)", "epochs", "wall s", "CPU s", "load avg at start"], rows)
+                  "test accuracy / macro-F1 ± sd (shown only)", "epochs", "wall s", "CPU s", "load avg at start"], rows)
     body += ("\n\nall-mpnet-base-v2, full training split (3,334 rows), validation split 500 rows, test 1,002; one "
              "workdir whose feature cache held every sentence's frozen bottom (wall and CPU seconds are the "
              "training run's, the embedding excluded). Test macro-F1 checked against a recomputation from each "
@@ -145,6 +146,11 @@ def write(runs: list[dict]) -> None:
              "stage's wall seconds (no CPU figure). Wall seconds were taken on 2 cores shared with other jobs (load "
              "average at start in the last column): compare epochs and CPU seconds, not wall time. "
              "Raw runs: benchmarks/mpnet-recipe-runs.json.")
+    per_seed = [f"`{r['config']}` seed {r['seed']}: val {r['val_macro_f1']:.3f}, test {r['accuracy']:.3f} / "
+                f"{r['macro_f1']:.3f} (from the confusion matrix: {r['test_macro_f1_from_confusion']:.3f}), "
+                f"{r['epochs']} epochs, {r['seconds']:.0f} s" + (f", {r['source']}" if r.get("source") else "")
+                for r in sorted(runs, key=lambda r: (list(CONFIGS).index(r["config"]), r["seed"]))]
+    body += "\n\nPer run:\n" + "\n".join(f"- {line}" for line in per_seed)
     write_section("mpnet_recipe", body)
 
 
