@@ -111,6 +111,11 @@ def main() -> None:
                 cut = sample(frame, size, seed)
                 ids = cut.loc[cut["split"] == "train", "row_id"]
                 train = Rows(train_all, [position[r] for r in ids])
+                if int(overrides.get("label_templates", 0)):  # as the finetune step adds them (few-shot only)
+                    from tasks.finetune import with_label_templates
+
+                    train = with_label_templates(train, labels, int(overrides["label_templates"]), features,
+                                                 backbone, workdir)
                 for regime in [r for r in args.regimes.split(",") if r]:
                     if any(r["size"] == size and r["seed"] == seed and r["regime"] == regime
                            and r.get("tag", "") == args.tag and r.get("data", "phrasebank") == dataset for r in runs):

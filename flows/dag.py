@@ -1,6 +1,7 @@
 """The retrain DAG, declared once: the steps in order and what each one takes from the config and the steps before.
 
-    validate -> drift -> split -> augment -> tokenize -> embed -> pseudo_label -> finetune -> evaluate -> gate -> promote
+    validate -> drift -> split -> augment -> tokenize -> embed -> pseudo_label -> finetune -> estimate -> evaluate
+    -> gate -> promote
 
 `STEPS` is the definition; `run` executes it, or its beginning (`until="split"`), in one of two ways:
 - `ThroughPrefect(step_runner)`: each step as its Prefect task(s) through the `StepRunner` (content-keyed cache,
@@ -116,14 +117,18 @@ STEPS: tuple[Step, ...] = (
     Step("drift", "tasks.drift", lambda s: call(s["validate"], s.baselines.last_run, s.cfg.validate_,
                                                 champion_data=s.baselines.champion_data)),
     Step("split", "tasks.split", lambda s: call(s["validate"], s.cfg.split, s.cfg.data.max_train_rows,
-                                                s.cfg.data.min_per_class)),
+                                                s.cfg.data.min_per_class,
+                                                min_test_per_class=s.cfg.evaluate.min_test_per_class)),
     Step("augment", "tasks.augment", lambda s: call(s["split"], s.cfg.augment, s.cfg.seed), sharded=True),
     Step("tokenize", "tasks.tokenization", lambda s: call(s["augment"], s.cfg.tokenize, s.backbone), sharded=True),
     Step("embed", "tasks.embed", lambda s: call(s["tokenize"], s.backbone, s.cfg.train.unfreeze_top), sharded=True),
     Step("pseudo_label", "tasks.pseudo_label", lambda s: call(s["embed"], s.cfg.train, s.cfg.data, s.cfg.model.name,
                                                               s.champion_version, s.backbone)),
     Step("finetune", "tasks.finetune", lambda s: call(s["pseudo_label"], s.cfg.train, s.cfg.seed, s.backbone)),
-    Step("evaluate", "tasks.evaluate", lambda s: call(s["finetune"], s["embed"], s["augment"])),
+    Step("estimate", "tasks.estimate", lambda s: call(s["pseudo_label"], s["augment"], s["split"], s.cfg.train,
+                                                      s.cfg.evaluate, s.cfg.seed, s.backbone)),
+    Step("evaluate", "tasks.evaluate", lambda s: call(s["finetune"], s["embed"], s["augment"],
+                                                      estimate=s["estimate"])),
     Step("gate", "tasks.gate", lambda s: call(s["evaluate"], s["embed"], s.cfg.gate, s.cfg.model.name, s.backbone,
                                               split=s.cfg.split)),
     Step("promote", "tasks.promote", lambda s: call(s["finetune"], s["evaluate"], s["gate"], s.cfg.model.name,

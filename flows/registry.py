@@ -57,6 +57,12 @@ def _table(rows: list[list[str]], headers: list[str]) -> str:
     return "\n".join(line.rstrip() for line in captured.get().splitlines() if line.strip())
 
 
+def _figure(value: float | None) -> str:
+    """A test figure for the listing; a version trained in estimate mode has none (its metrics.json holds a
+    cross-validated estimate instead)."""
+    return "none (CV estimate)" if value is None else f"{value:.4f}"
+
+
 def list_versions(workdir: Path, name: str) -> str:
     """A table of the versions of `name`: champion mark, test figures, data and run."""
     try:
@@ -73,7 +79,7 @@ def list_versions(workdir: Path, name: str) -> str:
         files = ("verified" if found["coverage"] == registry.HASH_COVERAGE else "verified (partly covered)") \
             if found["verified"] else "DAMAGED"
         rows.append(["*" if v["version"] == current else "", v["version"],
-                     f"{v['test'].get('accuracy', float('nan')):.4f}", f"{v['test'].get('macro_f1', float('nan')):.4f}",
+                     _figure(v["test"].get("accuracy", float("nan"))), _figure(v["test"].get("macro_f1", float("nan"))),
                      files, v["lineage"].get("dataset_sha256", "")[:12], v["lineage"].get("run_id", "")])
     if not rows:
         others = sorted(p.name for p in (Path(workdir) / "models").glob("*") if p.is_dir() and p.name != name)

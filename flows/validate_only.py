@@ -30,6 +30,9 @@ def validate_only(cfg: RetrainConfig) -> Path:
         print(f"note: {note}", file=sys.stderr)
     for warning in splits.meta.get("unmeasured_classes", {}).get("warnings", []):
         print(f"warning: {warning}", file=sys.stderr)
+    if estimate := splits.meta.get("estimate"):  # no hold-out: a run estimates quality by cross-validation
+        print(f"note: {estimate['reason']}: a run trains on every labelled row and reports a cross-validated "
+              f"estimate; {estimate['rows_needed_per_class']} rows a class give a measured test split", file=sys.stderr)
     print(drift_markdown(drifted), file=sys.stderr)
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
     return write_json_atomic(Path(cfg.workdir) / "validation" / f"{stamp}.json", report)

@@ -116,11 +116,14 @@ def finetune(features: ArtifactRef, cfg: TrainConfig, seed: int, backbone: Backb
     selection = selection_rule(val.labels, labels, cfg.min_val_per_class)
     gpus = visible_gpus()
     mixed = resolve_mixed_precision(cfg.mixed_precision, gpus)
-    regime, regime_reason = choose_regime(cfg, train, labels, unfreeze_top)
+    regime, regime_reason, cfg, frozen_blocks = resolve_regime(cfg, train, labels, features, backbone)
+    unfreeze_top = 0 if regime == "frozen" else unfreeze_top
     log.info("finetune: regime %s (%s)", regime, regime_reason)
-    if regime == "frozen":  # the head alone on the stored pooled embeddings, whatever blocks the features allow
-        cfg = cfg.model_copy(update={"unfreeze_top": 0})
-        frozen_blocks, unfreeze_top = backbone.architecture.blocks, 0
+    train_rows = {"labelled": int((~train.is_augmented).sum()), "augmented": int(train.is_augmented.sum()),
+                  "label_templates": 0}
+    if regime == "fewshot" and cfg.label_templates:
+        train = with_label_templates(train, labels, cfg.label_templates, features, backbone, workdir)
+        train_rows["label_templates"] = cfg.label_templates * len(labels)
     phase = {"fewshot": "fewshot", "frozen": "head"}.get(regime, "joint" if unfreeze_top else "head")
     # Keras names unnamed layers from per-process counters ("dropout_6" once an embed step has built a backbone
     # in this process), and the names are written into the saved file: start from a clean slate so the file
@@ -131,13 +134,9 @@ def finetune(features: ArtifactRef, cfg: TrainConfig, seed: int, backbone: Backb
         member_seed = seed + index
         keras.utils.set_random_seed(member_seed)
         with strategy(gpus):
-            if regime == "fewshot":
-                curve, trained_backbone, head, plan, val_proba = _train_fewshot(
-                    train, val, weights, cfg, member_seed, backbone, frozen_blocks, len(labels), mixed)
-            else:
-                curve, trained_backbone, head, plan, val_proba = _train(
-                    train, val, weights, cfg, member_seed, backbone, frozen_blocks, len(labels), mixed,
-                    select=selection is None, val_probabilities=cfg.ensemble > 1)
+            curve, trained_backbone, head, plan, val_proba = fit(
+                regime, train, val, weights, cfg, member_seed, backbone, frozen_blocks, len(labels), mixed,
+                select=selection is None, val_probabilities=cfg.ensemble > 1)
         scores = curve["val_macro_f1"]
         best = int(np.argmax(scores)) if selection is None and regime != "fewshot" else len(scores) - 1
         history = {k: [round(float(v), 5) for v in vals] for k, vals in curve.items()}
@@ -185,6 +184,7 @@ def finetune(features: ArtifactRef, cfg: TrainConfig, seed: int, backbone: Backb
         "train": cfg.model_dump(mode="json"),
         "hardware": {"gpus": gpus, "mixed_precision": mixed},
         "seed": seed,
+        "train_rows": train_rows,
         "history": history,
         "features_sha256": features.sha256,
         **summary,
@@ -207,6 +207,66 @@ def finetune(features: ArtifactRef, cfg: TrainConfig, seed: int, backbone: Backb
         log.info("finetune: ensemble of %d (seeds %s): val macro-F1 %.4f, val accuracy %.4f", cfg.ensemble,
                  ", ".join(str(m["seed"]) for m in members), summary["best_val_macro_f1"], summary["best_val_accuracy"])
     return ref
+
+
+def resolve_regime(cfg: TrainConfig, train: SplitFeatures, labels: list[str], features: ArtifactRef,
+                   backbone: Backbone) -> tuple[str, str, TrainConfig, int]:
+    """The regime that trains on `train` (`choose_regime`), why, the training settings it runs with and the
+    number of frozen bottom blocks: "frozen" trains the head alone on the stored pooled embeddings whatever
+    blocks the features allow (`unfreeze_top` 0, every block frozen)."""
+    frozen_blocks = int(features.meta["frozen_blocks"])
+    regime, reason = choose_regime(cfg, train, labels, int(features.meta["unfreeze_top"]))
+    if regime == "frozen":
+        cfg, frozen_blocks = cfg.model_copy(update={"unfreeze_top": 0}), backbone.architecture.blocks
+    return regime, reason, cfg, frozen_blocks
+
+
+LABEL_TEMPLATE = "This sentence is {}."
+
+
+def with_label_templates(train, labels: list[str], copies: int, features: ArtifactRef, backbone: Backbone,
+                         workdir: Path):
+    """`train` plus `copies` rows per class of "This sentence is {label}." (SetFit's label templates:
+    `setfit.data.add_templated_examples`, template "This sentence is {}", Tunstall et al. 2022), as a
+    `SplitFeatures`-like object; their frozen-bottom features come through the feature cache (tokenized as the
+    stored rows were, `features.meta["sequence_length"]`). The added rows are marked `is_augmented` (they are
+    not labelled rows: the regime rule and the estimate's folds do not count them); identical copies of a
+    sentence are identical rows, so `copies` weighs the template against the user's rows."""
+    from core.model.backbone import encode_for_model
+    from tasks.embed import cached_features
+
+    texts = [LABEL_TEMPLATE.format(label) for label in labels]
+    sequences = encode_for_model(backbone.path, texts, int(features.meta["sequence_length"]))
+    embeddings, hidden, _ = cached_features(backbone, sequences, int(features.meta["frozen_blocks"]), workdir)
+    order = np.repeat(np.arange(len(labels)), copies)
+    return _Added(train, np.array([f"template:{labels[i]}:{n % copies}" for n, i in enumerate(order)], dtype=object),
+                  order.astype(np.int32), np.asarray(embeddings, np.float32)[order],
+                  [hidden[i] for i in order] if hidden is not None and train.hidden is not None else None)
+
+
+class _Added:
+    """Rows appended to a `SplitFeatures` (marked augmented)."""
+
+    def __init__(self, base, row_ids, labels, embeddings, hidden):
+        self.row_ids = np.concatenate([base.row_ids, row_ids])
+        self.labels = np.concatenate([base.labels, labels]).astype(np.int32)
+        self.embeddings = np.concatenate([base.embeddings, embeddings]).astype(np.float32)
+        self.is_augmented = np.concatenate([base.is_augmented, np.ones(len(labels), bool)])
+        self.hidden = base.hidden + list(hidden) if hidden is not None else base.hidden
+
+
+def fit(regime: str, train, val, weights: dict[int, float], cfg: TrainConfig, seed: int, backbone: Backbone,
+        frozen_blocks: int, n_labels: int, mixed: bool, select: bool, val_probabilities: bool = False):
+    """Train one model of `regime` ("fewshot", "finetune" or "frozen", as `resolve_regime` gives it) on `train`,
+    scoring `val` (a `SplitFeatures`, or any object with its attributes); the one training path of the
+    finetune step and of the cross-validated estimate (`tasks.estimate`). Returns (per-epoch curve, backbone
+    with the trained blocks, head, budget, `val` probabilities (n_val, n_labels) or None). `select`: keep the
+    best epoch by validation macro-F1 (joint fine-tuning only); few-shot never selects and always returns its
+    validation probabilities."""
+    if regime == "fewshot":
+        return _train_fewshot(train, val, weights, cfg, seed, backbone, frozen_blocks, n_labels, mixed)
+    return _train(train, val, weights, cfg, seed, backbone, frozen_blocks, n_labels, mixed, select=select,
+                  val_probabilities=val_probabilities)
 
 
 def ensemble_figures(proba: np.ndarray, y_val: np.ndarray, n_labels: int) -> dict[str, float]:
@@ -261,7 +321,7 @@ def _train(train: SplitFeatures, val: SplitFeatures, weights: dict[int, float], 
         with dtype_policy(mixed):  # only the backbone's blocks: pooling and the softmax stay float32
             trained_backbone = fresh_backbone(backbone.path)
         trainer = build_top(trained_backbone, head, frozen_blocks)
-        inputs, val_lengths, run = train.hidden, [len(h) for h in val.hidden], forward(trainer)
+        inputs, val_lengths, run = train.hidden, [len(h) for h in val.hidden or []], forward(trainer)
         predict_val = lambda: predict_in_order(  # noqa: E731
             lambda rows: run(pad_hidden([val.hidden[i] for i in rows])), val_lengths)
     else:
@@ -289,6 +349,8 @@ def _train(train: SplitFeatures, val: SplitFeatures, weights: dict[int, float], 
     # draws from Python's global `random`, which the Prefect engine's threads draw from too, so the order
     # (and the model) would depend on what else ran in the process.
     curve = trainer.fit(batches, epochs=epochs, shuffle=False, verbose=0, callbacks=callbacks).history
+    if val_probabilities and not len(val.labels):  # no hold-out (estimate mode): nothing to score
+        return curve, trained_backbone, head, plan, np.zeros((0, n_labels), np.float32)
     return curve, trained_backbone, head, plan, (predict_val() if val_probabilities else None)
 
 

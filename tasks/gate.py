@@ -30,6 +30,7 @@ from core.storage.caching import step_task
 from schemas.config import GateConfig, SplitConfig
 from core.text.identity import sha256_hex
 from core.storage.artifacts import ArtifactRef, atomic_path
+from core.estimate import unmeasurable_verdict
 from core.metrics import macro_f1_many, paired_bootstrap
 
 log = logging.getLogger(__name__)
@@ -59,6 +60,7 @@ class GateDecision(BaseModel):
     detectable_difference: float | None = None  # the true gain promoted with probability `power` (see paired_bootstrap)
     power: float | None = None
     detectable_note: str | None = None
+    estimate: dict[str, Any] | None = None  # estimate mode: the cross-validated figures the decision stood on
 
 
 def mcnemar(y: np.ndarray, challenger: np.ndarray, baseline: np.ndarray) -> tuple[float, dict[str, int]]:
@@ -137,6 +139,13 @@ def cached_champion_probabilities(workdir: Path, name: str, version: str, labels
 def gate(evaluation: ArtifactRef, features: ArtifactRef, cfg: GateConfig, name: str, backbone: Backbone,
          workdir: Path, split: SplitConfig | None = None) -> GateDecision:
     """Decide whether the evaluated challenger should replace the current champion of `name`."""
+    if estimate := evaluation.meta.get("estimate"):  # no test split to compare on: say so, `gate.unmeasurable` decides
+        promote, reason, version = unmeasurable_verdict(estimate, cfg.unmeasurable, workdir, name)
+        log.warning("gate: %s", reason)
+        return GateDecision(promote=promote, decision="promote" if promote else "keep champion", reason=reason,
+                            test="none: the test split is too small to measure (cross-validated estimate instead)",
+                            champion_version=version, confidence=cfg.confidence, n=0,
+                            estimate={"why": estimate["why"], **estimate["estimate"]})
     predictions = pq.read_table(evaluation.resolve(workdir) / "predictions.parquet").to_pandas()
     labels = list(evaluation.meta["labels"])
     y = predictions["label"].map(labels.index).to_numpy()
@@ -148,7 +157,8 @@ def gate(evaluation: ArtifactRef, features: ArtifactRef, cfg: GateConfig, name: 
         majority = np.full_like(y, labels.index(evaluation.meta["test"]["majority_baseline"]["label"]))
         return _decide(y, challenger, majority, labels, cfg, common, None, "the majority-class predictor")
     registry.verify(workdir, name, current["version"])
-    if split is not None and (why := split_change(workdir, name, current["version"], split)):
+    if split is not None and (why := split_change(workdir, name, current["version"], split)
+                              or trained_without_holdout(workdir, name, current["version"])):
         return _split_changed(why, y, challenger, labels, evaluation, cfg, common, current["version"])
     scored = cached_champion_probabilities(workdir, name, current["version"], labels, backbone, features,
                                            predictions["row_id"].to_numpy(), predictions["text"].tolist())
@@ -216,6 +226,19 @@ def split_change(workdir: Path, name: str, version: str, split: SplitConfig) -> 
     if not changed:
         return None
     return f"the split settings changed ({'; '.join(changed)}), so the champion may have trained on today's test rows"
+
+
+def trained_without_holdout(workdir: Path, name: str, version: str) -> str | None:
+    """Why the champion's test figures are not comparable if it was trained in estimate mode (every labelled
+    row, today's test rows among them: `tasks.estimate`); None otherwise."""
+    try:
+        recorded = json.loads((registry.version_dir(workdir, name, version) / "metrics.json").read_text())
+    except (OSError, ValueError):
+        return None
+    if not recorded.get("estimate"):
+        return None
+    return ("the champion was trained on every labelled row (the test split was too small to measure then), so "
+            "today's test rows were among its training rows")
 
 
 def _split_changed(why: str, y, challenger, labels, evaluation: ArtifactRef, cfg: GateConfig, common: dict,

@@ -78,6 +78,10 @@ def reevaluate(workdir: Path, name: str, version: str, backbone: Backbone | None
     version = folder.name
     backbone = backbone or trained_backbone(folder)
     old = pq.read_table(folder / "predictions.parquet").to_pandas()
+    if not len(old):
+        raise registry.RegistryError(f"version {version} has no test rows to re-score: it was trained on every "
+                                     "labelled row (estimate mode); its quality is the cross-validated estimate in "
+                                     "its metrics.json")
     texts = recorded_texts(folder, old, data)
     proba, labels = score(folder, texts, backbone)
     y = old["label"].map(labels.index).to_numpy()

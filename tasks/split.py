@@ -20,6 +20,7 @@ from schemas.tables import SPLIT_SCHEMA, SplitTable, to_arrow
 from core.storage.caching import step_task
 from schemas.config import SplitConfig
 from core.run.errors import Failure, InvalidData
+from core.estimate import unmeasurable
 from core.text.identity import unit_hash
 from core.storage.artifacts import ArtifactRef, read_parquet, write_parquet
 
@@ -27,7 +28,7 @@ log = logging.getLogger(__name__)
 
 
 def split(validated: ArtifactRef, cfg: SplitConfig, max_train_rows: int, min_per_class: int,
-          workdir: Path) -> ArtifactRef:
+          workdir: Path, min_test_per_class: int = 0) -> ArtifactRef:
     """Add a `split` column (train/val/test) to the validated rows and write them.
 
     `max_train_rows` (0 = all) keeps a stratified, hash-ordered subset of the training split; the dropped
@@ -35,12 +36,22 @@ def split(validated: ArtifactRef, cfg: SplitConfig, max_train_rows: int, min_per
     training rows, naming the cause (too few rows, the split fractions, or `data.max_train_rows`). A class with
     no validation or no test rows is not an error but cannot be measured there: `meta["unmeasured_classes"]`
     names each (with a warning in the log). Returns the reference, with per-split and per-class counts in `meta`.
+
+    Estimate mode (`core.estimate.unmeasurable`): when some class is expected to get fewer than
+    `min_test_per_class` test rows (`evaluate.min_test_per_class`), every row goes to train, no hold-out, and
+    `meta["estimate"]` says why (quality is then estimated by cross-validation, `tasks.estimate`).
     """
     frame = read_parquet(validated, workdir).to_pandas()
     draw = frame["row_id"].map(lambda rid: unit_hash(cfg.salt, rid))
     frame["split"] = "train"
     frame.loc[draw < cfg.test_fraction + cfg.val_fraction, "split"] = "val"
     frame.loc[draw < cfg.test_fraction, "split"] = "test"
+    estimate = unmeasurable({str(k): int(n) for k, n in frame["label"].value_counts().items()},
+                            cfg.test_fraction, min_test_per_class)
+    if estimate:
+        frame["split"] = "train"  # a hold-out that measures nothing would cost a third of the rows
+        log.warning("split: %s; no hold-out: every labelled row trains the model, and quality is estimated by "
+                    "cross-validation", estimate["reason"])
     uncapped = frame
     if max_train_rows:
         frame = _cap_training_rows(frame, draw, max_train_rows)
@@ -52,6 +63,9 @@ def split(validated: ArtifactRef, cfg: SplitConfig, max_train_rows: int, min_per
         "split_class_counts": {f"{s}/{lab}": int(n) for (s, lab), n in counts.items()},
         "unmeasured_classes": unmeasured_classes(frame, validated.meta["labels"], cfg),
     }
+    if estimate:
+        meta["estimate"] = estimate
+        meta["unmeasured_classes"]["warnings"] = []  # no hold-out on purpose: the estimate's message says it
     log.info("split %d rows: %s", len(frame), meta["split_rows"])
     for warning in meta["unmeasured_classes"]["warnings"]:
         log.warning("split: %s", warning)

@@ -23,7 +23,8 @@ from tests import browser
 from tests.conftest import first_per_label, run_cli, write_csv
 
 MANUAL = ["--set", "train.unfreeze_top=0", "--set", "augment.n_aug=0",
-          "--set", "data.min_per_class=3", "--set", "gate.approval=manual"]
+          "--set", "data.min_per_class=3", "--set", "gate.approval=manual",
+          "--set", "evaluate.min_test_per_class=0"]
 
 
 # ------------------------------------------------------------------------------ registry, no training

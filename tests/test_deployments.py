@@ -18,9 +18,11 @@ from core.storage import registry
 from tests import browser
 from tests.conftest import first_per_label, write_csv
 
-OVERRIDES = json.dumps({"train.unfreeze_top": 0, "train.max_epochs": 10, "augment.n_aug": 1, "data.min_per_class": 3})
+OVERRIDES = json.dumps({"train.unfreeze_top": 0, "train.max_epochs": 10, "augment.n_aug": 1, "data.min_per_class": 3,
+                        "evaluate.min_test_per_class": 0})
 # The head alone on stored embeddings: its default epochs (early-stopped) cost seconds and clear the gate.
-MANUAL = {"train.unfreeze_top": 0, "augment.n_aug": 0, "data.min_per_class": 3, "gate.approval": "manual"}
+MANUAL = {"train.unfreeze_top": 0, "augment.n_aug": 0, "data.min_per_class": 3, "gate.approval": "manual",
+          "evaluate.min_test_per_class": 0}
 
 
 class Receiver(http.server.ThreadingHTTPServer):

@@ -19,7 +19,7 @@ import pytest
 from tests.conftest import assert_four_paths_agree, first_per_label, write_csv
 
 FAST = {"train.regime": "finetune", "train.max_epochs": 2, "train.min_epochs": 2, "train.min_val_per_class": 1, "augment.n_aug": 0,
-        "data.conflicts": "drop"}
+        "data.conflicts": "drop", "evaluate.min_test_per_class": 0}
 
 
 def _prepare(workdir: Path, backbone, unfreeze_top: int, rows: int = 40):
@@ -185,7 +185,7 @@ def test_four_paths_agree_on_an_ensemble(tmp_path, prefect_api):
     data = write_csv(tmp_path / "slice.csv", first_per_label(40))
     summary = json.loads(Path(retrain(data=str(data), workdir=str(tmp_path / "work"), overrides={
         "train.ensemble": 2, "train.unfreeze_top": 1, "train.regime": "finetune", "train.max_epochs": 2, "train.min_epochs": 2,
-        "augment.n_aug": 0})).read_text())
+        "augment.n_aug": 0, "evaluate.min_test_per_class": 0})).read_text())
     version = Path(summary["model"]["path"])
     card = json.loads((version / "model.json").read_text())
     assert card["train"]["ensemble"] == 2 and len(card["ensemble"]["member_figures"]) == 2

@@ -92,7 +92,7 @@ def test_a_few_shot_run_serves_the_same_answer_on_every_path_and_says_why_it_was
     from tests.conftest import assert_four_paths_agree, first_per_label, write_csv
 
     data = write_csv(tmp_path / "few.csv", first_per_label(24))
-    overrides = {"augment.n_aug": 0, "train.pair_iterations": 2, "data.min_per_class": 3}
+    overrides = {"augment.n_aug": 0, "train.pair_iterations": 2, "data.min_per_class": 3, "evaluate.min_test_per_class": 0}
     workdir = tmp_path / "work"
     summary = json.loads(Path(retrain(data=str(data), workdir=str(workdir), overrides=overrides)).read_text())
     training = summary["training"]
@@ -124,7 +124,8 @@ def test_the_frozen_regime_trains_the_head_alone_on_features_stored_for_two_bloc
     data = write_csv(tmp_path / "few.csv", first_per_label(24))
     workdir = tmp_path / "work"
     summary = json.loads(Path(retrain(data=str(data), workdir=str(workdir), overrides={
-        "augment.n_aug": 0, "train.regime": "frozen", "data.min_per_class": 3})).read_text())
+        "augment.n_aug": 0, "train.regime": "frozen", "data.min_per_class": 3,
+        "evaluate.min_test_per_class": 0})).read_text())
     assert summary["training"]["regime"] == "frozen" and summary["embed"]["unfreeze_top"] == 2
     version = Path(summary["model"]["path"])
     assert json.loads((version / "model.json").read_text())["unfreeze_top"] == 0
@@ -133,3 +134,28 @@ def test_the_frozen_regime_trains_the_head_alone_on_features_stored_for_two_bloc
     assert all(np.array_equal(a, b) for s, o in zip(transformer_blocks(saved), transformer_blocks(original))
                for a, b in zip(s.get_weights(), o.get_weights()))
     assert_four_paths_agree(workdir, version, tmp_path)
+
+
+def test_label_template_rows_join_the_training_rows_with_the_frozen_bottoms_features(backbone, tmp_path):
+    """`train.label_templates=n`: n rows per class of "This sentence is {label}." (SetFit's templates), their
+    stored-feature layout the training rows' own (embedding, frozen-bottom output per token), marked augmented so
+    the regime rule and the estimate's folds do not count them as labelled rows."""
+    from flows import dag
+    from schemas.config import RetrainConfig
+    from tasks.finetune import SplitFeatures, choose_regime, with_label_templates
+    from tests.conftest import first_per_label, write_csv
+
+    data = write_csv(tmp_path / "few.csv", first_per_label(8))
+    cfg = RetrainConfig.from_parameters(data=str(data), workdir=tmp_path / "work", overrides={
+        "augment.n_aug": 0, "data.min_per_class": 3})
+    features = dag.run(dag.Plain(cfg), cfg, until="embed", backbone=backbone).results["embed"]
+    labels = list(features.meta["labels"])
+    train = SplitFeatures(features, cfg.workdir, "train")
+    added = with_label_templates(train, labels, 2, features, backbone, cfg.workdir)
+    n = len(train.labels)
+    assert len(added.labels) == n + 2 * len(labels) and list(added.labels[n:]) == [0, 0, 1, 1, 2, 2]
+    assert added.is_augmented[n:].all() and not added.is_augmented[:n].any()
+    assert all(h.shape[1] == train.hidden[0].shape[1] and h.dtype == np.float16 for h in added.hidden[n:])
+    np.testing.assert_allclose(np.linalg.norm(added.embeddings[n:], axis=1), 1, atol=1e-3)
+    assert added.row_ids[n] == f"template:{labels[0]}:0"
+    assert choose_regime(cfg.train, added, labels, 2) == choose_regime(cfg.train, train, labels, 2)

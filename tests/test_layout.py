@@ -40,7 +40,7 @@ def test_each_dag_step_runs_the_same_code_as_a_plain_function_and_as_prefect_tas
     task names the UI shows and the stage names summary.json keeps."""
     from flows import dag
 
-    assert dag.NAMES == ("validate", "drift", "split", "augment", "tokenize", "embed", "pseudo_label", "finetune", "evaluate", "gate",
+    assert dag.NAMES == ("validate", "drift", "split", "augment", "tokenize", "embed", "pseudo_label", "finetune", "estimate", "evaluate", "gate",
                          "promote")
     for step in dag.STEPS:
         function = step.function()

@@ -13,8 +13,9 @@ from core.storage import versions as caching  # PROJECT_ROOT, PROJECT_PACKAGES: 
 from core.run import faults
 from tests.conftest import first_per_label, write_csv
 
-FAST = {"train.unfreeze_top": 0, "train.max_epochs": 3, "augment.n_aug": 1, "data.min_per_class": 3}
-CACHEABLE = ("validate", "split", "augment", "tokenize", "embed", "finetune", "evaluate")
+FAST = {"train.unfreeze_top": 0, "train.max_epochs": 3, "augment.n_aug": 1, "data.min_per_class": 3,
+        "evaluate.min_test_per_class": 0}
+CACHEABLE = ("validate", "split", "augment", "tokenize", "embed", "finetune", "estimate", "evaluate")
 
 
 @pytest.fixture(scope="module")

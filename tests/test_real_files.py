@@ -175,7 +175,8 @@ def test_classes_without_validation_or_test_rows_are_named(tmp_path: Path, capsy
         assert set(unmeasured[part]) == set(ref.meta["labels"]) - present
     assert unmeasured["val"] and len(unmeasured["warnings"]) == len(set(unmeasured["val"]) | set(unmeasured["test"]))
     assert f"class {unmeasured['val'][0]!r} has no validation" in caplog.text
-    code, _, err = _validate_only(["--data", str(REAL / "one_class_6_rows.csv")], tmp_path, capsys)
+    code, _, err = _validate_only(["--data", str(REAL / "one_class_6_rows.csv"), "--set",
+                                   "evaluate.min_test_per_class=0"], tmp_path, capsys)  # with a hold-out
     assert code == 0 and "warning: class 'negative' has no validation rows (6 rows: 5 train, 0 validation" in err
     assert "add rows of it" in err
 
@@ -278,7 +279,7 @@ def model_workdir(prefect_api, tmp_path_factory):
     data = write_csv(root / "train.csv", first_per_label(30))
     summary = json.loads(Path(retrain(data=str(data), workdir=str(root / "work"), overrides={
         "train.unfreeze_top": 0, "train.max_epochs": 2, "augment.n_aug": 0, "data.min_per_class": 3,
-        "data.max_chars": 3000, "gate.on_label_change": "promote"})).read_text())
+        "data.max_chars": 3000, "evaluate.min_test_per_class": 0, "gate.on_label_change": "promote"})).read_text())
     if not summary["promoted"]:
         from core.storage import registry
 

@@ -24,7 +24,7 @@ from core.storage.artifacts import ArtifactRef
 from tests.conftest import ROOT, first_per_label, run_cli, write_csv
 
 FAST = ["--set", "train.unfreeze_top=0", "--set", "train.max_epochs=10", "--set", "augment.n_aug=1",
-        "--set", "data.min_per_class=3"]
+        "--set", "data.min_per_class=3", "--set", "evaluate.min_test_per_class=0"]
 
 
 def _summary(result) -> dict:

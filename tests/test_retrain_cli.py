@@ -24,7 +24,8 @@ def trained(tmp_path_factory):
     home = tmp_path_factory.mktemp("flow")
     data = write_csv(home / "slice.csv", first_per_label(50))
     args = ("--data", str(data), "--workdir", (home / "work").as_uri(), "--set", "train.max_epochs=4",
-            "--set", "augment.n_aug=1", "--set", "train.regime=finetune")
+            "--set", "augment.n_aug=1", "--set", "train.regime=finetune",
+            "--set", "evaluate.min_test_per_class=0")
     first = run_cli("flows.retrain", *args, home=home)
     second = run_cli("flows.retrain", *args, home=home)
     return home, first, second

@@ -13,7 +13,7 @@ from core.run.sharding import Shard
 from tests.conftest import first_per_label, run_cli, write_csv
 
 FAST = {"train.unfreeze_top": 1, "train.regime": "finetune", "train.max_epochs": 6, "augment.n_aug": 2,
-        "data.min_per_class": 3}
+        "data.min_per_class": 3, "evaluate.min_test_per_class": 0}
 
 
 def test_shards_cover_every_row_once():

@@ -98,7 +98,8 @@ def model(prefect_api, tmp_path_factory):
     root = tmp_path_factory.mktemp("stream-model")
     data = write_csv(root / "train.csv", first_per_label(30))
     summary = json.loads(Path(retrain(data=str(data), workdir=str(root / "work"), overrides={
-        "train.unfreeze_top": 0, "train.max_epochs": 2, "augment.n_aug": 0, "data.min_per_class": 3})).read_text())
+        "train.unfreeze_top": 0, "train.max_epochs": 2, "augment.n_aug": 0, "data.min_per_class": 3,
+        "evaluate.min_test_per_class": 0})).read_text())
     return registry.version_dir(root / "work", "default", summary["model"]["version"])
 
 

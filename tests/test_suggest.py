@@ -69,6 +69,7 @@ def model_workdir(prefect_api, tmp_path_factory):
     pool = write_csv(root / "pool.csv", first_per_label(4, skip=30) + labelled[:3], fields=("text",))
     summary = json.loads(Path(retrain(data=str(data), workdir=str(root / "work"), overrides={
         "train.unfreeze_top": 0, "train.max_epochs": 3, "augment.n_aug": 0, "data.min_per_class": 3,
+        "evaluate.min_test_per_class": 0,
         "gate.on_label_change": "promote", "suggest.pool": str(pool), "suggest.n": 5})).read_text())
     if not summary["promoted"]:
         from core.storage import registry
@@ -169,6 +170,7 @@ def test_self_training_adds_confident_pseudo_labels_to_training_only(model_workd
                            fields=("text",))
     summary = json.loads(Path(retrain(data=str(data), workdir=str(work), overrides={
         "train.unfreeze_top": 0, "train.max_epochs": 3, "augment.n_aug": 0, "data.min_per_class": 3,
+        "evaluate.min_test_per_class": 0,
         "train.unlabelled": str(unlabelled), "train.pseudo_threshold": 0.4})).read_text())
     report = summary["self_training"]
     assert report["model"] == champion and report["rows"] == 36 and report["already_labelled"] == 6
@@ -182,5 +184,6 @@ def test_self_training_adds_confident_pseudo_labels_to_training_only(model_workd
     assert kept["row_id"].tolist() == embedded["row_id"].tolist() and kept["split"].tolist() == embedded["split"].tolist()
     # without the setting the step hands embed's features on unchanged: nothing else moves
     again = json.loads(Path(retrain(data=str(data), workdir=str(work), overrides={
-        "train.unfreeze_top": 0, "train.max_epochs": 3, "augment.n_aug": 0, "data.min_per_class": 3})).read_text())
+        "train.unfreeze_top": 0, "train.max_epochs": 3, "augment.n_aug": 0, "data.min_per_class": 3,
+        "evaluate.min_test_per_class": 0})).read_text())
     assert "self_training" not in again and again["artifacts"]["pseudo_label"] == again["artifacts"]["embed"]

@@ -66,6 +66,10 @@ class ValidationScores(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         from sklearn.metrics import f1_score, log_loss
 
+        if not len(self.y_val):  # no validation rows (estimate mode: every labelled row trains): nothing to score
+            if logs is not None:
+                logs.update(val_loss=float("nan"), val_accuracy=float("nan"), val_macro_f1=float("nan"))
+            return
         proba = np.asarray(self.predict_val(), dtype=np.float64)
         proba = proba / proba.sum(axis=1, keepdims=True)  # float32 softmax sums drift by ~1e-7
         k = proba.shape[1]

@@ -102,13 +102,18 @@ def publish_run(summary: dict[str, Any], history: list[dict[str, Any]]) -> None:
                           description="Key metrics of every successful run in this workdir, newest first")
 
 
+def _round(value: float | None) -> float | None:
+    """4 decimals; None stays None (no test row: estimate mode)."""
+    return None if value is None else round(value, 4)
+
+
 def metrics_rows(test: dict[str, Any]) -> list[dict[str, Any]]:
     """One row for the overall figures, then one per class."""
-    rows = [{"scope": "overall", "accuracy": round(test["accuracy"], 4), "macro_f1": round(test["macro_f1"], 4),
+    rows = [{"scope": "overall", "accuracy": _round(test["accuracy"]), "macro_f1": _round(test["macro_f1"]),
              "precision": None, "recall": None, "f1": None, "support": test["n"]}]
     for label, figures in test["per_class"].items():
-        rows.append({"scope": label, "accuracy": None, "macro_f1": None, "precision": round(figures["precision"], 4),
-                     "recall": round(figures["recall"], 4), "f1": round(figures["f1"], 4),
+        rows.append({"scope": label, "accuracy": None, "macro_f1": None, "precision": _round(figures["precision"]),
+                     "recall": _round(figures["recall"]), "f1": _round(figures["f1"]),
                      "support": figures["support"]})
     return rows
 
@@ -118,7 +123,7 @@ def history_row(summary: dict[str, Any]) -> dict[str, Any]:
     test = summary.get("metrics", {}).get("test", {})
     return {"run_id": summary["run_id"], "finished": summary.get("finished"), "dataset_sha256":
             summary["dataset"]["sha256"][:12], "rows_used": summary["dataset"]["rows_used"],
-            "accuracy": round(test.get("accuracy", float("nan")), 4), "macro_f1": round(test.get("macro_f1", float("nan")), 4),
+            "accuracy": _round(test.get("accuracy", float("nan"))), "macro_f1": _round(test.get("macro_f1", float("nan"))),
             "model_version": summary.get("model", {}).get("version"), "promoted": summary.get("promoted"),
             "drift": summary.get("drift", {}).get("status"), "approval": approval_status(summary),
             "seconds": summary.get("seconds")}
@@ -182,16 +187,26 @@ def run_markdown(summary: dict[str, Any]) -> str:
                       enumerate(zip(curve["loss"], curve["val_loss"], curve.get("val_accuracy", curve["val_loss"]),
                                     curve.get("val_macro_f1", curve["val_loss"])))]
     labels = test["confusion_matrix"]["labels"]
-    lines += ["", "## Evaluation on the test split",
+    if estimate := summary["metrics"].get("estimate"):  # estimate mode: no test split (tasks.estimate)
+        figures = estimate["estimate"]
+        lines += ["", "## Cross-validated estimate (no test split)", md(estimate["why"]["reason"]) + ": every labelled "
+                  f"row trained the model. {md(figures['method'])}.", "",
+                  f"estimated macro-F1 **{figures['macro_f1']['mean']:.4f}** [{figures['macro_f1']['low']:.4f}, "
+                  f"{figures['macro_f1']['high']:.4f}], accuracy **{figures['accuracy']['mean']:.4f}** "
+                  f"[{figures['accuracy']['low']:.4f}, {figures['accuracy']['high']:.4f}] "
+                  f"({figures['confidence']:.0%} intervals): an estimate, not a test figure"]
+    else:
+        lines += ["", "## Evaluation on the test split",
               f"accuracy **{test['accuracy']:.4f}**, macro-F1 **{test['macro_f1']:.4f}** on {test['n']} sentences "
               f"(majority baseline {test['majority_baseline']['accuracy']:.4f} / {test['majority_baseline']['macro_f1']:.4f})"]
-    if unmeasured := test.get("unmeasured_classes"):
+    if (unmeasured := test.get("unmeasured_classes")) and not estimate:
         measured_f1 = test.get("macro_f1_measured")
         lines += ["", f"Not measured (no test rows): {', '.join(md(repr(c)) for c in unmeasured)}; macro-F1 counts each as 0"
                   + (f"; over the measured classes it is {measured_f1:.4f}" if measured_f1 is not None else "")]
-    lines += ["", "| true \\ predicted | " + " | ".join(map(md, labels)) + " |", "|---|" + "---|" * len(labels)]
-    lines += [f"| {md(label)} | " + " | ".join(str(v) for v in row) + " |"
-              for label, row in zip(labels, test["confusion_matrix"]["rows_true_cols_predicted"])]
+    if not estimate:
+        lines += ["", "| true \\ predicted | " + " | ".join(map(md, labels)) + " |", "|---|" + "---|" * len(labels)]
+        lines += [f"| {md(label)} | " + " | ".join(str(v) for v in row) + " |"
+                  for label, row in zip(labels, test["confusion_matrix"]["rows_true_cols_predicted"])]
     lines += ["", "## Promotion"]
     if gate := summary.get("gate"):
         lines.append(f"decision: **{gate.get('decision')}**: {md(gate.get('reason', ''))}")

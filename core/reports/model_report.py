@@ -242,13 +242,32 @@ def _p(text: str) -> str:
     return f"<p>{html.escape(text)}</p>"
 
 
+def estimate_section(estimate: dict[str, Any]) -> str:
+    """The report's section for a model trained in estimate mode: why there is no test split, and the
+    cross-validated estimate with its intervals and per-fold figures, labelled as what it is."""
+    figures = estimate["estimate"]
+    rows = [[f["fold"], f["train_rows"], f["test_rows"], f"{f['macro_f1']:.3f}", f"{f['accuracy']:.3f}"]
+            for f in figures["per_fold"]]
+    summary = (f"Macro-F1 {figures['macro_f1']['mean']:.4f} [{figures['macro_f1']['low']:.4f}, "
+               f"{figures['macro_f1']['high']:.4f}], accuracy {figures['accuracy']['mean']:.4f} "
+               f"[{figures['accuracy']['low']:.4f}, {figures['accuracy']['high']:.4f}]: "
+               f"{figures['confidence']:.0%} intervals: the out-of-fold predictions pooled per repeat, with the "
+               "half-width of the corrected resampled t-interval over the fits (Nadeau & Bengio 2003), which allows "
+               "for the overlap of the folds' training rows. An estimate of how a model trained this way does on "
+               "unseen rows, not a test figure.")
+    return _section("Cross-validated estimate (no test split)",
+                    _p(f"{estimate['why']['reason']}: every labelled row trained this model. {figures['method']}.")
+                    + _p(summary) + _table(["fit", "rows trained", "rows held out", "macro-F1", "accuracy"], rows))
+
+
 def render(folder: Path, lineage: dict[str, Any], summary: dict[str, Any], approval: dict[str, Any],
            review_log: list[dict[str, Any]], name: str) -> str:
     """The report page of the version in `folder`, as one self-contained HTML string."""
     import pyarrow.parquet as pq
 
     card = json.loads((folder / "model.json").read_text())
-    test = json.loads((folder / "metrics.json").read_text())["test"]
+    recorded = json.loads((folder / "metrics.json").read_text())
+    test, estimate = recorded["test"], recorded.get("estimate")
     predictions = pq.read_table(folder / "predictions.parquet").to_pandas()
     labels = list(card["labels"])
     y = predictions["label"].map(labels.index).to_numpy()
@@ -294,33 +313,36 @@ def render(folder: Path, lineage: dict[str, Any], summary: dict[str, Any], appro
         f"Best epoch {card.get('best_epoch', '?')} of {card.get('epochs_run', '?')}: the weights kept are that "
         f"epoch's (validation loss {card.get('best_val_loss', '?')}).")))
 
-    # Confusion matrix
-    cm = test["confusion_matrix"]
-    sections.append(_section("Confusion matrix", _img(confusion_heatmap(cm["labels"], cm["rows_true_cols_predicted"]),
-                                                      "confusion matrix") + _p(
-        f"Test split: {test['n']} sentences, accuracy {test['accuracy']:.4f}, macro-F1 {test['macro_f1']:.4f} "
-        f"(majority baseline {test['majority_baseline']['accuracy']:.4f} / {test['majority_baseline']['macro_f1']:.4f}).")))
+    if estimate:  # estimate mode: no test split, so no test figures (tasks.estimate)
+        sections.append(estimate_section(estimate))
+    else:
+        # Confusion matrix
+        cm = test["confusion_matrix"]
+        sections.append(_section("Confusion matrix", _img(confusion_heatmap(cm["labels"], cm["rows_true_cols_predicted"]),
+                                                          "confusion matrix") + _p(
+            f"Test split: {test['n']} sentences, accuracy {test['accuracy']:.4f}, macro-F1 {test['macro_f1']:.4f} "
+            f"(majority baseline {test['majority_baseline']['accuracy']:.4f} / {test['majority_baseline']['macro_f1']:.4f}).")))
 
-    # Per class
-    intervals = class_intervals(y, pred, len(labels))
-    rows = [[label] + [f"{test['per_class'][label][m]:.3f} [{intervals[m][i][0]:.3f}, {intervals[m][i][1]:.3f}]"
-                       for m in ("precision", "recall", "f1")] + [test["per_class"][label]["support"]]
-            for i, label in enumerate(labels)]
-    ci = {key: "[" + ", ".join(f"{v:.3f}" for v in bounds) + "]" for key, bounds in (test.get("ci95") or {}).items()}
-    overall = (f"Accuracy {test['accuracy']:.4f} {ci.get('accuracy', '')}, macro-F1 {test['macro_f1']:.4f} "
-               f"{ci.get('macro_f1', '')}; per class: 95 % percentile-bootstrap intervals over "
-               f"{BOOTSTRAP_SAMPLES} resamples of the test rows.")
-    sections.append(_section("Per-class precision, recall and F1", _img(per_class_plot(labels, test["per_class"], intervals),
-                                                                       "per-class scores") +
-                             _table(["class", "precision", "recall", "F1", "support"], rows) + _p(overall)))
+        # Per class
+        intervals = class_intervals(y, pred, len(labels))
+        rows = [[label] + [f"{test['per_class'][label][m]:.3f} [{intervals[m][i][0]:.3f}, {intervals[m][i][1]:.3f}]"
+                           for m in ("precision", "recall", "f1")] + [test["per_class"][label]["support"]]
+                for i, label in enumerate(labels)]
+        ci = {key: "[" + ", ".join(f"{v:.3f}" for v in bounds) + "]" for key, bounds in (test.get("ci95") or {}).items()}
+        overall = (f"Accuracy {test['accuracy']:.4f} {ci.get('accuracy', '')}, macro-F1 {test['macro_f1']:.4f} "
+                   f"{ci.get('macro_f1', '')}; per class: 95 % percentile-bootstrap intervals over "
+                   f"{BOOTSTRAP_SAMPLES} resamples of the test rows.")
+        sections.append(_section("Per-class precision, recall and F1", _img(per_class_plot(labels, test["per_class"], intervals),
+                                                                           "per-class scores") +
+                                 _table(["class", "precision", "recall", "F1", "support"], rows) + _p(overall)))
 
-    # Calibration
-    picture, ece, bins = reliability(y, proba)
-    sections.append(_section("Calibration", _img(picture, "reliability diagram") + _p(
-        f"Expected calibration error (10 bins): {ece:.4f}; evaluate's ECE (15 bins): {test.get('ece', float('nan')):.4f}; "
-        f"log loss {test.get('log_loss', float('nan')):.4f}.") + _table(
-        ["confidence bin", "sentences", "accuracy", "mean confidence"],
-        [[f"{b['low']:.1f}-{b['high']:.1f}", b["n"], f"{b['accuracy']:.3f}", f"{b['confidence']:.3f}"] for b in bins])))
+        # Calibration
+        picture, ece, bins = reliability(y, proba)
+        sections.append(_section("Calibration", _img(picture, "reliability diagram") + _p(
+            f"Expected calibration error (10 bins): {ece:.4f}; evaluate's ECE (15 bins): {test.get('ece', float('nan')):.4f}; "
+            f"log loss {test.get('log_loss', float('nan')):.4f}.") + _table(
+            ["confidence bin", "sentences", "accuracy", "mean confidence"],
+            [[f"{b['low']:.1f}-{b['high']:.1f}", b["n"], f"{b['accuracy']:.3f}", f"{b['confidence']:.3f}"] for b in bins])))
 
     # Gate
     body = [f'<p>Decision: <b class="decision">{html.escape(str(gate.get("decision", "not gated")))}</b>. '
@@ -338,7 +360,9 @@ def render(folder: Path, lineage: dict[str, Any], summary: dict[str, Any], appro
                           "(the one-sided margin: a smaller true gain cannot be told from resampling noise).")))
         if gate.get("detectable_note"):
             body.append(_p(f"What this test split can detect: {gate['detectable_note']}."))
-    body.append(_p(f"Compared against: {gate.get('champion_version') or 'the majority-class predictor (no champion)'}."))
+    against = gate.get("champion_version") or ("nothing: no champion, the first model is promoted on the estimate"
+                                               if gate.get("estimate") else "the majority-class predictor (no champion)")
+    body.append(_p(f"Compared against: {against}."))
     sections.append(_section("Gate", "".join(body)))
 
     # Lineage

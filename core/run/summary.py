@@ -164,6 +164,8 @@ def summary(cfg: RetrainConfig, run_id: str, stages: dict[str, dict[str, Any]], 
                                                           "history", "regime", "regime_reason")}
     if evaluation := refs.get("evaluate"):
         out["metrics"] = {"test": evaluation.meta["test"]}
+        if "estimate" in evaluation.meta:  # estimate mode: the cross-validated figures, not test figures
+            out["metrics"]["estimate"] = evaluation.meta["estimate"]
     if decision := refs.get("gate"):
         out["gate"] = decision.model_dump()
     if release := refs.get("promote"):
