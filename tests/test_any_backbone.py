@@ -81,7 +81,7 @@ def run(tiny, prefect_api, tmp_path_factory):
     with contextlib.redirect_stdout(out):
         code = main(["--data", str(data), "--workdir", str(root / "work"), "--set", f"model.backbone={preset}",
                      "--set", "train.unfreeze_top=1", "--set", "train.regime=finetune", "--set", "train.max_epochs=3", "--set", "train.min_epochs=2",
-                     "--set", "augment.n_aug=0", "--set", "data.min_per_class=3"])
+                     "--set", "augment.n_aug=0", "--set", "data.min_per_class=3", "--set", "evaluate.min_test_per_class=0"])
     assert code == 0
     summary = json.loads(Path(out.getvalue().strip().splitlines()[-1]).read_text())
     return summary, root / "work"
