@@ -12,16 +12,22 @@ seed draws another sample of rows and trains with that seed. Methods, all on the
   (`train.regime=auto`: the few-shot regime below `train.fewshot_below` rows in the smallest class).
 Mean ± sd of test accuracy and macro-F1 over seeds (5 up to 64 per class, 3 above), and the wall time of ours.
 `--methods auto` adds a method to the recorded (size, seed) cuts without re-running the others.
-Writes the "learning_curve" section of RESULTS.md and docs/learning-curve.png.
+Writes the "learning_curve" section of RESULTS.md and docs/learning-curve.png. With another body
+(`--backbone all-mpnet-base-v2`, or LC_BACKBONE=all-mpnet-base-v2 for `make bench B=learning_curve`) every
+method runs on that body (the LR baseline on its frozen embeddings), on the same rows and seeds, and the runs,
+section and plot are that body's own: benchmarks/learning-curve-runs-all-mpnet-base-v2.json, section
+"learning_curve_all-mpnet-base-v2", docs/learning-curve-all-mpnet-base-v2.png. MiniLM's stay as they were.
 
     .venv/bin/python benchmarks/learning_curve.py [--sizes 8pc,16pc,32pc,64pc,250,500,1000,all] [--seeds N]
-                                                  [--methods tfidf,lr,frozen,default,auto]
+                                                  [--methods tfidf,lr,frozen,default,auto] [--workdir DIR]
+                                                  [--backbone NAME]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import tempfile
@@ -38,6 +44,14 @@ from benchmarks.results import table, write_section  # noqa: E402
 SIZES = ["8pc", "16pc", "32pc", "64pc", "250", "500", "1000", "all"]
 RUNS = Path(__file__).resolve().parent / "learning-curve-runs.json"
 PLOT = ROOT / "docs" / "learning-curve.png"
+DEFAULT_BODY = "all-minilm-l6-v2"  # the default body: its runs, section and plot keep their names
+
+
+def outputs(body: str) -> tuple[Path, str, Path]:
+    """Where the runs of `body` are kept, its RESULTS.md section and its plot (MiniLM: the historical names)."""
+    if body == DEFAULT_BODY:
+        return RUNS, "learning_curve", PLOT
+    return RUNS.with_name(f"learning-curve-runs-{body}.json"), f"learning_curve_{body}", PLOT.with_name(f"learning-curve-{body}.png")
 METHODS = {"tfidf": "TF-IDF + LR", "lr": "frozen embeddings + LR", "frozen": "ours, frozen (unfreeze_top=0)",
            "default": "ours, joint fine-tuning (top 2 blocks)", "auto": "ours, default (train.regime=auto)"}
 # What each of ours runs with, on top of the defaults. "default" was the default before train.regime existed
@@ -80,12 +94,17 @@ def main() -> None:
     parser.add_argument("--methods", default=",".join(METHODS), help="methods to run where a recorded (size, seed) "
                         "lacks them (the others' records are kept)")
     parser.add_argument("--workdir", default="", help="keep the workdir (its feature cache) here between runs")
+    parser.add_argument("--backbone", default=os.environ.get("LC_BACKBONE", DEFAULT_BODY),
+                        help="the body every method runs on (model.backbone; default $LC_BACKBONE, else "
+                             f"{DEFAULT_BODY}); each body keeps its own runs, section and plot")
     args = parser.parse_args()
-    runs = json.loads(RUNS.read_text()) if RUNS.exists() else []
+    runs_file, section, plot = outputs(args.backbone)
+    runs = json.loads(runs_file.read_text()) if runs_file.exists() else []
+    body = {} if args.backbone == DEFAULT_BODY else {"model.backbone": args.backbone}
     with tempfile.TemporaryDirectory() as tmp:
         # one feature cache: each sentence's frozen features are computed once
         workdir = Path(args.workdir) if args.workdir else Path(tmp) / "work"
-        cfg = RetrainConfig.from_parameters(workdir=workdir, overrides={"data.conflicts": "drop"})
+        cfg = RetrainConfig.from_parameters(workdir=workdir, overrides={"data.conflicts": "drop", **body})
         splits = split(validate(cfg.data, workdir), cfg.split, 0, cfg.data.min_per_class, workdir)
         frame = pq.read_table(splits.resolve(workdir), columns=["text", "label", "split"]).to_pandas()
         for size in [s.strip() for s in args.sizes.split(",") if s.strip()]:
@@ -98,7 +117,7 @@ def main() -> None:
                 data = Path(tmp) / f"{size}-{seed}.csv"
                 rows = sample(frame, size, seed)
                 rows[["text", "label"]].to_csv(data, index=False)
-                overrides = {"seed": seed, "data.min_per_class": 1}
+                overrides = {"seed": seed, "data.min_per_class": 1, **body}
                 if result is None:
                     result = {"size": size, "seed": seed, "train_rows": int((rows["split"] == "train").sum())}
                     runs.append(result)
@@ -108,11 +127,11 @@ def main() -> None:
                 for method in [m for m in wanted if m in OURS]:
                     result[method] = train_and_score(workdir, {**overrides, **OURS[method]}, data)
                 print(json.dumps(result), file=sys.stderr, flush=True)
-                RUNS.write_text(json.dumps(runs, indent=1))
-    write(runs)
+                runs_file.write_text(json.dumps(runs, indent=1))
+    write(runs, section, plot, args.backbone)
 
 
-def write(runs: list[dict]) -> None:
+def write(runs: list[dict], section: str = "learning_curve", plot: Path = PLOT, body: str = DEFAULT_BODY) -> None:
     """The RESULTS.md section and the plot, from the raw runs."""
     import matplotlib
 
@@ -134,16 +153,18 @@ def write(runs: list[dict]) -> None:
             row.append(f"{statistics.mean(acc):.3f} / {statistics.mean(f1):.3f} ± {sd(f1):.3f}"
                        + (f" ({len(f1)} seeds)" if len(f1) != len(group) else ""))
             curves[method].append((statistics.mean(r["train_rows"] for r in group), statistics.mean(f1), sd(f1)))
-        row.append(f"{statistics.mean(r['default']['seconds'] for r in group):.0f}")
+        joint = [r["default"]["seconds"] for r in group if "default" in r]
+        row.append(f"{statistics.mean(joint):.0f}" if joint else "-")
         auto = [r["auto"] for r in group if "auto" in r]
         row.append(f"{statistics.mean(a['seconds'] for a in auto):.0f} ({', '.join(sorted({a.get('regime', '?') for a in auto}))})"
                    if auto else "-")
         rows.append(row)
-    body = table(["training rows", "mean n", "seeds", *[f"{m}: acc / macro-F1 ± sd" for m in METHODS.values()],
+    text = table(["training rows", "mean n", "seeds", *[f"{m}: acc / macro-F1 ± sd" for m in METHODS.values()],
                   "ours joint s", "ours auto s (regime)"], [[str(x) if not isinstance(x, float) else f"{x:.0f}" for x in r] for r in rows])
-    body += ("\n\nSame test split at every size (the whole bundled test split); validation rows in proportion to "
-             "the training rows. Raw runs: benchmarks/learning-curve-runs.json; plot: docs/learning-curve.png.")
-    write_section("learning_curve", body)
+    text += ("\n\nSame test split at every size (the whole bundled test split); validation rows in proportion to "
+             f"the training rows. Body: {body}. Raw runs: benchmarks/{runs_file_name(body)}; plot: "
+             f"docs/{plot.name}.")
+    write_section(section, text)
     figure, axis = plt.subplots(figsize=(7, 4.2))
     for method, label in METHODS.items():
         xs, ys, es = zip(*curves[method]) if curves[method] else ((), (), ())
@@ -151,12 +172,16 @@ def write(runs: list[dict]) -> None:
     axis.set_xscale("log")
     axis.set_xlabel("labelled training rows (log scale)")
     axis.set_ylabel("test macro-F1")
-    axis.set_title("Learning curve, Financial PhraseBank (same test split)")
+    axis.set_title(f"Learning curve, Financial PhraseBank (same test split), {body}")
     axis.grid(alpha=0.3)
     axis.legend(loc="lower right", fontsize=8)
     figure.tight_layout()
-    PLOT.parent.mkdir(exist_ok=True)
-    figure.savefig(PLOT, dpi=110)
+    plot.parent.mkdir(exist_ok=True)
+    figure.savefig(plot, dpi=110)
+
+
+def runs_file_name(body: str) -> str:
+    return outputs(body)[0].name
 
 
 if __name__ == "__main__":

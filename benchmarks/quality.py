@@ -87,7 +87,7 @@ def run_steps(workdir: Path, overrides: dict, data: Path | None, until: str):
     from schemas.config import RetrainConfig
 
     cfg = RetrainConfig.from_parameters(data=data, workdir=workdir, overrides={"data.conflicts": "drop", **overrides})
-    backbone = Backbone.resolve(None)
+    backbone = Backbone.resolve(cfg.model.backbone)
     return cfg, dag.run(dag.PlainSteps(cfg), cfg, until=until, backbone=backbone), backbone
 
 

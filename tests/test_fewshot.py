@@ -148,7 +148,7 @@ def test_label_template_rows_join_the_training_rows_with_the_frozen_bottoms_feat
     data = write_csv(tmp_path / "few.csv", first_per_label(8))
     cfg = RetrainConfig.from_parameters(data=str(data), workdir=tmp_path / "work", overrides={
         "augment.n_aug": 0, "data.min_per_class": 3})
-    features = dag.run(dag.Plain(cfg), cfg, until="embed", backbone=backbone).results["embed"]
+    features = dag.run(dag.PlainSteps(cfg), cfg, until="embed", backbone=backbone)["embed"]
     labels = list(features.meta["labels"])
     train = SplitFeatures(features, cfg.workdir, "train")
     added = with_label_templates(train, labels, 2, features, backbone, cfg.workdir)

@@ -71,6 +71,23 @@ def test_the_step_budget_gives_small_data_more_epochs():
     assert epochs_for(250, cfg, trains_blocks=False) == (20, 8)    # the head alone: max_epochs, it is cheap
 
 
+def test_mpnet_gets_its_own_step_budget_unless_the_user_sets_one():
+    from schemas.config import RetrainConfig
+
+    minilm, mpnet = RetrainConfig.from_parameters(), RetrainConfig.from_parameters(
+        overrides={"model.backbone": "all-mpnet-base-v2"})
+    assert (minilm.train.min_steps, minilm.train.min_epochs) == (400, 4)   # MiniLM's recipe unchanged
+    assert (mpnet.train.min_steps, mpnet.train.min_epochs) == (200, 2)
+    assert epochs_for(3334, mpnet.train, trains_blocks=True) == (2, 105)   # 2 epochs at full size, MiniLM's 4
+    assert epochs_for(250, mpnet.train, trains_blocks=True) == (20, 8)     # small data: the same cap as MiniLM
+    mine = RetrainConfig.from_parameters(overrides={"model.backbone": "all-mpnet-base-v2", "train.min_steps": 400})
+    assert (mine.train.min_steps, mine.train.min_epochs) == (400, 2)       # a value given wins, the other stays
+    assert RetrainConfig.model_validate(mpnet.model_dump(mode="json", by_alias=True)) == mpnet  # round trip
+    # every other setting is MiniLM's default
+    assert mpnet.train.model_dump(exclude={"min_steps", "min_epochs"}) == minilm.train.model_dump(
+        exclude={"min_steps", "min_epochs"})
+
+
 def test_a_validation_split_too_small_to_select_on_is_named():
     labels = ["negative", "neutral", "positive"]
     assert selection_rule(np.array([0] * 10 + [1] * 12 + [2] * 10), labels, 10) is None
