@@ -6,7 +6,7 @@ labelled rows are the learning curve's training rows (`benchmarks.learning_curve
 regime as its "auto" column); on them:
 - the estimate, exactly as a run computes it (`tasks.estimate.cross_validate`, the default `evaluate.*` settings
   and the default training settings: `train.regime=auto`, the few-shot regime at these sizes), and
-- the test figure of the model trained on all of those rows (`tasks.finetune.fit`, the run's training path, same
+- the test figure of the model trained on all of those rows (`core.model.fitting.fit`, the run's training path, same
   seed), scored on the pipeline's whole test split of the bundled data (1,002 sentences, never seen by either),
   with the learning curve's recorded "auto" test figure (the same rows and seed through the whole pipeline) beside
   it as a second path.
@@ -46,7 +46,8 @@ def main() -> None:
     from core.metrics import macro_f1_many
     from schemas.config import EvaluateConfig, TrainConfig
     from tasks.estimate import cross_validate
-    from tasks.finetune import SplitFeatures, fit, resolve_regime
+    from core.model.classifier import SplitFeatures
+    from core.model.fitting import fit, resolve_regime
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", default="8pc,16pc")

@@ -53,7 +53,7 @@ def score(regime: str, train, val, overrides: dict, seed: int, backbone, frozen_
     import numpy as np
 
     from schemas.config import TrainConfig
-    from tasks.finetune import _train, _train_fewshot, ensemble_figures
+    from core.model.fitting import _train, _train_fewshot, ensemble_figures
 
     cfg = TrainConfig(**{"min_val_per_class": 10**9, **overrides, "regime": regime})
     weights = {i: 1.0 for i in range(n_labels)}
@@ -112,7 +112,7 @@ def main() -> None:
                 ids = cut.loc[cut["split"] == "train", "row_id"]
                 train = Rows(train_all, [position[r] for r in ids])
                 if int(overrides.get("label_templates", 0)):  # as the finetune step adds them (few-shot only)
-                    from tasks.finetune import with_label_templates
+                    from core.model.fitting import with_label_templates
 
                     train = with_label_templates(train, labels, int(overrides["label_templates"]), features,
                                                  backbone, workdir)

@@ -4,7 +4,7 @@ When the split found the test split too small to measure (`split.meta["estimate"
 every labelled row trained the model and there is no test row. This step then estimates how well a model trained
 this way does on unseen rows: repeated stratified k-fold cross-validation on the labelled rows
 (`evaluate.cv_folds` x `evaluate.cv_repeats`), each fold trained by the run's own training function
-(`tasks.finetune.fit`) in the run's regime, on the stored features of the frozen bottom (no sentence runs through
+(`core.model.fitting.fit`) in the run's regime, on the stored features of the frozen bottom (no sentence runs through
 the backbone again), and scored on its held-out rows. The augmented copies of a held-out row never train its
 fold. Macro-F1 and accuracy of the out-of-fold predictions pooled per repeat, with the half-width of Nadeau &
 Bengio's corrected resampled t-interval over the folds' scores (`core.estimate.pooled_estimate`). One model per fold: with `train.ensemble` > 1 the estimate is of one
@@ -32,7 +32,7 @@ log = logging.getLogger(__name__)
 
 
 class Rows:
-    """A subset of a `SplitFeatures` (by positions), with its attributes, for `tasks.finetune.fit`."""
+    """A subset of a `SplitFeatures` (by positions), with its attributes, for `core.model.fitting.fit`."""
 
     def __init__(self, full, index: np.ndarray):
         index = np.asarray(index, dtype=np.int64)
@@ -53,7 +53,7 @@ def cross_validate(train, labels: list[str], sources: np.ndarray, pseudo: np.nda
     per-fold figures, k, repeats, rows, the regime and the seconds taken."""
     from core.metrics import macro_f1_many
     from core.model.hardware import resolve_mixed_precision, strategy, visible_gpus
-    from tasks.finetune import class_weights, fit, resolve_regime
+    from core.model.fitting import class_weights, fit, resolve_regime
 
     import keras
 
@@ -108,7 +108,7 @@ def estimate(features: ArtifactRef, augmented: ArtifactRef, splits: ArtifactRef,
     record that the test split measures. Returns a JSON artifact's reference; `meta["mode"]` is "estimate" or
     "measured", `meta["estimate"]` the figures (`cross_validate`) and `meta["why"]` the split's reason."""
     from core.model.classifier import SplitFeatures
-    from tasks.finetune import resolve_regime, with_label_templates
+    from core.model.fitting import resolve_regime, with_label_templates
 
     why = splits.meta.get("estimate")
     if not why:

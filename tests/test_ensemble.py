@@ -89,7 +89,7 @@ def test_the_saved_ensemble_is_the_mean_of_the_single_models_of_its_seeds(traine
 
 
 def test_the_card_records_each_member_and_the_ensembles_validation_figures(trained):
-    from tasks.finetune import ensemble_figures
+    from core.model.fitting import ensemble_figures
     from core.model.classifier import load_classifier, read_card
     from core.model.inference import predict_stored
 

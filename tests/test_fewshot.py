@@ -61,7 +61,7 @@ class _Rows:
 
 @pytest.mark.parametrize("counts, regime", [((8, 8, 8), "fewshot"), ((31, 50, 40), "fewshot"), ((32, 32, 90), "finetune")])
 def test_auto_picks_few_shot_below_the_threshold_by_the_smallest_class(counts, regime):
-    from tasks.finetune import choose_regime
+    from core.model.fitting import choose_regime
 
     labels = np.repeat(np.arange(3), counts)
     chosen, reason = choose_regime(TrainConfig(fewshot_below=32), _Rows(labels), ["a", "b", "c"], 2)
@@ -69,7 +69,7 @@ def test_auto_picks_few_shot_below_the_threshold_by_the_smallest_class(counts, r
 
 
 def test_augmented_copies_do_not_count_as_labelled_rows_and_named_regimes_are_obeyed():
-    from tasks.finetune import choose_regime
+    from core.model.fitting import choose_regime
 
     labels = np.repeat(np.arange(2), 40)
     augmented = np.arange(80) % 40 >= 10  # 10 original rows of each class, 30 copies
@@ -142,7 +142,8 @@ def test_label_template_rows_join_the_training_rows_with_the_frozen_bottoms_feat
     the regime rule and the estimate's folds do not count them as labelled rows."""
     from flows import dag
     from schemas.config import RetrainConfig
-    from tasks.finetune import SplitFeatures, choose_regime, with_label_templates
+    from core.model.classifier import SplitFeatures
+    from core.model.fitting import choose_regime, with_label_templates
     from tests.conftest import first_per_label, write_csv
 
     data = write_csv(tmp_path / "few.csv", first_per_label(8))

@@ -60,17 +60,10 @@ def test_core_floors_import_downward_only():
     assert not offenders, f"core/ importing a floor above its own: {offenders}"
 
 
-# The one exception, kept visible: the estimate step cross-validates through finetune's own training function
-# (`fit`, `resolve_regime`, the label templates), so each fold trains exactly as the run does. Moving that
-# function to core/model/ is the way to lift it (issue 25's closing note).
-STEP_IMPORTS_ALLOWED = {"tasks.estimate": {"tasks.finetune"}}
-
-
 def test_a_step_never_imports_another_step():
     offenders = {}
     for module in _modules("tasks"):
-        others = [name for name in _project_imports(module) if name.startswith("tasks.") and name != module
-                  and name not in STEP_IMPORTS_ALLOWED.get(module, set())]
+        others = [name for name in _project_imports(module) if name.startswith("tasks.") and name != module]
         if others:
             offenders[module] = others
     assert not offenders, f"steps leaning on steps (move what they share to core/ or schemas/): {offenders}"

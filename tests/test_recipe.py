@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from schemas.config import TrainConfig
-from tasks.finetune import epochs_for, selection_rule
+from core.model.fitting import epochs_for, selection_rule
 from core.model.training import PartwiseAdamW, TrainingBatches, learning_rate_schedule
 
 
