@@ -8,7 +8,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from tasks import embed as embed_module
+from core.model import features as features_module
 from tasks.augment import augment
 from schemas.config import AugmentConfig, DataConfig, SplitConfig, TokenizeConfig
 from tasks.embed import embed
@@ -31,13 +31,13 @@ def _tokenized(workdir: Path, rows, backbone, name: str, max_length: int = 0):
 def counted(monkeypatch):
     """Counts the sentences the backbone really runs on."""
     calls: list[int] = []
-    real = embed_module.run_bottom
+    real = features_module.run_bottom
 
-    def counting(preset, sequences, frozen_blocks, batch_size=embed_module.BATCH):
+    def counting(preset, sequences, frozen_blocks, batch_size=features_module.BATCH):
         calls.append(len(sequences))
         return real(preset, sequences, frozen_blocks, batch_size)
 
-    monkeypatch.setattr(embed_module, "run_bottom", counting)
+    monkeypatch.setattr(features_module, "run_bottom", counting)
     return calls
 
 
