@@ -80,10 +80,10 @@ SLOW_MODULES = {"test_approval", "test_deployments", "test_ensemble", "test_orch
 # hands whole modules to its two workers in collection order (`--dist loadfile --no-loadscope-reorder`): starting
 # the long ones first and ending on the many short ones keeps both workers busy to the end (longest processing
 # time first, Graham 1969), where the alphabetical order left one worker idle for minutes behind test_scale_out.
-LONGEST_FIRST = ("test_scale_out", "test_ensemble", "test_reliability", "test_deployments", "test_retrain_cli",
-                 "test_trust", "test_serve", "test_mpnet", "test_fewshot", "test_registry_gate", "test_scoring",
-                 "test_suggest", "test_registry_trust", "test_orchestration", "test_real_files", "test_bad_inputs",
-                 "test_approval", "test_recipe", "test_report_safety")
+LONGEST_FIRST = ("test_scale_out", "test_estimate", "test_ensemble", "test_reliability", "test_deployments",
+                 "test_retrain_cli", "test_hardware", "test_trust", "test_serve", "test_mpnet", "test_fewshot",
+                 "test_registry_gate", "test_scoring", "test_suggest", "test_registry_trust", "test_orchestration",
+                 "test_real_files", "test_bad_inputs", "test_approval", "test_recipe", "test_report_safety")
 
 
 def _module(item) -> str:
