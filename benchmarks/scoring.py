@@ -8,10 +8,11 @@ repeated in order to N rows (CSV). Each configuration is one command, process st
 peak memory is the largest sum of the resident set sizes of the command and all its child processes (Dask's
 scheduler, nanny and worker processes, Prefect's temporary API), sampled every 0.2 s with psutil.
 
-From the measured costs, on paper: per-row cost c (s/row) of the threads runner past its start-up s0, and the
-1-worker Dask run's serial part (start-up, the checking pass and the join of the shards: everything but the
-shards' scoring); N machines like this one then take T(N) = s0 + serial + rows x c / N (Amdahl). 1M rows is
-estimated from the per-row cost when it is not run (`SIZES`, `SCORING_SIZES=10000,100000,1000000` to run it).
+From the measured costs, on paper: the per-row scoring cost c (s/row) of the quietest threads run (predict's own
+rate) and the rest of that run's time, s0 (process start, model load, the checking pass); N machines like this
+one then take T(N) = s0 + rows x c / N (Amdahl, s0 serial). 1M rows is estimated that way when it is not run
+(`SIZES`, `SCORING_SIZES=10000,100000,1000000` to run it). Every run is kept in scoring-runs.json with the load
+average it started under, and the RESULTS.md section is rendered from all of them.
 
 Throughput against bare keras-hub: the same 4,846 sentences, the threads runner as a command (process start
 included) against keras-hub alone in-process on the same backbone (its tokenizer and packer on every sentence, then
@@ -25,6 +26,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -35,6 +37,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.results import run_retrain, table, write_section  # noqa: E402
+from core.storage.artifacts import write_json_atomic  # noqa: E402
 
 BUNDLED = ROOT / "data" / "financial-phrasebank" / "phrasebank.csv"
 SIZES = [int(n) for n in os.environ.get("SCORING_SIZES", "10000,100000").split(",")]
@@ -146,30 +149,27 @@ RUNS = Path(__file__).resolve().parent / "scoring-runs.json"
 
 def record(entry: dict) -> list[dict]:
     """Add one measured configuration to benchmarks/scoring-runs.json (replacing an earlier one of the same
-    configuration and size) and return them all. Each entry keeps the load average it started under, so runs
-    taken on a quiet machine and runs taken beside other work are told apart in the table."""
+    configuration and size), stamped with the time now, and return them all. Each entry keeps the load average it
+    started under, so runs taken on a quiet machine and runs taken beside other work are told apart in the table."""
+    from datetime import datetime, timezone
+
+    entry = {**entry, "when": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M")}
     runs = json.loads(RUNS.read_text()) if RUNS.exists() else []
     runs = [r for r in runs if (r["config"], r["rows"]) != (entry["config"], entry["rows"])] + [entry]
     runs.sort(key=lambda r: (r["config"] != "bundled", list(CONFIGS).index(r["config"]) if r["config"] in CONFIGS
                              else -1, r["rows"]))
-    tmp = RUNS.with_suffix(".tmp")
-    tmp.write_text(json.dumps(runs, indent=2) + "\n")
-    tmp.replace(RUNS)
+    write_json_atomic(RUNS, runs)
     return runs
 
 
 def inside_rate(stderr: str) -> float | None:
     """Sentences per second as predict's own log line reports them (scoring only: no process start, no
     checking pass), or None."""
-    import re
-
     found = re.findall(r"\(([\d.]+) sentences/s", stderr)
     return float(found[-1]) if found else None
 
 
 def main() -> None:
-    from datetime import datetime, timezone
-
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         work = root / "work"
@@ -185,7 +185,7 @@ def main() -> None:
                     raise SystemExit(f"{name} on {n} rows failed:\n{run['stderr']}")
                 record({"config": name, "rows": n, "seconds": round(run["seconds"], 1),
                         "peak_mib": round(run["peak_mib"]), "inside_per_s": inside_rate(run["stderr"]),
-                        "load": round(load, 1), "when": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M")})
+                        "load": round(load, 1)})
                 print(f"{name}, {n:,} rows: {run['seconds']:.1f} s, peak {run['peak_mib']:.0f} MiB", file=sys.stderr)
         if BUNDLED_RUN:  # the bundled sentences: the threads runner as a command against bare keras-hub, back to back
             texts = sentences()
@@ -195,8 +195,7 @@ def main() -> None:
             bare = bare_keras_hub(texts, int(card["tokenizer"]["sequence_length"]))
             record({"config": "bundled", "rows": len(texts), "seconds": round(command["seconds"], 1),
                     "peak_mib": round(command["peak_mib"]), "inside_per_s": inside_rate(command["stderr"]),
-                    "bare_keras_hub_per_s": round(bare, 1), "load": round(max(load, os.getloadavg()[0]), 1),
-                    "when": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M")})
+                    "bare_keras_hub_per_s": round(bare, 1), "load": round(max(load, os.getloadavg()[0]), 1)})
     write_section("scoring", render(json.loads(RUNS.read_text())))
 
 

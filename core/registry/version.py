@@ -104,7 +104,7 @@ class Version:
 
     @property
     def reevaluations(self) -> Path:
-        """Later scores on new labelled data (`reevaluations/`, core.registry.reevaluation)."""
+        """Later scores on new labelled data (`reevaluations/`, flows/reevaluation.py)."""
         return self.path / REEVALUATIONS
 
     def read_card(self) -> dict[str, Any]:
