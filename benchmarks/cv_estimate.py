@@ -72,9 +72,10 @@ def main() -> None:
                 rows = Rows(train_all, [position[r] for r in cut.loc[cut["split"] == "train", "row_id"]])
                 cfg, evaluate = TrainConfig(label_templates=0), EvaluateConfig()  # as the learning curve ran
                 started = time.perf_counter()
-                estimate = cross_validate(rows, labels, rows.row_ids, np.zeros(len(rows.labels), bool), cfg, evaluate,
-                                          seed, backbone, features)
-                regime, _, run_cfg, frozen_blocks = resolve_regime(cfg, rows, labels, features, backbone)
+                resolved = resolve_regime(cfg, rows, labels, features, backbone)
+                estimate = cross_validate(rows, labels, rows.row_ids, np.zeros(len(rows.labels), bool), resolved,
+                                          evaluate, seed, backbone)
+                regime, _, run_cfg, frozen_blocks = resolved
                 keras.backend.clear_session()
                 keras.utils.set_random_seed(seed)
                 *_, proba = fit(regime, rows, test, {i: 1.0 for i in range(len(labels))}, run_cfg, seed, backbone,

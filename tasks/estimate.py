@@ -41,24 +41,25 @@ class Rows:
         self.hidden = [full.hidden[i] for i in index] if full.hidden is not None else None
 
 
-def cross_validate(train, labels: list[str], sources: np.ndarray, pseudo: np.ndarray, cfg: TrainConfig,
-                   evaluate: EvaluateConfig, seed: int, backbone: Backbone, features: ArtifactRef) -> dict:
+def cross_validate(train, labels: list[str], sources: np.ndarray, pseudo: np.ndarray, resolved: tuple,
+                   evaluate: EvaluateConfig, seed: int, backbone: Backbone) -> dict:
     """Repeated stratified k-fold of the run's training on `train` (a `SplitFeatures` of every training row,
     augmented and pseudo-labelled ones included); `sources`: each row's source row id (an original row's own id),
     so a held-out row's augmented copies leave its fold's training rows with it; `pseudo`: True for the
-    pseudo-labelled rows (`train.unlabelled`), which train every fold and are never scored. Folds are drawn over
-    the original labelled rows.
+    pseudo-labelled rows (`train.unlabelled`), which train every fold and are never scored; `resolved`: the
+    run's `resolve_regime` (regime, reason, training settings, frozen blocks). Folds are drawn over the original
+    labelled rows.
 
     Returns the estimate: `macro_f1` and `accuracy` (each `corrected_resampled_t`'s mean, sd, interval), the
     per-fold figures, k, repeats, rows, the regime and the seconds taken."""
     from core.metrics import macro_f1_many
     from core.model.hardware import resolve_mixed_precision, strategy, visible_gpus
-    from core.model.fitting import class_weights, fit, resolve_regime
+    from core.model.fitting import class_weights, fit
 
     import keras
 
     original = np.flatnonzero(~train.is_augmented & ~pseudo)
-    regime, reason, cfg, frozen_blocks = resolve_regime(cfg, train, labels, features, backbone)
+    regime, reason, cfg, frozen_blocks = resolved
     gpus = visible_gpus()
     mixed = resolve_mixed_precision(cfg.mixed_precision, gpus)
     folds, k = repeated_folds(train.labels[original], evaluate.cv_folds, evaluate.cv_repeats, seed)
@@ -108,7 +109,7 @@ def estimate(features: ArtifactRef, augmented: ArtifactRef, splits: ArtifactRef,
     record that the test split measures. Returns a JSON artifact's reference; `meta["mode"]` is "estimate" or
     "measured", `meta["estimate"]` the figures (`cross_validate`) and `meta["why"]` the split's reason."""
     from core.model.classifier import SplitFeatures
-    from core.model.fitting import resolve_regime, with_label_templates
+    from core.model.fitting import resolve_regime, training_rows
 
     why = splits.meta.get("estimate")
     if not why:
@@ -124,12 +125,12 @@ def estimate(features: ArtifactRef, augmented: ArtifactRef, splits: ArtifactRef,
               if columns else np.zeros(len(train.labels), bool))
     log.info("estimate: %s; estimating quality by %d x %d-fold cross-validation on the labelled rows",
              why["reason"], cfg.cv_repeats, cfg.cv_folds)
-    if train_cfg.label_templates and resolve_regime(train_cfg, train, labels, features, backbone)[0] == "fewshot":
-        before = len(train.labels)  # the template rows train every fold, as in the run; never held out
-        train = with_label_templates(train, labels, train_cfg.label_templates, features, backbone, workdir)
-        sources = np.concatenate([sources, train.row_ids[before:]])
-        pseudo = np.concatenate([pseudo, np.zeros(len(train.labels) - before, bool)])
-    figures = cross_validate(train, labels, sources, pseudo, train_cfg, cfg, seed, backbone, features)
+    resolved = resolve_regime(train_cfg, train, labels, features, backbone)  # template rows do not count in it
+    before = len(train.labels)  # template rows (few-shot) train every fold, as in the run; never held out
+    train = training_rows(train, resolved[0], labels, resolved[2], features, backbone, workdir)
+    sources = np.concatenate([sources, train.row_ids[before:]])
+    pseudo = np.concatenate([pseudo, np.zeros(len(train.labels) - before, bool)])
+    figures = cross_validate(train, labels, sources, pseudo, resolved, cfg, seed, backbone)
     f1, acc = figures["macro_f1"], figures["accuracy"]
     log.info("estimate: cross-validated macro-F1 %.4f [%.4f, %.4f], accuracy %.4f [%.4f, %.4f] (%.0f %% corrected "
              "resampled t-interval over %d fits; an estimate, not a test figure) in %.0f s", f1["mean"], f1["low"],

@@ -14,7 +14,7 @@ import numpy as np
 
 from core.model.backbone import Backbone, load_tokenizer
 from core.model.classifier import CARD_FILE, MODEL_FILE, SplitFeatures
-from core.model.fitting import class_weights, ensemble_figures, fit, resolve_regime, selection_rule, with_label_templates
+from core.model.fitting import class_weights, ensemble_figures, fit, resolve_regime, selection_rule, training_rows
 from core.model.hardware import resolve_mixed_precision, strategy, visible_gpus
 from core.storage.artifacts import ArtifactRef, artifact_dir, staging, store_dir, write_json_atomic
 from core.storage.caching import step_task
@@ -50,9 +50,9 @@ def finetune(features: ArtifactRef, cfg: TrainConfig, seed: int, backbone: Backb
     log.info("finetune: regime %s (%s)", regime, regime_reason)
     train_rows = {"labelled": int((~train.is_augmented).sum()), "augmented": int(train.is_augmented.sum()),
                   "label_templates": 0}
-    if regime == "fewshot" and cfg.label_templates:
-        train = with_label_templates(train, labels, cfg.label_templates, features, backbone, workdir)
-        train_rows["label_templates"] = cfg.label_templates * len(labels)
+    labelled = len(train.labels)
+    train = training_rows(train, regime, labels, cfg, features, backbone, workdir)
+    train_rows["label_templates"] = len(train.labels) - labelled
     phase = {"fewshot": "fewshot", "frozen": "head"}.get(regime, "joint" if unfreeze_top else "head")
     # Keras names unnamed layers from per-process counters ("dropout_6" once an embed step has built a backbone
     # in this process), and the names are written into the saved file: start from a clean slate so the file

@@ -87,6 +87,16 @@ def resolve_regime(cfg: TrainConfig, train: SplitFeatures, labels: list[str], fe
 LABEL_TEMPLATE = "This sentence is {}."
 
 
+def training_rows(train, regime: str, labels: list[str], cfg: TrainConfig, features: ArtifactRef,
+                  backbone: Backbone, workdir: Path):
+    """The rows `regime` trains on: `train` plus `cfg.label_templates` template rows per class in the few-shot
+    regime (`with_label_templates`), `train` itself otherwise; the finetune step and every fold of the estimate
+    step use this one rule."""
+    if regime == "fewshot" and cfg.label_templates:
+        return with_label_templates(train, labels, cfg.label_templates, features, backbone, workdir)
+    return train
+
+
 def with_label_templates(train, labels: list[str], copies: int, features: ArtifactRef, backbone: Backbone,
                          workdir: Path):
     """`train` plus `copies` rows per class of "This sentence is {label}." (SetFit's label templates:
