@@ -356,7 +356,9 @@ def _other_body_notes(stored: dict, backbone: str, curve: list[dict]) -> str:
         f"loaded offline (HF_HUB_OFFLINE=1); settings {meta.get('settings', SETFIT)}, as for all-MiniLM-L6-v2 in the "
         "\"peers\" section (20 pair iterations = 40 contrastive pairs per training row, one epoch, batch 16), "
         "cosine-similarity loss, default LogisticRegression head. SetFit uses no validation rows; the learning "
-        "curve's methods used them to choose C or the epoch.\n\n"
+        "curve's methods used them to choose C or the epoch. \"ours, default\" is the product's default as that "
+        "curve records it (few-shot regime here, with its label-template rows where the curve ran them; the runs "
+        "without them are the label_templates=0 column).\n\n"
         "Wall seconds are per run (SetFit: load, body tuning, head, predicting the test split; ours: the whole "
         "pipeline run, from the learning curve's record), both on the shared 2 cores under load from other jobs "
         "(SetFit at the lowest priority, `nice -n 19`), so only their order of magnitude counts.")
