@@ -38,8 +38,9 @@ CONFIGS = {
     "frozen": ("head alone on the frozen body (train.regime=frozen)", {"train.regime": "frozen"}),
     "top1": ("top 1 block, MiniLM's rates (blocks 1e-4, head 1e-3)",
              {"train.regime": "finetune", "train.unfreeze_top": 1}),
-    "top2": ("top 2 blocks, MiniLM's recipe (blocks 1e-4, head 1e-3, min_steps 400)",
-             {"train.regime": "finetune", "train.unfreeze_top": 2}),
+    # MiniLM's budget named explicitly: since BODY_TRAIN_DEFAULTS, an unset budget means MPNet's half budget.
+    "top2": ("top 2 blocks, MiniLM's recipe (blocks 1e-4, head 1e-3, min_steps 400, min_epochs 4)",
+             {"train.regime": "finetune", "train.unfreeze_top": 2, "train.min_steps": 400, "train.min_epochs": 4}),
     "top2-lr5e-5": ("top 2 blocks, blocks at 5e-5", {"train.regime": "finetune", "train.unfreeze_top": 2,
                                                      "train.finetune_learning_rate": 5e-5}),
     "top2-lr2e-4": ("top 2 blocks, blocks at 2e-4", {"train.regime": "finetune", "train.unfreeze_top": 2,
@@ -50,6 +51,9 @@ CONFIGS = {
                  {"train.regime": "finetune", "train.unfreeze_top": 2, "train.min_steps": 200,
                   "train.min_epochs": 2}),
     "top4": ("top 4 blocks, MiniLM's rates", {"train.regime": "finetune", "train.unfreeze_top": 4}),
+    "top4-2ep": ("top 4 blocks, half the step budget (min_steps 200, min_epochs 2)",
+                 {"train.regime": "finetune", "train.unfreeze_top": 4, "train.min_steps": 200,
+                  "train.min_epochs": 2}),
 }
 
 
