@@ -14,6 +14,9 @@ one then take T(N) = s0 + rows x c / N (Amdahl, s0 serial). 1M rows is estimated
 (`SIZES`, `SCORING_SIZES=10000,100000,1000000` to run it). Every run is kept in scoring-runs.json with the load
 average it started under, and the RESULTS.md section is rendered from all of them.
 
+Every scored file is read back (`check_output`): rows out = rows in, in order, and each repeat of a sentence
+scored as its first occurrence.
+
 Throughput against bare keras-hub: the same 4,846 sentences, the threads runner as a command (process start
 included) against keras-hub alone in-process on the same backbone (its tokenizer and packer on every sentence, then
 `BertBackbone.predict` in batches of 64), one after the other in one run.
@@ -112,6 +115,25 @@ def champion(work: Path) -> None:
         registry.promote(work, "default", version, "benchmark")
 
 
+def check_output(out: Path, n: int) -> dict:
+    """The second path on a scored file of `n` rows (the bundled sentences cycled, `write_rows`): rows out = rows
+    in, in order (the `id` column, kept as the user's text), and every repeat of a sentence scored as its first
+    occurrence wherever its chunk and batch fell. Returns {"row_groups", "repeats", "max_prob_diff"}; raises
+    AssertionError on any breach."""
+    import numpy as np
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(out)
+    assert table.num_rows == n, f"{out}: {table.num_rows} rows out for {n} in"
+    assert table["id"].to_pylist() == [str(i) for i in range(n)], f"{out}: rows out of order"
+    probs = np.stack([table[c].to_numpy() for c in table.column_names if c.startswith("prob_")], axis=1)
+    k = len(sentences())
+    cycles = probs[: n // k * k].reshape(-1, k, probs.shape[1])
+    diff = float(np.abs(cycles - cycles[:1]).max()) if len(cycles) else 0.0
+    assert diff < 2e-3, f"{out}: a repeated sentence scored {diff:.2g} away from its first occurrence"
+    return {"row_groups": pq.ParquetFile(out).num_row_groups, "repeats": len(cycles), "max_prob_diff": diff}
+
+
 def predict_command(data: Path, out: Path, work: Path, sets: dict) -> list[str]:
     return [sys.executable, "-m", "flows.predict", "--data", str(data), "--out", str(out), "--workdir", str(work),
             *[arg for key, value in sets.items() for arg in ("--set", f"{key}={value}")]]
@@ -183,9 +205,10 @@ def main() -> None:
                 run = measured(predict_command(data, root / f"out-{n}.parquet", work, {**sets, "predict.chunk_rows": 4096}))
                 if run["rc"] != 0:
                     raise SystemExit(f"{name} on {n} rows failed:\n{run['stderr']}")
+                checked = check_output(root / f"out-{n}.parquet", n)
                 record({"config": name, "rows": n, "seconds": round(run["seconds"], 1),
                         "peak_mib": round(run["peak_mib"]), "inside_per_s": inside_rate(run["stderr"]),
-                        "load": round(load, 1)})
+                        "load": round(load, 1), "checked": checked})
                 print(f"{name}, {n:,} rows: {run['seconds']:.1f} s, peak {run['peak_mib']:.0f} MiB", file=sys.stderr)
         if BUNDLED_RUN:  # the bundled sentences: the threads runner as a command against bare keras-hub, back to back
             texts = sentences()
