@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -98,6 +99,26 @@ def pytest_collection_modifyitems(items):
             item.add_marker(pytest.mark.slow)
     rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
     items.sort(key=lambda item: rank.get(_module(item), len(rank)))
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _free_the_module_folders(tmp_path_factory, request):
+    """Delete what this module's fixtures and tests wrote under the session's temporary folder once the module is
+    done, unless one of its tests failed (its folders are then kept to look at).
+
+    A whole `make test` writes about 12 GB there (each real run saves backbone-sized models); pytest keeps a passed
+    test's own `tmp_path` only until the test ends (`tmp_path_retention_policy = "failed"` in pyproject.toml) but
+    a module fixture's `tmp_path_factory.mktemp` folders until the session ends, which filled a CI disk. Being
+    autouse and module-scoped, this fixture is set up before the module's other fixtures and torn down after them.
+    With `--dist loadfile` a module runs whole on one worker, and each worker has its own temporary folder.
+    """
+    base = tmp_path_factory.getbasetemp()
+    before = set(base.iterdir())
+    failed_before = request.session.testsfailed
+    yield
+    if request.session.testsfailed == failed_before:
+        for path in set(base.iterdir()) - before:
+            shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
 
 
 @pytest.fixture(scope="session")
