@@ -39,7 +39,7 @@ def add_set_option(parser: argparse.ArgumentParser) -> None:
 def check_backbone_settings(cfg: RetrainConfig) -> None:
     """Check the settings the backbone bounds against its config.json alone (no weights read, no TensorFlow
     imported: milliseconds), so a command refuses them before anything starts: `model.backbone` itself (a BERT
-    or MPNet preset folder, or an installed body's name), `train.unfreeze_top` (at most its transformer blocks)
+    or MPNet preset folder, or an installed body's name), `train.unfreeze_top` and `train.fewshot_unfreeze_top` (at most its transformer blocks)
     and `tokenize.max_length` (at most its positions). Raises `ConfigError` naming every setting that does not fit, with its bound. (Here, not in
     schemas/config.py: the validate step imports that module, and its cache key must not depend on the backbone's
     libraries.)"""
@@ -48,10 +48,10 @@ def check_backbone_settings(cfg: RetrainConfig) -> None:
     preset = preset_folder(cfg.model.backbone)  # a name or a folder; all-mpnet-base-v2 absent: run `make mpnet`
     shape = architecture(preset)  # ConfigError naming model.backbone if the folder is not a BERT or MPNet preset
     problems = []
-    if cfg.train.unfreeze_top > shape.blocks:
-        problems.append(f"train.unfreeze_top={cfg.train.unfreeze_top}, but the backbone {preset} has "
-                        f"{shape.blocks} transformer block{'s' * (shape.blocks != 1)}: set train.unfreeze_top "
-                        f"between 0 and {shape.blocks}")
+    for key, value in (("unfreeze_top", cfg.train.unfreeze_top), ("fewshot_unfreeze_top", cfg.train.fewshot_unfreeze_top)):
+        if value is not None and value > shape.blocks:
+            problems.append(f"train.{key}={value}, but the backbone {preset} has {shape.blocks} transformer "
+                            f"block{'s' * (shape.blocks != 1)}: set train.{key} between 0 and {shape.blocks}")
     if cfg.tokenize.max_length > shape.max_positions:
         problems.append(f"tokenize.max_length={cfg.tokenize.max_length}, but the backbone {preset} takes "
                         f"{shape.max_positions} positions: set tokenize.max_length to {shape.max_positions} "

@@ -58,6 +58,7 @@ def pipeline(steps: Steps, cfg: RetrainConfig, backbone: Any = None) -> dict[str
                       min_test_per_class=cfg.evaluate.min_test_per_class)
 
     from core.model.backbone import Backbone  # the training steps: imported only when a run goes past split
+    from core.model.fitting import trained_blocks
     from tasks.augment import augment_sharded
     from tasks.embed import embed_sharded
     from tasks.estimate import estimate_task
@@ -71,7 +72,8 @@ def pipeline(steps: Steps, cfg: RetrainConfig, backbone: Any = None) -> dict[str
     augmented = steps.sharded(augment_sharded, split, cfg.augment, cfg.seed)
     backbone = backbone if backbone is not None else Backbone.resolve(cfg.model.backbone)
     tokenized = steps.sharded(tokenize_sharded, augmented, cfg.tokenize, backbone)
-    embedded = steps.sharded(embed_sharded, tokenized, backbone, cfg.train.unfreeze_top)
+    blocks = trained_blocks(cfg.train, split.meta)  # the regime's own: the frozen bottom is stored below them
+    embedded = steps.sharded(embed_sharded, tokenized, backbone, blocks)
     training = steps.run(pseudo_label_task, embedded, cfg.train, cfg.data, cfg.model.name, champion_version(cfg),
                          backbone)
     model = steps.run(finetune_task, training, cfg.train, cfg.seed, backbone)

@@ -68,6 +68,26 @@ def test_auto_picks_few_shot_below_the_threshold_by_the_smallest_class(counts, r
     assert chosen == regime and "train.regime=auto" in reason and str(min(counts)) in reason
 
 
+@pytest.mark.parametrize("regime", ["auto", "fewshot", "finetune", "frozen"])
+@pytest.mark.parametrize("counts", [(8, 8, 0), (8, 70, 70), (64, 64, 65), (65, 65, 65), (900, 70, 80)])
+def test_the_blocks_stored_for_training_are_those_of_the_regime_that_then_trains(counts, regime):
+    """`trained_blocks` (before embed, from the split's counts) and `choose_regime` (after it, from the training
+    rows) agree on the regime, so each regime trains its own number of blocks: the few-shot one's where set."""
+    from core.model.fitting import choose_regime, trained_blocks
+
+    labels = ["a", "b", "c"]
+    meta = {"labels": labels, "split_class_counts": {f"train/{k}": n for k, n in zip(labels, counts) if n}
+            | {f"val/{k}": 500 for k in labels}}  # other splits do not count
+    rows = _Rows(np.repeat(np.arange(3), counts))
+    for fewshot_blocks in (None, 1, 3):
+        cfg = TrainConfig(regime=regime, unfreeze_top=4, fewshot_unfreeze_top=fewshot_blocks)
+        blocks = trained_blocks(cfg, meta)
+        chosen, _ = choose_regime(cfg, rows, labels, blocks)
+        expected = fewshot_blocks if chosen == "fewshot" and fewshot_blocks is not None else 4
+        assert blocks == expected
+        assert chosen == regime if regime != "auto" else chosen == ("fewshot" if min(counts) < 65 else "finetune")
+
+
 def test_augmented_copies_do_not_count_as_labelled_rows_and_named_regimes_are_obeyed():
     from core.model.fitting import choose_regime
 

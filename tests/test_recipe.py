@@ -83,9 +83,15 @@ def test_mpnet_gets_its_own_step_budget_unless_the_user_sets_one():
     mine = RetrainConfig.from_parameters(overrides={"model.backbone": "all-mpnet-base-v2", "train.min_steps": 400})
     assert (mine.train.min_steps, mine.train.min_epochs) == (400, 2)       # a value given wins, the other stays
     assert RetrainConfig.model_validate(mpnet.model_dump(mode="json", by_alias=True)) == mpnet  # round trip
+    # four blocks trained jointly, two tuned by the few-shot regime; MiniLM: two in both
+    assert (mpnet.train.unfreeze_top, mpnet.train.fewshot_unfreeze_top) == (4, 2)
+    assert (minilm.train.unfreeze_top, minilm.train.fewshot_unfreeze_top) == (2, None)
+    # a user's train.unfreeze_top speaks for both regimes (0: the head alone, few-shot included)
+    head_alone = RetrainConfig.from_parameters(overrides={"model.backbone": "all-mpnet-base-v2", "train.unfreeze_top": 0})
+    assert (head_alone.train.unfreeze_top, head_alone.train.fewshot_unfreeze_top) == (0, None)
     # every other setting is MiniLM's default
-    assert mpnet.train.model_dump(exclude={"min_steps", "min_epochs"}) == minilm.train.model_dump(
-        exclude={"min_steps", "min_epochs"})
+    body = {"min_steps", "min_epochs", "unfreeze_top", "fewshot_unfreeze_top"}
+    assert mpnet.train.model_dump(exclude=body) == minilm.train.model_dump(exclude=body)
 
 
 def test_a_validation_split_too_small_to_select_on_is_named():

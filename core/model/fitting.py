@@ -232,25 +232,44 @@ def choose_regime(cfg: TrainConfig, train: SplitFeatures, labels: list[str], unf
 
     "auto": "fewshot" while the smallest class has fewer than `cfg.fewshot_below` training rows (the user's own,
     augmented copies not counted), else "finetune". "fewshot" needs trainable blocks: with none
-    (`train.unfreeze_top=0`, so no token-level features stored) it falls back to "frozen", and says so."""
+    (`unfreeze_top`, the stored features' cut, is 0: no token-level features) it falls back to "frozen", and says
+    so."""
     original = ~train.is_augmented
     counts = np.bincount(train.labels[original], minlength=len(labels))
-    smallest = int(counts.min()) if len(counts) else 0
-    which = labels[int(counts.argmin())] if len(counts) else "?"
-    if cfg.regime != "auto":
-        regime, reason = cfg.regime, f"train.regime={cfg.regime}"
-    elif smallest < cfg.fewshot_below:
-        regime = "fewshot"
-        reason = (f"train.regime=auto: the smallest class ({which!r}) has {smallest} training rows, fewer than "
-                  f"train.fewshot_below={cfg.fewshot_below}: contrastive body tuning, then a head")
-    else:
-        regime = "finetune"
-        reason = (f"train.regime=auto: every class has at least train.fewshot_below={cfg.fewshot_below} training "
-                  f"rows (smallest: {which!r}, {smallest}): head and top blocks trained jointly")
+    regime, reason = regime_rule(cfg, dict(zip(labels, counts.tolist())))
     if regime == "fewshot" and unfreeze_top == 0:
         regime, reason = "frozen", (f"{reason}; but train.unfreeze_top=0 leaves no block to tune, so the head "
                                     "alone trains on the frozen embeddings")
     return regime, reason
+
+
+def regime_rule(cfg: TrainConfig, class_counts: dict[str, int]) -> tuple[str, str]:
+    """`train.regime` with "auto" resolved from the user's training rows per class (label -> count, augmented
+    copies not counted), and why; `choose_regime` without the fallback for a cut that leaves no block."""
+    if cfg.regime != "auto":
+        return cfg.regime, f"train.regime={cfg.regime}"
+    which, smallest = min(class_counts.items(), key=lambda item: item[1]) if class_counts else ("?", 0)
+    if smallest < cfg.fewshot_below:
+        return "fewshot", (f"train.regime=auto: the smallest class ({which!r}) has {smallest} training rows, fewer "
+                           f"than train.fewshot_below={cfg.fewshot_below}: contrastive body tuning, then a head")
+    return "finetune", (f"train.regime=auto: every class has at least train.fewshot_below={cfg.fewshot_below} "
+                        f"training rows (smallest: {which!r}, {smallest}): head and top blocks trained jointly")
+
+
+def trained_blocks(cfg: TrainConfig, split_meta: dict) -> int:
+    """How many top transformer blocks the coming training trains, from the split step's `meta` (its
+    `labels` and `split_class_counts`, "train/<label>" -> rows): `cfg.fewshot_unfreeze_top` where the regime
+    rule picks "fewshot" and it is set, else `cfg.unfreeze_top`. The embed step stores the frozen bottom's
+    output below exactly these blocks, so each regime trains its own number of them (all-mpnet-base-v2: 4
+    jointly, 2 in the few-shot regime, `schemas.config.BODY_TRAIN_DEFAULTS`). Self-training's pseudo-labelled
+    rows (`train.unlabelled`) come later and are not counted: should they lift the smallest class past
+    `train.fewshot_below`, "finetune" trains the blocks stored for "fewshot"."""
+    counts = {label: int(split_meta.get("split_class_counts", {}).get(f"train/{label}", 0))
+              for label in split_meta["labels"]}
+    regime, _ = regime_rule(cfg, counts)
+    if regime == "fewshot" and cfg.fewshot_unfreeze_top is not None:
+        return cfg.fewshot_unfreeze_top
+    return cfg.unfreeze_top
 
 
 def _train_fewshot(train: SplitFeatures, val: SplitFeatures, weights: dict[int, float], cfg: TrainConfig,
