@@ -47,15 +47,19 @@ class Rows:
         self.hidden = [full.hidden[i] for i in index] if full.hidden is not None else None
 
 
-def score(regime: str, train, val, overrides: dict, seed: int, backbone, frozen_blocks: int, n_labels: int) -> dict:
-    """Train one regime on `train` with `tasks.finetune`'s functions; validation figures and seconds."""
+def score(regime: str, train, val, overrides: dict, seed: int, backbone, frozen_blocks: int, n_labels: int,
+          body: str | None = None) -> dict:
+    """Train one regime on `train` with `tasks.finetune`'s functions; validation figures and seconds. The
+    settings are the defaults for the body `body` names (`schemas.config.BODY_TRAIN_DEFAULTS`) under `overrides`;
+    the blocks trained are those above `frozen_blocks`, the stored features' cut."""
     import keras
     import numpy as np
 
-    from schemas.config import TrainConfig
+    from schemas.config import RetrainConfig
     from core.model.fitting import _train, _train_fewshot, ensemble_figures
 
-    cfg = TrainConfig(**{"min_val_per_class": 10**9, **overrides, "regime": regime})
+    defaults = RetrainConfig.from_parameters(overrides={"model.backbone": body} if body else {}).train
+    cfg = defaults.model_copy(update={"min_val_per_class": 10**9, **overrides, "regime": regime})
     weights = {i: 1.0 for i in range(n_labels)}
     keras.backend.clear_session()
     keras.utils.set_random_seed(seed)
@@ -91,6 +95,8 @@ def main() -> None:
                         "or wordnet-verbs / wordnet-nouns (benchmarks/wordnet_tasks.py)")
     parser.add_argument("--workdir", default="", help="keep the workdir (and its feature cache) here between runs")
     parser.add_argument("--unfreeze-top", type=int, default=2, help="trainable top blocks (the stored features' split)")
+    parser.add_argument("--backbone", default="", help="model.backbone (default: the product's default body); its "
+                        "training defaults apply (BODY_TRAIN_DEFAULTS)")
     args = parser.parse_args()
     overrides = {k.removeprefix("train."): v for k, _, v in (s.partition("=") for s in args.set)}
     runs = json.loads(RUNS.read_text()) if RUNS.exists() else []
@@ -100,7 +106,8 @@ def main() -> None:
         workdir = Path(args.workdir or Path(tmp) / "work")
         data = (write_task(args.data, Path(tmp)) if args.data in TASKS else Path(args.data)) if args.data else None
         dataset = args.data or "phrasebank"
-        _, done, backbone = run_steps(workdir, {"train.unfreeze_top": args.unfreeze_top}, data, until="embed")
+        body = {"model.backbone": args.backbone} if args.backbone else {}
+        _, done, backbone = run_steps(workdir, {"train.unfreeze_top": args.unfreeze_top, **body}, data, until="embed")
         features = done["embed"]
         frame = pq.read_table(done["split"].resolve(workdir), columns=["row_id", "text", "label", "split"]).to_pandas()
         train_all, val = SplitFeatures(features, workdir, "train"), SplitFeatures(features, workdir, "val")
@@ -118,12 +125,15 @@ def main() -> None:
                                                  backbone, workdir)
                 for regime in [r for r in args.regimes.split(",") if r]:
                     if any(r["size"] == size and r["seed"] == seed and r["regime"] == regime
-                           and r.get("tag", "") == args.tag and r.get("data", "phrasebank") == dataset for r in runs):
+                           and r.get("tag", "") == args.tag and r.get("data", "phrasebank") == dataset
+                           and r.get("backbone", "") == args.backbone and r.get("unfreeze_top", 2) == args.unfreeze_top
+                           for r in runs):
                         continue
                     result = {"data": dataset, "size": size, "seed": seed, "regime": regime, "tag": args.tag,
-                              "overrides": overrides,
+                              "overrides": overrides, "backbone": args.backbone, "unfreeze_top": args.unfreeze_top,
                               "train_rows": len(train.labels), "val_rows": len(val.labels),
-                              **score(regime, train, val, overrides, seed, backbone, frozen_blocks, len(labels))}
+                              **score(regime, train, val, overrides, seed, backbone, frozen_blocks, len(labels),
+                                      args.backbone or None)}
                     print(json.dumps(result), file=sys.stderr, flush=True)
                     runs.append(result)
                     save(result)
@@ -144,12 +154,15 @@ def write(runs: list[dict]) -> None:
     columns = [(tag, regime) for tag in tags for regime in REGIMES if any(r["regime"] == regime and r.get("tag", "") == tag
                                                                           for r in runs)]
     rows = []
-    for dataset, size in [(d, s) for d in ("phrasebank", "wordnet-verbs", "wordnet-nouns")
-                          for s in ("8pc", "16pc", "32pc", "64pc")]:
-        group = [r for r in runs if r["size"] == size and r.get("data", "phrasebank") == dataset]
+    for body, dataset, size in [(b, d, s) for b in ("", "all-mpnet-base-v2")
+                                for d in ("phrasebank", "wordnet-verbs", "wordnet-nouns")
+                                for s in ("8pc", "16pc", "32pc", "64pc")]:
+        group = [r for r in runs if r["size"] == size and r.get("data", "phrasebank") == dataset
+                 and r.get("backbone", "") == body]
         if not group:
             continue
-        row = [dataset, size.replace("pc", " per class")]
+        blocks = sorted({f"{r['regime']} {r.get('unfreeze_top', 2)}" for r in group if r["regime"] != "frozen"})
+        row = [f"{dataset}, {body} (blocks: {', '.join(blocks)})" if body else dataset, size.replace("pc", " per class")]
         for tag, regime in columns:
             f1 = [r["val_macro_f1"] for r in group if r["regime"] == regime and r.get("tag", "") == tag]
             secs = [r["seconds"] for r in group if r["regime"] == regime and r.get("tag", "") == tag]
@@ -160,7 +173,9 @@ def write(runs: list[dict]) -> None:
     body = table(["data", "training rows", *head], rows)
     body += ("\n\nValidation macro-F1 on the whole validation split (500 sentences) of models trained on the learning "
              "curve's training rows for each size and seed (benchmarks/learning_curve.py's `sample`); no test row is "
-             "read. Epoch selection off (the fixed budget a user of this size gets). Seconds: training alone, on the "
+             "read. Epoch selection off (the fixed budget a user of this size gets). A body named in the first column "
+             "is trained with its own defaults (BODY_TRAIN_DEFAULTS), the blocks each regime trained beside it; "
+             "the default body trains 2 in both. Seconds: training alone, on the "
              "stored features, on the shared 2 cores under load. Raw runs: benchmarks/regime-selection-runs.json.")
     write_section("regime_selection", body)
 
