@@ -77,7 +77,8 @@ def _run_adhoc(stack, data: Path, workdir: Path):
                           "600"], stack["env"], check=False, timeout=700)
 
 
-def test_deployment_run_completes_and_writes_its_summary(stack, tmp_path):
+def test_deployment_run_completes_and_writes_its_summary(stack, tmp_path_factory):
+    tmp_path = tmp_path_factory.mktemp("adhoc")  # lives as long as the module: later tests use its champion
     data = write_csv(tmp_path / "slice.csv", first_per_label(30))
     result = _run_adhoc(stack, data, tmp_path / "work")
     assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
@@ -186,7 +187,8 @@ def _review_through_the_form(stack, flow_run_id, answer: dict) -> str:
     return description
 
 
-def test_a_manual_run_pauses_for_review_and_a_rejection_keeps_the_champion(stack, tmp_path):
+def test_a_manual_run_pauses_for_review_and_a_rejection_keeps_the_champion(stack, tmp_path_factory):
+    tmp_path = tmp_path_factory.mktemp("manual")  # lives as long as the module: the next two tests re-run it
     data = write_csv(tmp_path / "slice.csv", first_per_label(30))
     work = tmp_path / "work"
     run_id = _start_manual_run(stack, data, work)
