@@ -156,13 +156,13 @@ def write(runs: list[dict]) -> None:
     rows = []
     for body, dataset, size in [(b, d, s) for b in ("", "all-mpnet-base-v2")
                                 for d in ("phrasebank", "wordnet-verbs", "wordnet-nouns")
-                                for s in ("8pc", "16pc", "32pc", "64pc")]:
+                                for s in ("8pc", "16pc", "32pc", "64pc", "250")]:
         group = [r for r in runs if r["size"] == size and r.get("data", "phrasebank") == dataset
                  and r.get("backbone", "") == body]
         if not group:
             continue
         blocks = sorted({f"{r['regime']} {r.get('unfreeze_top', 2)}" for r in group if r["regime"] != "frozen"})
-        row = [f"{dataset}, {body} (blocks: {', '.join(blocks)})" if body else dataset, size.replace("pc", " per class")]
+        row = [f"{dataset}, {body} (blocks: {', '.join(blocks)})" if body else dataset, size.replace("pc", " per class") if size.endswith("pc") else f"{size} stratified"]
         for tag, regime in columns:
             f1 = [r["val_macro_f1"] for r in group if r["regime"] == regime and r.get("tag", "") == tag]
             secs = [r["seconds"] for r in group if r["regime"] == regime and r.get("tag", "") == tag]
