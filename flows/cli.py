@@ -39,8 +39,8 @@ def add_set_option(parser: argparse.ArgumentParser) -> None:
 def check_backbone_settings(cfg: RetrainConfig) -> None:
     """Check the settings the backbone bounds against its config.json alone (no weights read, no TensorFlow
     imported: milliseconds), so a command refuses them before anything starts: `model.backbone` itself (a BERT
-    or MPNet preset folder, or an installed body's name), `train.unfreeze_top` and `train.fewshot_unfreeze_top` (at most its transformer blocks)
-    and `tokenize.max_length` (at most its positions). Raises `ConfigError` naming every setting that does not fit, with its bound. (Here, not in
+    or MPNet preset folder, or an installed body's name), `train.unfreeze_top` and `train.fewshot_unfreeze_top`
+    (at most its transformer blocks) and `tokenize.max_length` (at most its positions). Raises `ConfigError` naming every setting that does not fit, with its bound. (Here, not in
     schemas/config.py: the validate step imports that module, and its cache key must not depend on the backbone's
     libraries.)"""
     from core.model.backbone import architecture, preset_folder
@@ -48,7 +48,8 @@ def check_backbone_settings(cfg: RetrainConfig) -> None:
     preset = preset_folder(cfg.model.backbone)  # a name or a folder; all-mpnet-base-v2 absent: run `make mpnet`
     shape = architecture(preset)  # ConfigError naming model.backbone if the folder is not a BERT or MPNet preset
     problems = []
-    for key, value in (("unfreeze_top", cfg.train.unfreeze_top), ("fewshot_unfreeze_top", cfg.train.fewshot_unfreeze_top)):
+    for key in ("unfreeze_top", "fewshot_unfreeze_top"):
+        value = getattr(cfg.train, key)
         if value is not None and value > shape.blocks:
             problems.append(f"train.{key}={value}, but the backbone {preset} has {shape.blocks} transformer "
                             f"block{'s' * (shape.blocks != 1)}: set train.{key} between 0 and {shape.blocks}")

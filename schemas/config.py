@@ -349,7 +349,7 @@ class RetrainConfig(Section):
         if not defaults:
             return values
         train = values.get("train", {})
-        given = train.model_fields_set if isinstance(train, TrainConfig) else set(train if isinstance(train, dict) else ())
+        given = train.model_fields_set if isinstance(train, TrainConfig) else set(train) if isinstance(train, dict) else set()
         if "unfreeze_top" in given:  # a user's train.unfreeze_top (0: head alone) speaks for both regimes
             defaults = {k: v for k, v in defaults.items() if k != "fewshot_unfreeze_top"}
         if isinstance(train, TrainConfig):

@@ -333,6 +333,7 @@ def test_registry_on_a_missing_workdir_says_so(tmp_path: Path, capsys):
 
 @pytest.mark.parametrize("setting, fragment", [
     ("train.unfreeze_top=9", "train.unfreeze_top=9, but the backbone"),
+    ("train.fewshot_unfreeze_top=7", "train.fewshot_unfreeze_top=7, but the backbone"),
     ("model.backbone=/nonexistent", "model.backbone=/nonexistent: no keras-hub or Hugging Face preset there"),
 ])
 def test_settings_the_backbone_bounds_exit_2_before_anything_starts(tmp_path: Path, capsys, setting, fragment):

@@ -238,8 +238,9 @@ def choose_regime(cfg: TrainConfig, train: SplitFeatures, labels: list[str], unf
     counts = np.bincount(train.labels[original], minlength=len(labels))
     regime, reason = regime_rule(cfg, dict(zip(labels, counts.tolist())))
     if regime == "fewshot" and unfreeze_top == 0:
-        regime, reason = "frozen", (f"{reason}; but train.unfreeze_top=0 leaves no block to tune, so the head "
-                                    "alone trains on the frozen embeddings")
+        blocks = "train.unfreeze_top" if cfg.fewshot_unfreeze_top is None else "train.fewshot_unfreeze_top"
+        regime, reason = "frozen", (f"{reason}; but {blocks}=0 leaves no block to tune, so the head alone trains on "
+                                    "the frozen embeddings")
     return regime, reason
 
 
