@@ -58,8 +58,9 @@ def score(regime: str, train, val, overrides: dict, seed: int, backbone, frozen_
     from schemas.config import RetrainConfig
     from core.model.fitting import _train, _train_fewshot, ensemble_figures
 
-    defaults = RetrainConfig.from_parameters(overrides={"model.backbone": body} if body else {}).train
-    cfg = defaults.model_copy(update={"min_val_per_class": 10**9, **overrides, "regime": regime})
+    settings = {"min_val_per_class": 10**9, **overrides, "regime": regime}
+    cfg = RetrainConfig.from_parameters(overrides={**({"model.backbone": body} if body else {}),
+                                                   **{f"train.{k}": v for k, v in settings.items()}}).train
     weights = {i: 1.0 for i in range(n_labels)}
     keras.backend.clear_session()
     keras.utils.set_random_seed(seed)
@@ -154,15 +155,17 @@ def write(runs: list[dict]) -> None:
     columns = [(tag, regime) for tag in tags for regime in REGIMES if any(r["regime"] == regime and r.get("tag", "") == tag
                                                                           for r in runs)]
     rows = []
-    for body, dataset, size in [(b, d, s) for b in ("", "all-mpnet-base-v2")
-                                for d in ("phrasebank", "wordnet-verbs", "wordnet-nouns")
-                                for s in ("8pc", "16pc", "32pc", "64pc", "250")]:
+    from benchmarks.learning_curve import SIZES
+
+    for body, dataset, size in [(b, d, s) for b in sorted({r.get("backbone", "") for r in runs})
+                                for d in ("phrasebank", "wordnet-verbs", "wordnet-nouns") for s in SIZES]:
         group = [r for r in runs if r["size"] == size and r.get("data", "phrasebank") == dataset
                  and r.get("backbone", "") == body]
         if not group:
             continue
         blocks = sorted({f"{r['regime']} {r.get('unfreeze_top', 2)}" for r in group if r["regime"] != "frozen"})
-        row = [f"{dataset}, {body} (blocks: {', '.join(blocks)})" if body else dataset, size.replace("pc", " per class") if size.endswith("pc") else f"{size} stratified"]
+        rows_label = size.replace("pc", " per class") if size.endswith("pc") else f"{size} stratified"
+        row = [f"{dataset}, {body} (blocks: {', '.join(blocks)})" if body else dataset, rows_label]
         for tag, regime in columns:
             f1 = [r["val_macro_f1"] for r in group if r["regime"] == regime and r.get("tag", "") == tag]
             secs = [r["seconds"] for r in group if r["regime"] == regime and r.get("tag", "") == tag]

@@ -353,7 +353,7 @@ class RetrainConfig(Section):
         if "unfreeze_top" in given:  # a user's train.unfreeze_top (0: head alone) speaks for both regimes
             defaults = {k: v for k, v in defaults.items() if k != "fewshot_unfreeze_top"}
         if isinstance(train, TrainConfig):
-            train = train.model_copy(update={k: v for k, v in defaults.items() if k not in train.model_fields_set})
+            train = train.model_copy(update={k: v for k, v in defaults.items() if k not in given})
         elif isinstance(train, dict):
             train = {**defaults, **train}
         return {**values, "train": train}
