@@ -76,7 +76,26 @@ def score(regime: str, train, val, overrides: dict, seed: int, backbone, frozen_
                                       select=False, val_probabilities=True)
     seconds = time.perf_counter() - started
     figures = ensemble_figures(np.asarray(proba), val.labels, n_labels)
-    return {**figures, "seconds": round(seconds, 1), "steps": plan["steps"]}
+    from sklearn.metrics import confusion_matrix
+
+    # Kept so the figure can be recomputed by a second path (`check`).
+    confusion = confusion_matrix(val.labels, np.asarray(proba).argmax(axis=1), labels=list(range(n_labels)))
+    return {**figures, "val_confusion": confusion.tolist(), "seconds": round(seconds, 1), "steps": plan["steps"]}
+
+
+def check(runs: list[dict]) -> int:
+    """The second path for the validation figures: each run's macro-F1 recomputed from its stored confusion
+    matrix (`benchmarks.mpnet_recipe.macro_f1_from_confusion`) must equal the one `score` recorded; returns how
+    many runs were checked (older runs kept no matrix). Raises AssertionError naming the first run that differs."""
+    from benchmarks.mpnet_recipe import macro_f1_from_confusion
+
+    checked = [r for r in runs if "val_confusion" in r]
+    for r in checked:
+        again = macro_f1_from_confusion(r["val_confusion"])
+        assert abs(again - r["val_macro_f1"]) < 1e-4 and sum(map(sum, r["val_confusion"])) == r["val_rows"], (
+            f"{r['data']} {r['size']} seed {r['seed']} {r['regime']}: {again:.5f} from the confusion matrix, "
+            f"{r['val_macro_f1']} recorded")
+    return len(checked)
 
 
 def main() -> None:
@@ -139,7 +158,9 @@ def main() -> None:
                     runs.append(result)
                     save(result)
                     del result
-    write(json.loads(RUNS.read_text()))
+    runs = json.loads(RUNS.read_text())
+    print(f"checked: {check(runs)} runs' validation macro-F1 equal to their confusion matrices'", file=sys.stderr)
+    write(runs)
 
 
 def save(result: dict) -> None:

@@ -173,7 +173,7 @@ def test_unfreeze_top_above_the_blocks_is_refused_before_any_step(tiny, run, tmp
     from schemas.config import ConfigError
 
     preset, _, _, rows = tiny
-    with pytest.raises(ConfigError, match=r"train.unfreeze_top=3, but the backbone .* has 2 transformer blocks"):
+    with pytest.raises(ConfigError, match=r"3 blocks to train \(train.unfreeze_top, or train.fewshot_unfreeze_top .*\), but the backbone .* has 2 transformer blocks"):
         Backbone.resolve(preset, unfreeze_top=3)
     data = write_csv(tmp_path / "d.csv", rows[:30])
     capsys.readouterr()

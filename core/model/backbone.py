@@ -208,12 +208,15 @@ class Backbone(BaseModel):
 
     def frozen_blocks(self, unfreeze_top: int) -> int:
         """The number of bottom blocks kept frozen when the top `unfreeze_top` blocks train: blocks -
-        unfreeze_top (the index of the first trained block). Raises `ConfigError` naming `train.unfreeze_top`
-        and the backbone's block count when `unfreeze_top` is negative or above that count."""
+        unfreeze_top (the index of the first trained block). Raises `ConfigError` naming both settings that
+        give the blocks (`train.unfreeze_top`, and `train.fewshot_unfreeze_top` for the few-shot regime: the
+        count arrives here without its source) and the backbone's block count when `unfreeze_top` is negative
+        or above that count."""
         blocks = self.architecture.blocks
         if not 0 <= unfreeze_top <= blocks:
-            raise ConfigError(f"train.unfreeze_top={unfreeze_top}, but the backbone {self.path} has {blocks} "
-                              f"transformer block{'s' * (blocks != 1)}: set train.unfreeze_top between 0 and {blocks}")
+            raise ConfigError(f"{unfreeze_top} blocks to train (train.unfreeze_top, or train.fewshot_unfreeze_top in "
+                              f"the few-shot regime), but the backbone {self.path} has {blocks} transformer "
+                              f"block{'s' * (blocks != 1)}: set that setting between 0 and {blocks}")
         return blocks - unfreeze_top
 
 
