@@ -21,6 +21,9 @@ def main(argv: list[str]) -> int:
             return 2
         print(f"== benchmark {name}", file=sys.stderr)
         sys.path.insert(0, str(HERE.parent))
+        # Each benchmark parses its own command line: it gets none (its defaults, and the environment variables
+        # its --help names), not `run.py`'s list of names, which its parser would refuse.
+        sys.argv = [str(script)]
         runpy.run_path(str(script), run_name="__main__")
     return 0
 
