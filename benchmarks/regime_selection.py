@@ -195,7 +195,8 @@ def write(runs: list[dict]) -> None:
         rows.append(row)
     head = [f"{regime}{' [' + tag + ']' if tag else ''}: val macro-F1 (seeds; s)" for tag, regime in columns]
     body = table(["data", "training rows", *head], rows)
-    body += ("\n\nValidation macro-F1 on the whole validation split (500 sentences) of models trained on the learning "
+    sizes = ", ".join(f"{d} {n}" for d, n in sorted({(r.get("data", "phrasebank"), r["val_rows"]) for r in runs}))
+    body += (f"\n\nValidation macro-F1 on the whole validation split ({sizes} sentences) of models trained on the learning "
              "curve's training rows for each size and seed (benchmarks/learning_curve.py's `sample`); no test row is "
              "read. Epoch selection off (the fixed budget a user of this size gets). A body named in the first column "
              "is trained with its own defaults (BODY_TRAIN_DEFAULTS), the blocks each regime trained beside it; "
