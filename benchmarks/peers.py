@@ -224,8 +224,7 @@ def main() -> None:
     runs = stored.get("runs", [])
     order = [(size, seed) for seed in range(1, args.seeds + 1) for size in sizes]
     if args.runs:
-        order = [(size, seed) for part in args.runs.split(",") for size, seeds in [part.strip().split(":")]
-                 for seed in range(int(seeds.split("-")[0]), int(seeds.split("-")[-1]) + 1)]
+        order = parse_run_order(args.runs)
         sizes = list(dict.fromkeys(size for size, _ in order))
         args.seeds = max(seed for _, seed in order)
     todo = [(size, seed) for size, seed in order
@@ -401,10 +400,29 @@ def _other_body_notes(stored: dict, backbone: str, curve: list[dict], data: str 
         text += (f"\n\n**Not run** (of the cuts benchmarks/{curve_file.name} holds): " + "; ".join(
             f"{s.replace('pc', ' pc')} seed{'s' if len(m) > 1 else ''} {', '.join(map(str, sorted(m)))}"
             for s, m in missing.items()) + ". Each row compares the same seeds in every column.")
+    threads = meta.get("torch_threads")
     text += (f"\n\nRaw runs with every test prediction: benchmarks/{runs_file.name}; command: "
              f"`make bench-peers PEERS=\"--backbone {backbone}{f' --data {data}' if data else ''} "
-             "--runs 8pc:1-3,16pc:1-3 --threads 1\"`.")
+             f"--runs {run_order(runs)}{f' --threads {threads}' if threads else ''}\"`.")
     return text if runs else "\n\n" + stored.get("error", "No SetFit run recorded.")
+
+
+def parse_run_order(text: str) -> list[tuple[str, int]]:
+    """`--runs` ("8pc:1-3,16pc:1") as (size, seed) pairs in that order."""
+    return [(size, seed) for part in text.split(",") for size, seeds in [part.strip().split(":")]
+            for seed in range(int(seeds.split("-")[0]), int(seeds.split("-")[-1]) + 1)]
+
+
+def run_order(runs: list[dict]) -> str:
+    """The `--runs` value that trains exactly the recorded (size, seed) runs, e.g. "8pc:1-3,16pc:1-3,32pc:2"."""
+    parts = []
+    for size in [s for s in SIZES if any(r["size"] == s for r in runs)]:
+        seeds = sorted({r["seed"] for r in runs if r["size"] == size})
+        if seeds == list(range(seeds[0], seeds[-1] + 1)):
+            parts.append(f"{size}:{seeds[0]}" + (f"-{seeds[-1]}" if len(seeds) > 1 else ""))
+        else:
+            parts += [f"{size}:{seed}" for seed in seeds]
+    return ",".join(parts)
 
 
 if __name__ == "__main__":

@@ -7,7 +7,9 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-NOT_BENCHMARKS = {"run", "results", "__init__", "mpnet_reference"}  # mpnet_reference: a fixture writer, in .venv-peers
+# Not benchmarks: mpnet_reference writes a fixture and peers runs SetFit (both in .venv-peers: `make bench-peers`);
+# wordnet_tasks writes data files.
+NOT_BENCHMARKS = {"run", "results", "__init__", "mpnet_reference", "peers", "wordnet_tasks"}
 
 
 def main(argv: list[str]) -> int:

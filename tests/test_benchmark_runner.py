@@ -19,3 +19,12 @@ def test_a_benchmark_run_by_name_parses_an_empty_command_line(tmp_path, monkeypa
     assert runner.main(["probe"]) == 0
     assert (tmp_path / "seen.json").read_text() == '[[], "8pc"]'
     assert runner.main(["no_such_benchmark"]) == 2
+
+
+def test_the_command_a_peers_section_prints_trains_exactly_the_recorded_runs():
+    from benchmarks.peers import parse_run_order, run_order
+
+    for pairs in ([("8pc", 1), ("8pc", 2), ("8pc", 3), ("16pc", 1), ("16pc", 2), ("16pc", 3), ("32pc", 1)],
+                  [("8pc", 1), ("8pc", 3), ("64pc", 2)]):
+        runs = [{"size": size, "seed": seed} for size, seed in reversed(pairs)]
+        assert sorted(parse_run_order(run_order(runs))) == sorted(pairs)
