@@ -33,7 +33,8 @@ data's split, as `benchmarks/learning_curve.py --data` does (its `split_frame` a
 compares with that data's learning curve (benchmarks/learning-curve-runs-wordnet-verbs.json: run it first, at
 least `--methods auto,tfidf,lr`); runs and section: benchmarks/peers-runs-wordnet-verbs.json, "peers_wordnet-verbs"
 (another body: peers-runs-<body>-wordnet-verbs.json, "peers_<body>-wordnet-verbs"). `make bench-peers
-PEERS="--data wordnet-verbs"` passes it. The PhraseBank's (no `--data`) stay as they were.
+PEERS="--data wordnet-verbs --runs 8pc:1-3,16pc:1-3"` passes it (name the cuts the curve ran: the default grid
+is 5 seeds). The PhraseBank's (no `--data`) stay as they were.
 
     .venv-peers/bin/python benchmarks/peers.py [--sizes 8pc,16pc,32pc,64pc] [--seeds 5] [--report-only]
                                                [--runs 8pc:1-3,16pc:1] [--threads N] [--backbone NAME]
