@@ -25,6 +25,18 @@ def test_each_body_is_compared_with_its_own_learning_curve():
     assert peers.outputs(MPNET)[:2] == (peers.HERE / f"peers-runs-{MPNET}.json", f"peers_{MPNET}")
 
 
+def test_each_body_and_data_set_is_compared_with_its_own_learning_curve():
+    """`--data` keys every file and section by the data set too, and SetFit's table reads that data's curve."""
+    names = set()
+    for body in (peers.DEFAULT_BODY, MPNET):
+        for data in ("", "wordnet-verbs", "wordnet-nouns", "/somewhere/bank-news.csv"):
+            runs, section, curve = peers.outputs(body, data)
+            assert curve == learning_curve.outputs(body, data)[0]
+            names |= {runs, section, curve}
+    assert len(names) == 3 * 2 * 4  # no two (body, data) pairs share a file or a section
+    assert peers.outputs(peers.DEFAULT_BODY, "wordnet-verbs")[2].is_file()  # recorded: benchmarks/RESULTS.md
+
+
 def test_mpnet_table_reads_methods_its_curve_recorded():
     curve = json.loads(peers.outputs(MPNET)[2].read_text())
     for method in peers.BODY_METHODS[MPNET]:
