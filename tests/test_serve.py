@@ -86,6 +86,15 @@ class Serve:
         self.process.wait()
 
 
+def command_line(proc: psutil.Process) -> str:
+    """`proc`'s command line, or "" once it has exited: a child read while it exits is a zombie, or gone, for a
+    moment, and psutil raises for either (seen once: ZombieProcess between `is_running()` and `cmdline()`)."""
+    try:
+        return " ".join(proc.cmdline())
+    except psutil.Error:
+        return ""
+
+
 def with_suppressed(call) -> None:
     try:
         call()
@@ -96,7 +105,7 @@ def with_suppressed(call) -> None:
 def assert_all_gone(processes: list[psutil.Process], port: int, within: float = 10) -> None:
     """Every process in `processes` has exited and nobody listens on `port`."""
     gone, alive = psutil.wait_procs(processes, timeout=within)
-    assert not alive, f"left running: {[(p.pid, ' '.join(p.cmdline())[:120]) for p in alive]}"
+    assert not alive, f"left running: {[(p.pid, command_line(p)[:120]) for p in alive]}"
     assert serve.port_holder("127.0.0.1", port) is None
 
 
@@ -197,8 +206,7 @@ def test_a_signal_during_start_up_stops_what_was_started(tmp_path, signum, phase
         if phase == "server":  # the server's process exists, its API is not up yet
             up.wait_until(lambda: up.children())
         else:  # `prefect deploy` is running
-            up.wait_until(lambda: any("deploy" in " ".join(p.cmdline()) for p in up.children()
-                                      if p.is_running()), timeout=240)
+            up.wait_until(lambda: any("deploy" in command_line(p) for p in up.children()), timeout=240)
         processes = up.children()
         up.signal_and_wait(signum, within=60)
         assert up.process.returncode == 0, up.output[-3000:]
@@ -221,7 +229,7 @@ def test_orphans_are_refused_then_their_run_marked_crashed_and_a_dead_worker_sto
         orphans = first.descendants
         first.process.kill()
         first.process.wait()
-        server_pid = next(p.pid for p in orphans if "server" in " ".join(p.cmdline()) and p.pid == os.getpgid(p.pid))
+        server_pid = next(p.pid for p in orphans if "server" in command_line(p) and p.pid == os.getpgid(p.pid))
         # 2. a new serve does not attach to them: it names the holder of the port and exits 1.
         second = Serve(tmp_path, port)
         assert second.process.wait(60) == 1
@@ -236,7 +244,7 @@ def test_orphans_are_refused_then_their_run_marked_crashed_and_a_dead_worker_sto
         assert run_state(tmp_path, orphaned_run)[0] == "CRASHED"
         # 4. the worker dies: serve stops the server, marks the run in flight Crashed, and exits 1 saying so.
         in_flight = start_running_run(port)
-        worker = next(p for p in third.descendants if "worker" in " ".join(p.cmdline()) and p.pid == os.getpgid(p.pid))
+        worker = next(p for p in third.descendants if "worker" in command_line(p) and p.pid == os.getpgid(p.pid))
         worker.kill()
         third.process.wait(60)
         assert third.process.returncode == 1
