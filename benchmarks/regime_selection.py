@@ -120,11 +120,11 @@ def main() -> None:
     args = parser.parse_args()
     overrides = {k.removeprefix("train."): v for k, _, v in (s.partition("=") for s in args.set)}
     runs = json.loads(RUNS.read_text()) if RUNS.exists() else []
-    from benchmarks.wordnet_tasks import TASKS, write as write_task
+    from benchmarks.wordnet_tasks import data_file
 
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(args.workdir or Path(tmp) / "work")
-        data = (write_task(args.data, Path(tmp)) if args.data in TASKS else Path(args.data)) if args.data else None
+        data = data_file(args.data, Path(tmp))
         dataset = args.data or "phrasebank"
         body = {"model.backbone": args.backbone} if args.backbone else {}
         _, done, backbone = run_steps(workdir, {"train.unfreeze_top": args.unfreeze_top, **body}, data, until="embed")
